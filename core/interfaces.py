@@ -1,0 +1,249 @@
+"""The plug points of the federation loop: `Trainer` and `Aggregator`.
+
+The loop in `core.federation` only talks to these two protocols and to the
+frozen artefacts below, so a differentially private trainer and a secure
+aggregator replace the plain ones without any change to the loop.
+
+Data flows one way::
+
+    TrainTask ──Trainer.train──► ClientUpdate | ClientDeclined
+    RoundContext + [ClientUpdate] ──Aggregator.aggregate──► AggregateResult
+    AggregateResult.mean_delta ──ServerOptimizer──► new global parameters
+
+Guarantees the loop relies on:
+
+* the loop never reads `ClientUpdate.metrics` or `ClientUpdate.num_examples`
+  itself; per-client values reach the server only through the aggregator, and
+  the loop reports aggregate values from `AggregateResult.metrics` only;
+* before an update reaches the aggregator the loop checks, on the client side
+  of the boundary, that its delta is finite and has the expected length, so a
+  NaN or inf never reaches the global model;
+* an `Aggregator` that raises `core.errors.RoundAborted` leaves the round
+  without effect: the global model and server optimizer state are unchanged;
+* `state_dict()` returns only tensors and plain Python values (dict, list,
+  tuple, str, int, float, bool, None), because checkpoints are read back with
+  `torch.load(..., weights_only=True)` and nothing else is ever unpickled.
+
+>>> import torch
+>>> u = ClientUpdate(client_id=3, delta=torch.zeros(4), num_examples=10, metrics={})
+>>> u.num_examples
+10
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from torch import Tensor
+
+__all__ = [
+    "AggregateResult",
+    "Aggregator",
+    "ClientDataset",
+    "ClientDeclined",
+    "ClientUpdate",
+    "RoundContext",
+    "StateDict",
+    "TrainOutcome",
+    "TrainTask",
+    "Trainer",
+]
+
+#: What `state_dict()` returns: tensors and plain Python values only.
+StateDict: TypeAlias = dict[str, Any]
+
+
+def _frozen_metrics(metrics: Mapping[str, float]) -> Mapping[str, float]:
+    # A private copy, so a caller mutating its dict cannot change an artefact.
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientDataset:
+    """One client's local examples: `features[i]` has label `labels[i]`.
+
+    Tensors rather than a `DataLoader`, so every trainer (plain or DP with
+    Poisson sampling) builds the batching it needs from the same source.
+    """
+
+    client_id: int
+    features: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.features.shape[0] != self.labels.shape[0]:
+            raise ValueError(
+                f"ClientDataset {self.client_id}: features has "
+                f"{self.features.shape[0]} rows but labels has "
+                f"{self.labels.shape[0]}; they must be equal"
+            )
+
+    @property
+    def num_examples(self) -> int:
+        """How many examples the client holds (0 for a client with no data)."""
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainTask:
+    """What a client receives in a round: the global model and its own data."""
+
+    round_index: int
+    client_id: int
+    global_params: Tensor
+    data: ClientDataset
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientUpdate:
+    """A client's contribution: Δ = w_local − w_global as one flat tensor.
+
+    `num_examples` is the FedAvg weight and `metrics` the client's training
+    metrics (e.g. ``train_loss``, ``train_accuracy``, ``epsilon``). Both are
+    private to the client: only an aggregator may combine them.
+    """
+
+    client_id: int
+    delta: Tensor
+    num_examples: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.delta.dim() != 1:
+            raise ValueError(
+                f"ClientUpdate.delta must be a 1-D tensor; "
+                f"found shape {tuple(self.delta.shape)}"
+            )
+        if self.num_examples < 0:
+            raise ValueError(
+                f"ClientUpdate.num_examples must be >= 0; found {self.num_examples}"
+            )
+        object.__setattr__(self, "metrics", _frozen_metrics(self.metrics))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientDeclined:
+    """A client refused to train this round, and why.
+
+    `permanent=True` (the default) means it will never train again in this
+    federation, e.g. its privacy budget would be exceeded (ε only grows) or it
+    holds no data; the loop stops sampling it, and stops the federation once
+    no client is left. `permanent=False` only skips this round.
+    """
+
+    client_id: int
+    reason: str
+    permanent: bool = True
+
+
+#: What `Trainer.train` returns.
+TrainOutcome: TypeAlias = ClientUpdate | ClientDeclined
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundContext:
+    """Public facts about a round, handed to the aggregator.
+
+    `cohort` lists every sampled client (including ones that later declined
+    or were rejected), in sampling order; `global_params` is the flat model
+    the clients trained from (a secure aggregator binds its hash to the
+    session).
+    """
+
+    round_index: int
+    cohort: tuple[int, ...]
+    global_params: Tensor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregateResult:
+    """The server's view of a round: a weighted mean and aggregate metrics.
+
+    `mean_delta` is Σ n_k Δ_k / Σ n_k over the `num_aggregated` clients whose
+    updates were combined, `total_weight` is Σ n_k, `dropped` the client ids
+    whose contribution was lost in aggregation (e.g. a secure-aggregation
+    dropout), `bytes_up`/`bytes_down` the traffic the aggregation cost, and
+    `metrics` the aggregate of the clients' metrics (the only per-round
+    training metrics the loop ever sees).
+    """
+
+    mean_delta: Tensor
+    total_weight: float
+    num_aggregated: int
+    dropped: tuple[int, ...] = ()
+    bytes_up: int = 0
+    bytes_down: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mean_delta.dim() != 1:
+            raise ValueError(
+                f"AggregateResult.mean_delta must be a 1-D tensor; "
+                f"found shape {tuple(self.mean_delta.shape)}"
+            )
+        if self.num_aggregated < 1:
+            raise ValueError(
+                "AggregateResult.num_aggregated must be >= 1 (raise RoundAborted "
+                f"when nothing was aggregated); found {self.num_aggregated}"
+            )
+        object.__setattr__(self, "metrics", _frozen_metrics(self.metrics))
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Runs one client's local training.
+
+    Guarantees an implementation must keep:
+
+    * `train` returns a `ClientUpdate` whose `delta` has the same length and
+      dtype as `task.global_params`, or a `ClientDeclined` with a reason; it
+      never mutates `task.global_params`;
+    * a trainer that consumes randomness keeps its generator state in
+      `state_dict()`, so a resumed run is bit-identical to an uninterrupted one;
+    * `load_state_dict(state_dict())` restores the trainer exactly.
+    """
+
+    def train(self, task: TrainTask) -> TrainOutcome:
+        """Train on `task.data` from `task.global_params`; return Δ or a refusal."""
+        ...
+
+    def state_dict(self) -> StateDict:
+        """Everything needed to resume, as tensors and plain values."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        ...
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """Combines the round's client updates into a weighted mean.
+
+    Guarantees an implementation must keep:
+
+    * `aggregate` returns Σ n_k Δ_k / Σ n_k over the updates it could combine
+      (a secure aggregator recovers this from masked inputs without learning
+      any single Δ_k or n_k), and the aggregate of the clients' metrics;
+    * when the round cannot produce a mean it raises
+      `core.errors.RoundAborted` (or a subclass) and the loop carries on;
+    * `updates` is never mutated; `state_dict`/`load_state_dict` as for
+      `Trainer`.
+    """
+
+    def aggregate(
+        self, context: RoundContext, updates: Sequence[ClientUpdate]
+    ) -> AggregateResult:
+        """Aggregate `updates` (at least one) for the round in `context`."""
+        ...
+
+    def state_dict(self) -> StateDict:
+        """Everything needed to resume, as tensors and plain values."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        ...
+
