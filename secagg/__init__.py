@@ -1,1 +1,58 @@
-"""placeholder: replaced by the package owner."""
+"""Secure aggregation: Bonawitz et al. (CCS 2017) pairwise double masking.
+
+The server learns only the sum of the survivors' weighted, quantised updates,
+their total weight and the total count of clipped coordinates, and recovers
+that sum exactly while at least ``threshold`` clients survive every round.
+
+>>> import torch
+>>> cfg = SecAggConfig(num_clients=3, threshold=2, vector_length=1, max_weight=3)
+>>> r = run_session([torch.tensor([0.5])] * 3, [1, 1, 2], cfg)
+>>> r.total_weight, round(float(r.mean[0]), 3)
+(4, 0.5)
+"""
+
+from __future__ import annotations
+
+from secagg.client import ClientPhase, SecAggClient
+from secagg.config import ClientPolicy, Round, SecAggConfig, SecurityMode
+from secagg.errors import (
+    ConfigError,
+    InvalidInput,
+    InvalidKey,
+    InvalidMessage,
+    InvalidShare,
+    PolicyViolation,
+    ProtocolError,
+    ReconstructionError,
+    SecAggError,
+    TooFewSurvivors,
+)
+from secagg.local import SessionResult, run_quantized_session, run_session
+from secagg.quantize import QuantizedInput, quantize_input
+from secagg.server import SecAggAggregate, SecAggServer
+
+__all__ = [
+    "ClientPhase",
+    "ClientPolicy",
+    "ConfigError",
+    "InvalidInput",
+    "InvalidKey",
+    "InvalidMessage",
+    "InvalidShare",
+    "PolicyViolation",
+    "ProtocolError",
+    "QuantizedInput",
+    "ReconstructionError",
+    "Round",
+    "SecAggAggregate",
+    "SecAggClient",
+    "SecAggConfig",
+    "SecAggError",
+    "SecAggServer",
+    "SecurityMode",
+    "SessionResult",
+    "TooFewSurvivors",
+    "quantize_input",
+    "run_quantized_session",
+    "run_session",
+]

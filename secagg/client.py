@@ -1,0 +1,347 @@
+"""The client side of the protocol: a phase machine, bytes in, bytes out.
+
+Each method validates everything it received before it changes anything; a
+failed check raises a named :class:`~secagg.errors.SecAggError`, returns no
+bytes, and leaves the client's state object untouched (``_state`` is a frozen
+snapshot replaced only on success).  The checks follow DESIGN §2:
+
+1. the configuration is within the client's own :class:`ClientPolicy`;
+3. advertised keys are distinct and valid, its own appear exactly once, and
+   there are at least ``threshold`` participants;
+4. every decrypted share names the expected sender and receiver;
+5. survivor and dropped lists are disjoint, within the earlier lists, do not
+   list the client as dropped, hold at least ``threshold`` survivors, and the
+   client answers one Unmasking request per session, never revealing both
+   kinds of share for one peer;
+6. all session secrets are discarded once the client has answered or aborted.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import torch
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from secagg import crypto, prg, ring, shamir
+from secagg.config import MAX_CLIENT_ID, ClientPolicy, SecAggConfig, neighbours
+from secagg.errors import (
+    InvalidInput,
+    InvalidKey,
+    InvalidShare,
+    ProtocolError,
+    TooFewSurvivors,
+)
+from secagg.messages import (
+    AdvertiseKeys,
+    KeyDirectory,
+    MaskedInput,
+    ShareKeys,
+    ShareRelay,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from secagg.quantize import QuantizedInput
+
+__all__ = ["ClientPhase", "SecAggClient", "mask_sign"]
+
+
+class ClientPhase(enum.Enum):
+    """Where a client stands in its session."""
+
+    NEW = "new"
+    ADVERTISED = "advertised"
+    SHARED = "shared"
+    MASKED = "masked"
+    # A semi-honest session has no ConsistencyCheck; the hardened mode adds a
+    # SIGNED phase between MASKED and DONE.
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+def mask_sign(me: int, peer: int) -> int:
+    """Sign of the pairwise mask ``me`` adds for ``peer`` (they cancel in pairs)."""
+    return 1 if me < peer else -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _State:
+    phase: ClientPhase = ClientPhase.NEW
+    c_sk: X25519PrivateKey | None = None
+    s_sk: X25519PrivateKey | None = None
+    session: bytes = b""
+    participants: frozenset[int] = frozenset()
+    neighbours: frozenset[int] = frozenset()
+    seed: bytes | None = None
+    own_shares: tuple[int, int] = (0, 0)  # (share of s_sk, share of b) for me
+    channel_keys: Mapping[int, bytes] = field(default_factory=dict)
+    pair_keys: Mapping[int, bytes] = field(default_factory=dict)
+    held: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+
+class SecAggClient:
+    """One client of one session (transport-agnostic: bytes in, bytes out).
+
+    Call, in order: :meth:`advertise_keys`, :meth:`share_keys`,
+    :meth:`masked_input`, :meth:`unmask`.  ``entropy`` defaults to the OS
+    CSPRNG; inject another source only in tests.  ``device`` only chooses
+    where mask keystreams are computed.
+    """
+
+    def __init__(
+        self,
+        config: SecAggConfig,
+        client_id: int,
+        *,
+        policy: ClientPolicy | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if isinstance(client_id, bool) or not isinstance(client_id, int):
+            raise InvalidInput("client_id must be an int")
+        if not 0 <= client_id <= MAX_CLIENT_ID:
+            raise InvalidInput(f"client_id must be in [0, {MAX_CLIENT_ID}]")
+        (policy or ClientPolicy()).check(config)
+        self._config = config
+        self._id = client_id
+        self._entropy = entropy
+        self._device = torch.device(device)
+        self._state = _State()
+
+    @property
+    def client_id(self) -> int:
+        """This client's id."""
+        return self._id
+
+    @property
+    def phase(self) -> ClientPhase:
+        """The current phase."""
+        return self._state.phase
+
+    @property
+    def holds_secrets(self) -> bool:
+        """Whether any session secret (keys, seed, shares) is still held."""
+        s = self._state
+        return any(
+            (s.c_sk, s.s_sk, s.seed, s.channel_keys, s.pair_keys, s.held)
+        ) or s.own_shares != (0, 0)
+
+    def abort(self) -> None:
+        """Leave the session and discard every secret."""
+        self._state = _State(phase=ClientPhase.ABORTED)
+
+    def _expect(self, phase: ClientPhase, action: str) -> None:
+        if self._state.phase is not phase:
+            if phase is ClientPhase.MASKED and self._state.phase is ClientPhase.DONE:
+                raise ProtocolError(
+                    "already answered an Unmasking request in this session"
+                )
+            raise ProtocolError(f"cannot {action} in phase {self._state.phase.value}")
+
+    # Round 0 ---------------------------------------------------------------
+
+    def advertise_keys(self) -> bytes:
+        """Generate the fresh ``c`` and ``s`` key pairs; return AdvertiseKeys."""
+        self._expect(ClientPhase.NEW, "advertise keys")
+        c_sk = crypto.generate_private_key(self._entropy)
+        s_sk = crypto.generate_private_key(self._entropy)
+        msg = AdvertiseKeys(
+            sender=self._id,
+            c_pk=crypto.public_bytes(c_sk),
+            s_pk=crypto.public_bytes(s_sk),
+        )
+        self._state = replace(
+            self._state, phase=ClientPhase.ADVERTISED, c_sk=c_sk, s_sk=s_sk
+        )
+        return msg.to_bytes()
+
+    # Round 1 ---------------------------------------------------------------
+
+    def share_keys(self, data: bytes) -> bytes:
+        """Check the key directory (U1); return encrypted shares for neighbours."""
+        self._expect(ClientPhase.ADVERTISED, "share keys")
+        st, cfg, me = self._state, self._config, self._id
+        if st.c_sk is None or st.s_sk is None:
+            raise ProtocolError("key pairs are missing")
+        directory = KeyDirectory.from_bytes(data)
+        entries = {e.client_id: e for e in directory.entries}
+        if len(entries) > cfg.num_clients:
+            raise ProtocolError(
+                f"key directory lists {len(entries)} clients, more than the "
+                f"announced cohort of {cfg.num_clients}"
+            )
+        if len(entries) < cfg.threshold:
+            raise TooFewSurvivors(
+                f"only {len(entries)} clients advertised keys; threshold is "
+                f"{cfg.threshold}"
+            )
+        mine = entries.get(me)
+        if mine is None:
+            raise InvalidKey("own keys are missing from the key directory")
+        if (mine.c_pk, mine.s_pk) != (
+            crypto.public_bytes(st.c_sk),
+            crypto.public_bytes(st.s_sk),
+        ):
+            raise InvalidKey("own entry in the key directory has other keys")
+        all_keys = [k for e in entries.values() for k in (e.c_pk, e.s_pk)]
+        if len(set(all_keys)) != len(all_keys):
+            raise InvalidKey("advertised public keys are not all distinct")
+        session = crypto.session_id(
+            cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries.values())
+        )
+        peers = neighbours(cfg, session, me, entries)
+        channel_keys, pair_keys = {}, {}
+        for v in sorted(peers):
+            # agree() raises InvalidKey on a low-order key: checked before any
+            # share is produced.
+            c_shared = crypto.agree(st.c_sk, entries[v].c_pk)
+            s_shared = crypto.agree(st.s_sk, entries[v].s_pk)
+            channel_keys[v] = crypto.channel_key(c_shared, session, me, v)
+            pair_keys[v] = crypto.pair_mask_key(s_shared, session, me, v)
+        seed = self._entropy(shamir.SECRET_BYTES)
+        holders = sorted(peers | {me})
+        xs = shamir.points(holders)
+        s_shares = shamir.split(
+            st.s_sk.private_bytes_raw(), cfg.threshold, xs, self._entropy
+        )
+        b_shares = shamir.split(seed, cfg.threshold, xs, self._entropy)
+        ciphertexts = []
+        for v in sorted(peers):
+            x = v + 1
+            plaintext = (
+                me.to_bytes(4, "little")
+                + v.to_bytes(4, "little")
+                + shamir.encode_share(s_shares[x])
+                + shamir.encode_share(b_shares[x])
+            )
+            ct = crypto.encrypt_share(channel_keys[v], session, me, v, plaintext)
+            ciphertexts.append((v, ct))
+        out = ShareKeys(sender=me, ciphertexts=tuple(ciphertexts)).to_bytes()
+        self._state = replace(
+            st,
+            phase=ClientPhase.SHARED,
+            session=session,
+            participants=frozenset(entries),
+            neighbours=peers,
+            seed=seed,
+            own_shares=(s_shares[me + 1], b_shares[me + 1]),
+            channel_keys=channel_keys,
+            pair_keys=pair_keys,
+        )
+        return out
+
+    # Round 2 ---------------------------------------------------------------
+
+    def masked_input(self, data: bytes, update: QuantizedInput) -> bytes:
+        """Open the shares sent to this client (U2); return the masked vector."""
+        self._expect(ClientPhase.SHARED, "send a masked input")
+        st, cfg, me = self._state, self._config, self._id
+        if st.seed is None:
+            raise ProtocolError("self-mask seed is missing")
+        if update.bits != cfg.bits or update.values.shape != (cfg.encoded_length,):
+            raise InvalidInput("quantised update does not match the configuration")
+        relay = ShareRelay.from_bytes(data)
+        if relay.receiver != me:
+            raise ProtocolError(
+                f"share relay is addressed to client {relay.receiver}, not {me}"
+            )
+        senders = [v for v, _ in relay.ciphertexts]
+        strangers = set(senders) - st.neighbours
+        if strangers:
+            raise ProtocolError(
+                f"shares relayed from clients that are not my neighbours: "
+                f"{sorted(strangers)}"
+            )
+        if len(senders) + 1 < cfg.threshold:
+            raise TooFewSurvivors(
+                f"only {len(senders) + 1} clients shared keys; threshold is "
+                f"{cfg.threshold}"
+            )
+        held: dict[int, tuple[int, int]] = {}
+        for v, ct in relay.ciphertexts:
+            pt = crypto.decrypt_share(st.channel_keys[v], st.session, v, me, ct)
+            if pt[:4] != v.to_bytes(4, "little") or pt[4:8] != me.to_bytes(4, "little"):
+                raise InvalidShare(
+                    f"share relayed from client {v} names the wrong sender or receiver"
+                )
+            try:
+                s_share = shamir.decode_share(pt[8 : 8 + shamir.SHARE_BYTES])
+                b_share = shamir.decode_share(pt[8 + shamir.SHARE_BYTES :])
+            except ValueError as exc:
+                raise InvalidShare(f"share from client {v} is malformed") from exc
+            held[v] = (s_share, b_share)
+        keys = [crypto.self_mask_key(st.seed, st.session, me)]
+        signs = [1]
+        for v in senders:
+            keys.append(st.pair_keys[v])
+            signs.append(mask_sign(me, v))
+        masks = prg.signed_mask_sum(
+            keys, signs, cfg.encoded_length, cfg.bits, self._device
+        )
+        masked = ring.add(update.values, masks, cfg.bits)
+        out = MaskedInput(sender=me, bits=cfg.bits, values=masked).to_bytes()
+        # Pair keys and the seed are no longer needed: only shares remain.
+        self._state = replace(
+            st,
+            phase=ClientPhase.MASKED,
+            c_sk=None,
+            seed=None,
+            channel_keys={},
+            pair_keys={},
+            held=held,
+        )
+        return out
+
+    # Round 4 (Round 3, ConsistencyCheck, exists only in the hardened mode) --
+
+    def unmask(self, data: bytes) -> bytes:
+        """Answer the one Unmasking request: b shares of survivors, s_sk shares
+        of dropped clients, never both for one client."""
+        self._expect(ClientPhase.MASKED, "answer an Unmasking request")
+        st, cfg, me = self._state, self._config, self._id
+        request = UnmaskRequest.from_bytes(data)
+        survivors, dropped = set(request.survivors), set(request.dropped)
+        if survivors & dropped:
+            raise ProtocolError(
+                f"survivor and dropped lists overlap: {sorted(survivors & dropped)}"
+            )
+        if me in dropped:
+            raise ProtocolError("this client is listed as dropped")
+        if me not in survivors:
+            raise ProtocolError("this client is missing from the survivor list")
+        unknown = (survivors | dropped) - st.participants
+        if unknown:
+            raise ProtocolError(
+                f"Unmasking request lists clients that never advertised keys: "
+                f"{sorted(unknown)}"
+            )
+        sharers = set(st.held)
+        silent = ((survivors | dropped) & st.neighbours) - sharers
+        if silent:
+            raise ProtocolError(
+                "Unmasking request lists neighbours that never shared keys "
+                f"with this client: {sorted(silent)}"
+            )
+        if len(survivors) < cfg.threshold:
+            raise TooFewSurvivors(
+                f"only {len(survivors)} survivors; threshold is {cfg.threshold}"
+            )
+        seed_shares = [(me, st.own_shares[1])]
+        seed_shares += [(v, st.held[v][1]) for v in survivors & sharers]
+        key_shares = [(v, st.held[v][0]) for v in dropped & sharers]
+        response = UnmaskResponse(
+            sender=me,
+            seed_shares=tuple(
+                sorted((v, shamir.encode_share(y)) for v, y in seed_shares)
+            ),
+            key_shares=tuple(
+                sorted((v, shamir.encode_share(y)) for v, y in key_shares)
+            ),
+        )
+        out = response.to_bytes()
+        # Answer once, then forget every secret of the session.
+        self._state = _State(phase=ClientPhase.DONE)
+        return out

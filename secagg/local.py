@@ -1,0 +1,171 @@
+"""Run a whole session in process: for tests, simulations and benchmarks.
+
+Every message still goes through ``to_bytes``/``from_bytes``, so the byte
+counts are those a real transport would carry.
+
+>>> import torch
+>>> cfg = SecAggConfig(num_clients=3, threshold=2, vector_length=2, max_weight=7)
+>>> r = run_session([torch.tensor([0.5, -0.25])] * 3, [1, 2, 3], cfg,
+...                 drop={2: Round.MASKED_INPUT})
+>>> sorted(r.survivors), r.total_weight
+([0, 1], 3)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from secagg import ring
+from secagg.client import SecAggClient
+from secagg.config import ClientPolicy, Round, SecAggConfig
+from secagg.errors import InvalidInput
+from secagg.quantize import QuantizedInput, quantize_input
+from secagg.server import SecAggServer
+
+__all__ = ["SessionResult", "run_quantized_session", "run_session"]
+
+Vector = torch.Tensor | npt.NDArray[np.floating]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class SessionResult:
+    """Outcome of :func:`run_session`.
+
+    ``weighted_sum`` is Σ w·x over ``survivors`` (the clients whose masked
+    input reached the server, U3) as a float64 tensor; ``mean`` is
+    ``weighted_sum / total_weight``; ``clipped`` is the securely summed count
+    of coordinates that fell outside ``[-clip, clip]``; ``responders`` are the
+    survivors that answered Unmasking.  Byte counts are per client id.
+    """
+
+    weighted_sum: torch.Tensor
+    total_weight: int
+    mean: torch.Tensor
+    survivors: frozenset[int]
+    responders: frozenset[int]
+    bytes_sent: Mapping[int, int]
+    bytes_received: Mapping[int, int]
+    clipped: int
+    ring_sum: ring.RingArray
+
+
+def _by_id(values: Sequence[object] | Mapping[int, object]) -> dict[int, object]:
+    if isinstance(values, Mapping):
+        return dict(values)
+    return dict(enumerate(values))
+
+
+def _vanish_round(rnd: Round) -> Round:
+    # A semi-honest session has no ConsistencyCheck round: vanishing before it
+    # means vanishing before the next round that exists.
+    return Round.UNMASKING if rnd is Round.CONSISTENCY_CHECK else rnd
+
+
+def run_quantized_session(
+    quantized: Mapping[int, QuantizedInput],
+    config: SecAggConfig,
+    *,
+    drop: Mapping[int, Round] | None = None,
+    policy: ClientPolicy | None = None,
+    entropy: Callable[[int], bytes] = os.urandom,
+    device: torch.device | str = "cpu",
+) -> SessionResult:
+    """Run a session over already-quantised inputs (see :func:`run_session`)."""
+    if len(quantized) > config.num_clients:
+        raise InvalidInput(
+            f"{len(quantized)} inputs for a cohort of {config.num_clients}"
+        )
+    drops = {i: _vanish_round(r) for i, r in (drop or {}).items()}
+    unknown = set(drops) - set(quantized)
+    if unknown:
+        raise InvalidInput(f"drop names unknown clients: {sorted(unknown)}")
+
+    def alive(i: int, rnd: Round) -> bool:
+        return i not in drops or rnd < drops[i]
+
+    clients = {
+        i: SecAggClient(config, i, policy=policy, entropy=entropy, device=device)
+        for i in sorted(quantized)
+    }
+    sent = dict.fromkeys(clients, 0)
+    received = dict.fromkeys(clients, 0)
+    server = SecAggServer(config, device=device)
+
+    def deliver(i: int, msg: bytes) -> None:
+        sent[i] += len(msg)
+        server.receive(i, msg)
+
+    for i, c in clients.items():
+        if alive(i, Round.ADVERTISE_KEYS):
+            deliver(i, c.advertise_keys())
+    steps: tuple[tuple[Round, Callable[[int, bytes], bytes]], ...] = (
+        (Round.SHARE_KEYS, lambda i, m: clients[i].share_keys(m)),
+        (Round.MASKED_INPUT, lambda i, m: clients[i].masked_input(m, quantized[i])),
+        (Round.UNMASKING, lambda i, m: clients[i].unmask(m)),
+    )
+    for rnd, step in steps:
+        for i, msg in server.broadcast().items():
+            if alive(i, rnd):
+                received[i] += len(msg)
+                deliver(i, step(i, msg))
+    agg = server.unmask()
+    mean = agg.weighted_sum / agg.total_weight
+    return SessionResult(
+        weighted_sum=agg.weighted_sum,
+        total_weight=agg.total_weight,
+        mean=mean,
+        survivors=agg.survivors,
+        responders=agg.responders,
+        bytes_sent=sent,
+        bytes_received=received,
+        clipped=agg.clipped,
+        ring_sum=agg.ring_sum,
+    )
+
+
+def run_session(
+    inputs: Sequence[Vector] | Mapping[int, Vector],
+    weights: Sequence[int] | Mapping[int, int],
+    config: SecAggConfig,
+    *,
+    drop: Mapping[int, Round] | None = None,
+    policy: ClientPolicy | None = None,
+    device: torch.device | str = "cpu",
+) -> SessionResult:
+    """Run one complete session in process and return the decoded sum.
+
+    ``inputs`` are 1-D float vectors of length ``config.vector_length`` (a
+    sequence gives ids 0..n-1, a mapping names them); ``weights`` are integer
+    example counts with the same ids, capped at ``config.max_weight``;
+    ``drop`` maps a client id to the :class:`Round` before which it vanishes.
+    Raises :class:`~secagg.errors.TooFewSurvivors` when fewer than
+    ``threshold`` clients remain at any round.
+    """
+    xs, ws = _by_id(inputs), _by_id(weights)
+    if set(xs) != set(ws):
+        raise InvalidInput("inputs and weights must name the same clients")
+    drops = drop or {}
+    quantized = {
+        i: quantize_input(xs[i], ws[i], config)  # type: ignore[arg-type]
+        for i in sorted(xs)
+        if i not in drops or drops[i] > Round.MASKED_INPUT
+    }
+    # Clients that vanish before MaskedInput never quantise; they still take
+    # part in the earlier rounds.
+    placeholder = QuantizedInput(
+        values=ring.zeros(config.encoded_length, config.bits),
+        weight=0,
+        clipped=0,
+        bits=config.bits,
+    )
+    for i in xs:
+        quantized.setdefault(i, placeholder)
+    return run_quantized_session(
+        quantized, config, drop=drops, policy=policy, device=device
+    )

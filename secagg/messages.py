@@ -1,0 +1,405 @@
+"""Wire messages: frozen dataclasses with a version byte and exact framing.
+
+Layout of every message: ``version (u8) ‖ type (u8) ‖ body``, integers little
+endian, lists sorted by client id with a u32 count, every length exact.  Any
+malformed input (truncated, extended, wrong version or type, an out-of-range
+id, an unsorted or duplicated list, a share outside the field, a ring value
+above 2^k) raises :class:`~secagg.errors.InvalidMessage` and nothing else.
+Nothing received is ever unpickled: decoding is ``struct`` only.
+
+>>> m = AdvertiseKeys(sender=3, c_pk=bytes(32), s_pk=bytes(range(32)))
+>>> AdvertiseKeys.from_bytes(m.to_bytes()) == m
+True
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from secagg import ring, shamir
+from secagg.config import MAX_CLIENT_ID
+from secagg.crypto import AEAD_TAG_BYTES, KEY_BYTES
+from secagg.errors import InvalidMessage
+
+__all__ = [
+    "SHARE_CIPHERTEXT_BYTES",
+    "SHARE_PLAINTEXT_BYTES",
+    "VERSION",
+    "AdvertiseKeys",
+    "KeyDirectory",
+    "KeyEntry",
+    "MaskedInput",
+    "MessageType",
+    "ShareKeys",
+    "ShareRelay",
+    "UnmaskRequest",
+    "UnmaskResponse",
+]
+
+VERSION = 1
+# sender u32 ‖ receiver u32 ‖ share of s_sk ‖ share of b_u
+SHARE_PLAINTEXT_BYTES = 8 + 2 * shamir.SHARE_BYTES
+SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + AEAD_TAG_BYTES
+
+T = TypeVar("T")
+
+
+class MessageType(enum.IntEnum):
+    """The type byte that follows the version byte."""
+
+    ADVERTISE_KEYS = 1
+    KEY_DIRECTORY = 2
+    SHARE_KEYS = 3
+    SHARE_RELAY = 4
+    MASKED_INPUT = 5
+    UNMASK_REQUEST = 6
+    UNMASK_RESPONSE = 7
+
+
+class _Reader:
+    def __init__(self, data: bytes, kind: MessageType) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidMessage("message must be bytes")
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+        if self.u8() != VERSION:
+            raise InvalidMessage("unsupported message version")
+        if self.u8() != kind:
+            raise InvalidMessage(f"not a {kind.name} message")
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self._pos + n > len(self._view):
+            raise InvalidMessage("message is truncated")
+        out = bytes(self._view[self._pos : self._pos + n])
+        self._pos += n
+        return out
+
+    def view(self, n: int) -> memoryview:
+        if self._pos + n > len(self._view):
+            raise InvalidMessage("message is truncated")
+        out = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return out
+
+    def u8(self) -> int:
+        return int(self.take(1)[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack("<I", self.take(4))[0])
+
+    def items(self, width: int, parse: Callable[[_Reader], T]) -> tuple[T, ...]:
+        count = self.u32()
+        if count * width > len(self._view) - self._pos:
+            raise InvalidMessage("message is truncated")
+        return tuple(parse(self) for _ in range(count))
+
+    def finish(self) -> None:
+        if self._pos != len(self._view):
+            raise InvalidMessage("message has trailing bytes")
+
+
+def _header(kind: MessageType) -> bytes:
+    return struct.pack("<BB", VERSION, kind)
+
+
+def _check_id(value: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidMessage(f"{what} must be an int")
+    if not 0 <= value <= MAX_CLIENT_ID:
+        raise InvalidMessage(f"{what} out of range")
+
+
+def _check_sorted(ids: Sequence[int], what: str) -> None:
+    for i in ids:
+        _check_id(i, what)
+    if any(a >= b for a, b in itertools.pairwise(ids)):
+        raise InvalidMessage(f"{what} list must be strictly increasing")
+
+
+def _check_bytes(value: bytes, size: int, what: str) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise InvalidMessage(f"{what} must be {size} bytes")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdvertiseKeys:
+    """Round 0, client → server: the two fresh X25519 public keys."""
+
+    sender: int
+    c_pk: bytes
+    s_pk: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_bytes(self.c_pk, KEY_BYTES, "c_pk")
+        _check_bytes(self.s_pk, KEY_BYTES, "s_pk")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        head = _header(MessageType.ADVERTISE_KEYS)
+        return head + struct.pack("<I", self.sender) + self.c_pk + self.s_pk
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AdvertiseKeys:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.ADVERTISE_KEYS)
+        out = cls(sender=r.u32(), c_pk=r.take(KEY_BYTES), s_pk=r.take(KEY_BYTES))
+        r.finish()
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyEntry:
+    """One advertised client in a :class:`KeyDirectory`."""
+
+    client_id: int
+    c_pk: bytes
+    s_pk: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.client_id, "client id")
+        _check_bytes(self.c_pk, KEY_BYTES, "c_pk")
+        _check_bytes(self.s_pk, KEY_BYTES, "s_pk")
+
+
+def _key_entry(r: _Reader) -> KeyEntry:
+    return KeyEntry(client_id=r.u32(), c_pk=r.take(KEY_BYTES), s_pk=r.take(KEY_BYTES))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyDirectory:
+    """Round 1 request, server → every client: all advertised keys (U1)."""
+
+    entries: tuple[KeyEntry, ...]
+
+    def __post_init__(self) -> None:
+        _check_sorted([e.client_id for e in self.entries], "client id")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        parts = [
+            _header(MessageType.KEY_DIRECTORY),
+            struct.pack("<I", len(self.entries)),
+        ]
+        for e in self.entries:
+            parts.append(struct.pack("<I", e.client_id) + e.c_pk + e.s_pk)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyDirectory:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.KEY_DIRECTORY)
+        out = cls(entries=r.items(4 + 2 * KEY_BYTES, _key_entry))
+        r.finish()
+        return out
+
+
+def _ciphertext_entry(r: _Reader) -> tuple[int, bytes]:
+    return r.u32(), r.take(SHARE_CIPHERTEXT_BYTES)
+
+
+def _encode_ciphertexts(entries: tuple[tuple[int, bytes], ...]) -> bytes:
+    parts = [struct.pack("<I", len(entries))]
+    parts.extend(struct.pack("<I", i) + ct for i, ct in entries)
+    return b"".join(parts)
+
+
+def _check_ciphertexts(entries: tuple[tuple[int, bytes], ...], what: str) -> None:
+    _check_sorted([i for i, _ in entries], what)
+    for _, ct in entries:
+        _check_bytes(ct, SHARE_CIPHERTEXT_BYTES, "share ciphertext")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareKeys:
+    """Round 1, client → server: one encrypted share bundle per neighbour."""
+
+    sender: int
+    ciphertexts: tuple[tuple[int, bytes], ...]  # (receiver, ciphertext)
+
+    def __post_init__(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_ciphertexts(self.ciphertexts, "receiver")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        return (
+            _header(MessageType.SHARE_KEYS)
+            + struct.pack("<I", self.sender)
+            + _encode_ciphertexts(self.ciphertexts)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ShareKeys:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.SHARE_KEYS)
+        sender = r.u32()
+        out = cls(sender=sender, ciphertexts=r.items(4, _ciphertext_entry))
+        r.finish()
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShareRelay:
+    """Round 2 request, server → client: bundles addressed to it (from U2)."""
+
+    receiver: int
+    ciphertexts: tuple[tuple[int, bytes], ...]  # (sender, ciphertext)
+
+    def __post_init__(self) -> None:
+        _check_id(self.receiver, "receiver")
+        _check_ciphertexts(self.ciphertexts, "sender")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        return (
+            _header(MessageType.SHARE_RELAY)
+            + struct.pack("<I", self.receiver)
+            + _encode_ciphertexts(self.ciphertexts)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ShareRelay:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.SHARE_RELAY)
+        receiver = r.u32()
+        out = cls(receiver=receiver, ciphertexts=r.items(4, _ciphertext_entry))
+        r.finish()
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class MaskedInput:
+    """Round 2, client → server: the masked ring vector, ⌈k/8⌉ bytes a value."""
+
+    sender: int
+    bits: int
+    values: ring.RingArray
+
+    def __post_init__(self) -> None:
+        _check_id(self.sender, "sender")
+        if not ring.MIN_BITS <= self.bits <= ring.MAX_BITS:
+            raise InvalidMessage("ring bits out of range")
+        v = self.values
+        if not isinstance(v, np.ndarray) or v.ndim != 1:
+            raise InvalidMessage("values must be a 1-D array")
+        if v.dtype != ring.container_dtype(self.bits) or v.shape[0] >= 2**32:
+            raise InvalidMessage("values have the wrong dtype or length")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        head = _header(MessageType.MASKED_INPUT) + struct.pack(
+            "<IBI", self.sender, self.bits, self.values.shape[0]
+        )
+        return head + ring.to_wire(self.values, self.bits)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaskedInput:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.MASKED_INPUT)
+        sender, bits, length = r.u32(), r.u8(), r.u32()
+        if not ring.MIN_BITS <= bits <= ring.MAX_BITS:
+            raise InvalidMessage("ring bits out of range")
+        payload = r.view(length * ring.wire_width(bits))
+        r.finish()
+        try:
+            values = ring.from_wire(payload, length, bits)
+        except ValueError as exc:
+            raise InvalidMessage("ring vector is malformed") from exc
+        return cls(sender=sender, bits=bits, values=values)
+
+
+def _id_entry(r: _Reader) -> int:
+    return r.u32()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskRequest:
+    """Round 4 request, server → survivors: who survived (U3), who dropped."""
+
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check_sorted(self.survivors, "survivor")
+        _check_sorted(self.dropped, "dropped")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        return b"".join(
+            [
+                _header(MessageType.UNMASK_REQUEST),
+                struct.pack(
+                    f"<I{len(self.survivors)}I", len(self.survivors), *self.survivors
+                ),
+                struct.pack(
+                    f"<I{len(self.dropped)}I", len(self.dropped), *self.dropped
+                ),
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UnmaskRequest:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.UNMASK_REQUEST)
+        survivors = r.items(4, _id_entry)
+        dropped = r.items(4, _id_entry)
+        r.finish()
+        return cls(survivors=survivors, dropped=dropped)
+
+
+def _share_entry(r: _Reader) -> tuple[int, bytes]:
+    return r.u32(), r.take(shamir.SHARE_BYTES)
+
+
+def _check_shares(entries: tuple[tuple[int, bytes], ...], what: str) -> None:
+    _check_sorted([i for i, _ in entries], what)
+    for _, share in entries:
+        _check_bytes(share, shamir.SHARE_BYTES, "share")
+        try:
+            shamir.decode_share(share)
+        except ValueError as exc:
+            raise InvalidMessage("share is not a field element") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmaskResponse:
+    """Round 4, survivor → server: shares of b_v (v survived) and of s_v_sk
+    (v dropped); never both for one v."""
+
+    sender: int
+    seed_shares: tuple[tuple[int, bytes], ...]  # (owner, share of b_owner)
+    key_shares: tuple[tuple[int, bytes], ...]  # (owner, share of s_owner_sk)
+
+    def __post_init__(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_shares(self.seed_shares, "seed share owner")
+        _check_shares(self.key_shares, "key share owner")
+        seeds = {i for i, _ in self.seed_shares}
+        if any(i in seeds for i, _ in self.key_shares):
+            raise InvalidMessage("both kinds of share for the same client")
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        parts = [_header(MessageType.UNMASK_RESPONSE), struct.pack("<I", self.sender)]
+        for entries in (self.seed_shares, self.key_shares):
+            parts.append(struct.pack("<I", len(entries)))
+            parts.extend(struct.pack("<I", i) + s for i, s in entries)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UnmaskResponse:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        r = _Reader(data, MessageType.UNMASK_RESPONSE)
+        sender = r.u32()
+        seeds = r.items(4 + shamir.SHARE_BYTES, _share_entry)
+        keys = r.items(4 + shamir.SHARE_BYTES, _share_entry)
+        r.finish()
+        return cls(sender=sender, seed_shares=seeds, key_shares=keys)

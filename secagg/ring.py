@@ -1,0 +1,129 @@
+"""All arithmetic in the ring Z_2^k, and nothing else.
+
+A ring vector is a 1-D numpy array in a *container* dtype: ``uint32`` for
+``k <= 32`` and ``uint64`` for ``32 < k <= 62``.  numpy's unsigned integers wrap
+modulo 2^32 or 2^64; since 2^k divides both, any sequence of additions and
+subtractions in the container, reduced once with ``& (2^k - 1)``, is exact in
+Z_2^k.  So adds stay free of masking in hot loops and :func:`reduce` runs once
+at the end.
+
+Wire format: each coordinate is ``ceil(k/8)`` little-endian bytes; for ``k`` not
+a multiple of 8 the unused high bits must be zero (a decoder refuses anything
+else).  ``k = 32`` therefore uploads exactly 4 bytes per coordinate.
+
+>>> v = encode_signed(np.array([-1, 2], dtype=np.int64), 16)
+>>> decode_centered(add(v, v, 16), 16).tolist()
+[-2, 4]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "MAX_BITS",
+    "MIN_BITS",
+    "RingArray",
+    "add",
+    "container_dtype",
+    "decode_centered",
+    "encode_signed",
+    "from_int64",
+    "from_wire",
+    "modulus_mask",
+    "reduce",
+    "sub",
+    "to_wire",
+    "wire_width",
+    "zeros",
+]
+
+MIN_BITS = 8
+MAX_BITS = 62
+
+RingArray = npt.NDArray[np.unsignedinteger]
+
+
+def container_dtype(bits: int) -> np.dtype[np.unsignedinteger]:
+    """The little-endian unsigned container for a ring of ``bits`` bits."""
+    return np.dtype("<u4") if bits <= 32 else np.dtype("<u8")
+
+
+def modulus_mask(bits: int) -> int:
+    """``2^bits - 1``: the mask that reduces a container value into the ring."""
+    return (1 << bits) - 1
+
+
+def wire_width(bits: int) -> int:
+    """Bytes per coordinate on the wire: ``ceil(bits / 8)``."""
+    return (bits + 7) // 8
+
+
+def zeros(length: int, bits: int) -> RingArray:
+    """A fresh zero vector of the ring."""
+    return np.zeros(length, dtype=container_dtype(bits))
+
+
+def reduce(x: RingArray, bits: int) -> RingArray:
+    """Reduce ``x`` into ``[0, 2^bits)`` in place and return it."""
+    if bits not in (32, 64):
+        np.bitwise_and(x, x.dtype.type(modulus_mask(bits)), out=x)
+    return x
+
+
+def add(a: RingArray, b: RingArray, bits: int) -> RingArray:
+    """``a + b`` in Z_2^bits (a new, reduced array)."""
+    return reduce(np.add(a, b), bits)
+
+
+def sub(a: RingArray, b: RingArray, bits: int) -> RingArray:
+    """``a - b`` in Z_2^bits (a new, reduced array)."""
+    return reduce(np.subtract(a, b), bits)
+
+
+def encode_signed(values: npt.NDArray[np.int64], bits: int) -> RingArray:
+    """Centred (two's-complement) encoding of signed integers into the ring."""
+    # int64 -> uint64 is a two's-complement reinterpretation; truncating to the
+    # container and masking keeps the residue modulo 2^bits.
+    out = values.astype(np.uint64, copy=False).astype(container_dtype(bits))
+    return reduce(out, bits)
+
+
+def decode_centered(x: RingArray, bits: int) -> npt.NDArray[np.int64]:
+    """Centred lift: ``[0, 2^bits)`` onto ``[-2^(bits-1), 2^(bits-1))``."""
+    v = reduce(x.copy(), bits).astype(np.int64)
+    v[v >= (1 << (bits - 1))] -= 1 << bits
+    return v
+
+
+def from_int64(values: npt.NDArray[np.int64], bits: int) -> RingArray:
+    """Ring vector from int64 residues already in ``[0, 2^bits)`` (device path)."""
+    return encode_signed(values, bits)
+
+
+def to_wire(x: RingArray, bits: int) -> bytes:
+    """Serialise a reduced ring vector as ``wire_width(bits)`` LE bytes each."""
+    width = wire_width(bits)
+    arr = np.ascontiguousarray(x, dtype=container_dtype(bits))
+    if width == arr.dtype.itemsize:
+        return arr.tobytes()
+    return arr.view(np.uint8).reshape(-1, arr.dtype.itemsize)[:, :width].tobytes()
+
+
+def from_wire(data: bytes | memoryview, length: int, bits: int) -> RingArray:
+    """Parse :func:`to_wire` output; raise ``ValueError`` on any deviation."""
+    width = wire_width(bits)
+    if len(data) != length * width:
+        raise ValueError("ring vector has the wrong length")
+    dtype = container_dtype(bits)
+    if width == dtype.itemsize:
+        out = np.frombuffer(data, dtype=dtype).copy()
+    else:
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(length, width)
+        padded = np.zeros((length, dtype.itemsize), dtype=np.uint8)
+        padded[:, :width] = raw
+        out = padded.view(dtype).reshape(length)
+    if bits % 8 and np.any(out >> dtype.type(bits)):
+        raise ValueError("ring coordinate exceeds 2^bits")
+    return out
