@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg import crypto, prg, ring, shamir
+from secagg import crypto, prg, shamir
 from secagg.config import MAX_CLIENT_ID, ClientPolicy, SecAggConfig, neighbours
 from secagg.errors import (
     InvalidInput,
@@ -278,10 +278,7 @@ class SecAggClient:
         for v in senders:
             keys.append(st.pair_keys[v])
             signs.append(mask_sign(me, v))
-        masks = prg.signed_mask_sum(
-            keys, signs, cfg.encoded_length, cfg.bits, self._device
-        )
-        masked = ring.add(update.values, masks, cfg.bits)
+        masked = prg.apply_masks(update.values, keys, signs, cfg.bits, self._device)
         out = MaskedInput(sender=me, bits=cfg.bits, values=masked).to_bytes()
         # Pair keys and the seed are no longer needed: only shares remain.
         self._state = replace(

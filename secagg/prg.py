@@ -32,6 +32,7 @@ from secagg.errors import SecAggError
 __all__ = [
     "KEY_BYTES",
     "Keystream",
+    "apply_masks",
     "chacha20_keystream",
     "mask_vector",
     "signed_mask_sum",
@@ -155,3 +156,21 @@ def signed_mask_sum(
     if values.shape != (length,):
         raise SecAggError("device PRG returned a vector of the wrong shape")
     return ring.from_int64(values, bits)
+
+
+def apply_masks(
+    values: ring.RingArray,
+    keys: Sequence[bytes],
+    signs: Sequence[int],
+    bits: int,
+    device: torch.device | str = "cpu",
+) -> ring.RingArray:
+    """``values + Σ_i signs[i] · PRG(keys[i])`` as a new reduced ring vector.
+
+    On the CPU the masks are added straight into a copy of ``values``, so no
+    mask vector is ever materialised.
+    """
+    if torch.device(device).type == "cpu":
+        return signed_mask_sum_into(values.copy(), keys, signs, bits)
+    masks = signed_mask_sum(keys, signs, values.shape[0], bits, device)
+    return ring.add(values, masks, bits)

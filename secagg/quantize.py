@@ -105,13 +105,17 @@ def quantize_input(
     for start in range(0, d, _CHUNK):
         block = x[start : start + _CHUNK]
         clipped += int(np.count_nonzero(np.abs(block) > clip))
-        v = np.clip(block, -clip, clip) * scale
-        low = np.floor(v)
-        # Round up with probability frac(v): u < frac with u uniform in [0, 1)
-        # on a 2^-32 grid.
+        v = np.clip(block, -clip, clip)
+        v *= scale
+        # Stochastic rounding: floor(v + u) with u uniform on a 2^-32 grid in
+        # [0, 1) rounds up with probability frac(v).  float64 resolves u fully
+        # while value_bits <= 21, and to 2^(value_bits - 53) beyond that.
         u = stream.words(block.shape[0]) * (1.0 / 2**32)
-        q = (low + (u < v - low)).astype(np.int64)
-        q *= w
+        v += u
+        np.floor(v, out=v)
+        q = v.astype(np.int64)
+        if w != 1:
+            q *= w
         out[start : start + block.shape[0]] = ring.encode_signed(q, bits)
     out[d] = w
     out[d + 1] = clipped

@@ -84,9 +84,9 @@ def sub(a: RingArray, b: RingArray, bits: int) -> RingArray:
 
 def encode_signed(values: npt.NDArray[np.int64], bits: int) -> RingArray:
     """Centred (two's-complement) encoding of signed integers into the ring."""
-    # int64 -> uint64 is a two's-complement reinterpretation; truncating to the
-    # container and masking keeps the residue modulo 2^bits.
-    out = values.astype(np.uint64, copy=False).astype(container_dtype(bits))
+    # numpy casts int64 to an unsigned container modulo 2^32 or 2^64 (C
+    # conversion rules), so masking afterwards keeps the residue mod 2^bits.
+    out = values.astype(container_dtype(bits))
     return reduce(out, bits)
 
 

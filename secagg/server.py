@@ -251,10 +251,7 @@ class SecAggServer:
                 keys.append(crypto.pair_mask_key(shared, self._session, u, v))
                 # u added mask_sign(u, v) · PRG; take it away.
                 signs.append(-mask_sign(u, v))
-        correction = prg.signed_mask_sum(
-            keys, signs, cfg.encoded_length, cfg.bits, self._device
-        )
-        total = ring.add(self._sum, correction, cfg.bits)
+        total = prg.apply_masks(self._sum, keys, signs, cfg.bits, self._device)
         decoded = dequantize(total, cfg)
         result = SecAggAggregate(
             ring_sum=total,
