@@ -246,4 +246,3 @@ class Aggregator(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         ...
-
