@@ -14,17 +14,21 @@ True
 
 from __future__ import annotations
 
-import enum
-import itertools
 import struct
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
 from secagg import ring, shamir
-from secagg.config import MAX_CLIENT_ID
+from secagg._wire import (
+    VERSION,
+    MessageType,
+    Reader,
+    check_bytes,
+    check_id,
+    check_sorted,
+    header,
+)
 from secagg.crypto import AEAD_TAG_BYTES, KEY_BYTES
 from secagg.errors import InvalidMessage
 
@@ -43,89 +47,9 @@ __all__ = [
     "UnmaskResponse",
 ]
 
-VERSION = 1
 # sender u32 ‖ receiver u32 ‖ share of s_sk ‖ share of b_u
 SHARE_PLAINTEXT_BYTES = 8 + 2 * shamir.SHARE_BYTES
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + AEAD_TAG_BYTES
-
-T = TypeVar("T")
-
-
-class MessageType(enum.IntEnum):
-    """The type byte that follows the version byte."""
-
-    ADVERTISE_KEYS = 1
-    KEY_DIRECTORY = 2
-    SHARE_KEYS = 3
-    SHARE_RELAY = 4
-    MASKED_INPUT = 5
-    UNMASK_REQUEST = 6
-    UNMASK_RESPONSE = 7
-
-
-class _Reader:
-    def __init__(self, data: bytes, kind: MessageType) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidMessage("message must be bytes")
-        self._view = memoryview(data).cast("B")
-        self._pos = 0
-        if self.u8() != VERSION:
-            raise InvalidMessage("unsupported message version")
-        if self.u8() != kind:
-            raise InvalidMessage(f"not a {kind.name} message")
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self._pos + n > len(self._view):
-            raise InvalidMessage("message is truncated")
-        out = bytes(self._view[self._pos : self._pos + n])
-        self._pos += n
-        return out
-
-    def view(self, n: int) -> memoryview:
-        if self._pos + n > len(self._view):
-            raise InvalidMessage("message is truncated")
-        out = self._view[self._pos : self._pos + n]
-        self._pos += n
-        return out
-
-    def u8(self) -> int:
-        return int(self.take(1)[0])
-
-    def u32(self) -> int:
-        return int(struct.unpack("<I", self.take(4))[0])
-
-    def items(self, width: int, parse: Callable[[_Reader], T]) -> tuple[T, ...]:
-        count = self.u32()
-        if count * width > len(self._view) - self._pos:
-            raise InvalidMessage("message is truncated")
-        return tuple(parse(self) for _ in range(count))
-
-    def finish(self) -> None:
-        if self._pos != len(self._view):
-            raise InvalidMessage("message has trailing bytes")
-
-
-def _header(kind: MessageType) -> bytes:
-    return struct.pack("<BB", VERSION, kind)
-
-
-def _check_id(value: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidMessage(f"{what} must be an int")
-    if not 0 <= value <= MAX_CLIENT_ID:
-        raise InvalidMessage(f"{what} out of range")
-
-
-def _check_sorted(ids: Sequence[int], what: str) -> None:
-    for i in ids:
-        _check_id(i, what)
-    if any(a >= b for a, b in itertools.pairwise(ids)):
-        raise InvalidMessage(f"{what} list must be strictly increasing")
-
-
-def _check_bytes(value: bytes, size: int, what: str) -> None:
-    if not isinstance(value, bytes) or len(value) != size:
-        raise InvalidMessage(f"{what} must be {size} bytes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,19 +61,19 @@ class AdvertiseKeys:
     s_pk: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.sender, "sender")
-        _check_bytes(self.c_pk, KEY_BYTES, "c_pk")
-        _check_bytes(self.s_pk, KEY_BYTES, "s_pk")
+        check_id(self.sender, "sender")
+        check_bytes(self.c_pk, KEY_BYTES, "c_pk")
+        check_bytes(self.s_pk, KEY_BYTES, "s_pk")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
-        head = _header(MessageType.ADVERTISE_KEYS)
+        head = header(MessageType.ADVERTISE_KEYS)
         return head + struct.pack("<I", self.sender) + self.c_pk + self.s_pk
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AdvertiseKeys:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.ADVERTISE_KEYS)
+        r = Reader(data, MessageType.ADVERTISE_KEYS)
         out = cls(sender=r.u32(), c_pk=r.take(KEY_BYTES), s_pk=r.take(KEY_BYTES))
         r.finish()
         return out
@@ -164,12 +88,12 @@ class KeyEntry:
     s_pk: bytes
 
     def __post_init__(self) -> None:
-        _check_id(self.client_id, "client id")
-        _check_bytes(self.c_pk, KEY_BYTES, "c_pk")
-        _check_bytes(self.s_pk, KEY_BYTES, "s_pk")
+        check_id(self.client_id, "client id")
+        check_bytes(self.c_pk, KEY_BYTES, "c_pk")
+        check_bytes(self.s_pk, KEY_BYTES, "s_pk")
 
 
-def _key_entry(r: _Reader) -> KeyEntry:
+def _key_entry(r: Reader) -> KeyEntry:
     return KeyEntry(client_id=r.u32(), c_pk=r.take(KEY_BYTES), s_pk=r.take(KEY_BYTES))
 
 
@@ -180,12 +104,12 @@ class KeyDirectory:
     entries: tuple[KeyEntry, ...]
 
     def __post_init__(self) -> None:
-        _check_sorted([e.client_id for e in self.entries], "client id")
+        check_sorted([e.client_id for e in self.entries], "client id")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
         parts = [
-            _header(MessageType.KEY_DIRECTORY),
+            header(MessageType.KEY_DIRECTORY),
             struct.pack("<I", len(self.entries)),
         ]
         for e in self.entries:
@@ -195,13 +119,13 @@ class KeyDirectory:
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyDirectory:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.KEY_DIRECTORY)
+        r = Reader(data, MessageType.KEY_DIRECTORY)
         out = cls(entries=r.items(4 + 2 * KEY_BYTES, _key_entry))
         r.finish()
         return out
 
 
-def _ciphertext_entry(r: _Reader) -> tuple[int, bytes]:
+def _ciphertext_entry(r: Reader) -> tuple[int, bytes]:
     return r.u32(), r.take(SHARE_CIPHERTEXT_BYTES)
 
 
@@ -212,9 +136,9 @@ def _encode_ciphertexts(entries: tuple[tuple[int, bytes], ...]) -> bytes:
 
 
 def _check_ciphertexts(entries: tuple[tuple[int, bytes], ...], what: str) -> None:
-    _check_sorted([i for i, _ in entries], what)
+    check_sorted([i for i, _ in entries], what)
     for _, ct in entries:
-        _check_bytes(ct, SHARE_CIPHERTEXT_BYTES, "share ciphertext")
+        check_bytes(ct, SHARE_CIPHERTEXT_BYTES, "share ciphertext")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,13 +149,13 @@ class ShareKeys:
     ciphertexts: tuple[tuple[int, bytes], ...]  # (receiver, ciphertext)
 
     def __post_init__(self) -> None:
-        _check_id(self.sender, "sender")
+        check_id(self.sender, "sender")
         _check_ciphertexts(self.ciphertexts, "receiver")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
         return (
-            _header(MessageType.SHARE_KEYS)
+            header(MessageType.SHARE_KEYS)
             + struct.pack("<I", self.sender)
             + _encode_ciphertexts(self.ciphertexts)
         )
@@ -239,7 +163,7 @@ class ShareKeys:
     @classmethod
     def from_bytes(cls, data: bytes) -> ShareKeys:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.SHARE_KEYS)
+        r = Reader(data, MessageType.SHARE_KEYS)
         sender = r.u32()
         out = cls(sender=sender, ciphertexts=r.items(4, _ciphertext_entry))
         r.finish()
@@ -254,13 +178,13 @@ class ShareRelay:
     ciphertexts: tuple[tuple[int, bytes], ...]  # (sender, ciphertext)
 
     def __post_init__(self) -> None:
-        _check_id(self.receiver, "receiver")
+        check_id(self.receiver, "receiver")
         _check_ciphertexts(self.ciphertexts, "sender")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
         return (
-            _header(MessageType.SHARE_RELAY)
+            header(MessageType.SHARE_RELAY)
             + struct.pack("<I", self.receiver)
             + _encode_ciphertexts(self.ciphertexts)
         )
@@ -268,7 +192,7 @@ class ShareRelay:
     @classmethod
     def from_bytes(cls, data: bytes) -> ShareRelay:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.SHARE_RELAY)
+        r = Reader(data, MessageType.SHARE_RELAY)
         receiver = r.u32()
         out = cls(receiver=receiver, ciphertexts=r.items(4, _ciphertext_entry))
         r.finish()
@@ -284,7 +208,7 @@ class MaskedInput:
     values: ring.RingArray
 
     def __post_init__(self) -> None:
-        _check_id(self.sender, "sender")
+        check_id(self.sender, "sender")
         if not ring.MIN_BITS <= self.bits <= ring.MAX_BITS:
             raise InvalidMessage("ring bits out of range")
         v = self.values
@@ -295,7 +219,7 @@ class MaskedInput:
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
-        head = _header(MessageType.MASKED_INPUT) + struct.pack(
+        head = header(MessageType.MASKED_INPUT) + struct.pack(
             "<IBI", self.sender, self.bits, self.values.shape[0]
         )
         return head + ring.to_wire(self.values, self.bits)
@@ -303,7 +227,7 @@ class MaskedInput:
     @classmethod
     def from_bytes(cls, data: bytes) -> MaskedInput:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.MASKED_INPUT)
+        r = Reader(data, MessageType.MASKED_INPUT)
         sender, bits, length = r.u32(), r.u8(), r.u32()
         if not ring.MIN_BITS <= bits <= ring.MAX_BITS:
             raise InvalidMessage("ring bits out of range")
@@ -316,7 +240,7 @@ class MaskedInput:
         return cls(sender=sender, bits=bits, values=values)
 
 
-def _id_entry(r: _Reader) -> int:
+def _id_entry(r: Reader) -> int:
     return r.u32()
 
 
@@ -328,14 +252,14 @@ class UnmaskRequest:
     dropped: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        _check_sorted(self.survivors, "survivor")
-        _check_sorted(self.dropped, "dropped")
+        check_sorted(self.survivors, "survivor")
+        check_sorted(self.dropped, "dropped")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
         return b"".join(
             [
-                _header(MessageType.UNMASK_REQUEST),
+                header(MessageType.UNMASK_REQUEST),
                 struct.pack(
                     f"<I{len(self.survivors)}I", len(self.survivors), *self.survivors
                 ),
@@ -348,21 +272,21 @@ class UnmaskRequest:
     @classmethod
     def from_bytes(cls, data: bytes) -> UnmaskRequest:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.UNMASK_REQUEST)
+        r = Reader(data, MessageType.UNMASK_REQUEST)
         survivors = r.items(4, _id_entry)
         dropped = r.items(4, _id_entry)
         r.finish()
         return cls(survivors=survivors, dropped=dropped)
 
 
-def _share_entry(r: _Reader) -> tuple[int, bytes]:
+def _share_entry(r: Reader) -> tuple[int, bytes]:
     return r.u32(), r.take(shamir.SHARE_BYTES)
 
 
 def _check_shares(entries: tuple[tuple[int, bytes], ...], what: str) -> None:
-    _check_sorted([i for i, _ in entries], what)
+    check_sorted([i for i, _ in entries], what)
     for _, share in entries:
-        _check_bytes(share, shamir.SHARE_BYTES, "share")
+        check_bytes(share, shamir.SHARE_BYTES, "share")
         try:
             shamir.decode_share(share)
         except ValueError as exc:
@@ -379,7 +303,7 @@ class UnmaskResponse:
     key_shares: tuple[tuple[int, bytes], ...]  # (owner, share of s_owner_sk)
 
     def __post_init__(self) -> None:
-        _check_id(self.sender, "sender")
+        check_id(self.sender, "sender")
         _check_shares(self.seed_shares, "seed share owner")
         _check_shares(self.key_shares, "key share owner")
         seeds = {i for i, _ in self.seed_shares}
@@ -388,7 +312,7 @@ class UnmaskResponse:
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
-        parts = [_header(MessageType.UNMASK_RESPONSE), struct.pack("<I", self.sender)]
+        parts = [header(MessageType.UNMASK_RESPONSE), struct.pack("<I", self.sender)]
         for entries in (self.seed_shares, self.key_shares):
             parts.append(struct.pack("<I", len(entries)))
             parts.extend(struct.pack("<I", i) + s for i, s in entries)
@@ -397,7 +321,7 @@ class UnmaskResponse:
     @classmethod
     def from_bytes(cls, data: bytes) -> UnmaskResponse:
         """Decode; :class:`InvalidMessage` on any malformation."""
-        r = _Reader(data, MessageType.UNMASK_RESPONSE)
+        r = Reader(data, MessageType.UNMASK_RESPONSE)
         sender = r.u32()
         seeds = r.items(4 + shamir.SHARE_BYTES, _share_entry)
         keys = r.items(4 + shamir.SHARE_BYTES, _share_entry)

@@ -1,0 +1,147 @@
+"""Ring arithmetic, wire format, quantisation and the configuration checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg import ConfigError, InvalidInput, SecAggConfig, SecurityMode, ring
+from secagg.quantize import dequantize, quantize_input
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bits=st.integers(ring.MIN_BITS, ring.MAX_BITS),
+    data=st.data(),
+)
+def test_encode_decode_and_wire_round_trip(bits: int, data: st.DataObject) -> None:
+    half = 1 << (bits - 1)
+    vals = data.draw(st.lists(st.integers(-half, half - 1), min_size=1, max_size=20))
+    enc = ring.encode_signed(np.array(vals, dtype=np.int64), bits)
+    assert ring.decode_centered(enc, bits).tolist() == vals
+    wire = ring.to_wire(enc, bits)
+    assert len(wire) == len(vals) * ring.wire_width(bits)
+    assert ring.from_wire(wire, len(vals), bits).tolist() == enc.tolist()
+
+
+def test_sum_wraps_and_decodes_centred() -> None:
+    a = ring.encode_signed(np.array([2**15 - 1, -5], dtype=np.int64), 16)
+    b = ring.encode_signed(np.array([1, -7], dtype=np.int64), 16)
+    assert ring.decode_centered(ring.add(a, b, 16), 16).tolist() == [-(2**15), -12]
+    assert ring.decode_centered(ring.sub(a, a, 16), 16).tolist() == [0, 0]
+
+
+def test_wire_rejects_high_bits_and_bad_length() -> None:
+    # k = 20 uses 3 bytes a coordinate; the top 4 bits must be zero.
+    with pytest.raises(ValueError, match="exceeds 2\\^bits"):
+        ring.from_wire(b"\x00\x00\x10", 1, 20)
+    with pytest.raises(ValueError, match="wrong length"):
+        ring.from_wire(b"\x00\x00", 1, 20)
+
+
+def _cfg(**kw: object) -> SecAggConfig:
+    base: dict[str, object] = {"num_clients": 4, "threshold": 3, "vector_length": 6}
+    base.update(kw)
+    return SecAggConfig(**base)  # type: ignore[arg-type]
+
+
+def test_bit_budget_refused_with_knobs_named() -> None:
+    msg = (
+        r"bit budget exceeded: value_bits \(16\) \+ bits of max_weight \(10\) \+ "
+        r"ceil\(log2 num_clients\) \(9\) \+ 1 = 36 > bits \(32\); raise bits "
+        r"\(at most 62\) or lower value_bits, max_weight or num_clients"
+    )
+    with pytest.raises(ConfigError, match=msg):
+        SecAggConfig(num_clients=500, threshold=300, vector_length=10, max_weight=1000)
+    # The same session fits once bits is raised.
+    SecAggConfig(
+        num_clients=500, threshold=300, vector_length=10, max_weight=1000, bits=36
+    )
+
+
+def test_clip_count_budget_refused() -> None:
+    with pytest.raises(ConfigError, match="clipped coordinates cannot overflow"):
+        SecAggConfig(
+            num_clients=2, threshold=2, vector_length=2**20, bits=20, value_bits=8
+        )
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"threshold": 5}, "threshold must be in"),
+        ({"bits": 63}, "bits must be in"),
+        ({"value_bits": 1}, "value_bits must be in"),
+        ({"clip": float("nan")}, "clip must be a finite number"),
+        ({"clip": -1.0}, "clip must be > 0"),
+        ({"max_weight": 0}, "max_weight must be >= 1"),
+        ({"mode": SecurityMode.HARDENED}, "HARDENED .* is not implemented yet"),
+    ],
+)
+def test_config_validation(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _cfg(**kw)
+
+
+def test_config_digest_binds_every_field() -> None:
+    digests = {
+        _cfg().digest(),
+        _cfg(clip=2.0).digest(),
+        _cfg(bits=40).digest(),
+        _cfg(max_weight=3).digest(),
+        _cfg(context=b"model-hash").digest(),
+        _cfg(threshold=2).digest(),
+    }
+    assert len(digests) == 6
+
+
+def test_clipping_is_counted_not_wrapped() -> None:
+    cfg = _cfg(max_weight=7)
+    x = torch.tensor([0.5, 3.0, -9.0, 1.0, -1.0, 0.0])
+    q = quantize_input(x, 2, cfg)
+    assert q.clipped == 2
+    out = dequantize(q.values, cfg)
+    assert out.clipped == 2 and out.total_weight == 2
+    # Clipped values saturate at ±clip; they never wrap around.
+    assert out.weighted_sum[1] == pytest.approx(2.0)
+    assert out.weighted_sum[2] == pytest.approx(-2.0)
+
+
+def test_weight_is_capped_at_max_weight() -> None:
+    q = quantize_input(np.zeros(6), 1000, _cfg(max_weight=15))
+    assert q.weight == 15 and int(q.values[6]) == 15
+
+
+@pytest.mark.parametrize(
+    ("vector", "weight", "message"),
+    [
+        (np.zeros(5), 1, "vector must be 1-D of length 6"),
+        (np.array([0, 0, 0, 0, 0, np.nan]), 1, "NaN or infinite"),
+        (np.zeros(6, dtype=np.int64), 1, "must be floating point"),
+        (np.zeros(6), 0, "weight must be >= 1"),
+        (np.zeros(6), True, "weight must be an int"),
+    ],
+)
+def test_quantize_rejects_bad_input(
+    vector: object, weight: object, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        quantize_input(vector, weight, _cfg())  # type: ignore[arg-type]
+
+
+def test_stochastic_rounding_is_unbiased_and_within_one_step() -> None:
+    cfg = SecAggConfig(
+        num_clients=2, threshold=2, vector_length=200_000, value_bits=4, clip=1.0
+    )
+    # scale = 7: 0.3 · 7 = 2.1 rounds to 2 or 3, up with probability 0.1.
+    x = np.full(cfg.vector_length, 0.3)
+    q = dequantize(quantize_input(x, 1, cfg).values, cfg).weighted_sum * cfg.scale
+    assert set(np.unique(q).tolist()) == {2.0, 3.0}
+    ups = int(np.count_nonzero(q == 3.0))
+    n, p = cfg.vector_length, 0.1
+    sigma = (n * p * (1 - p)) ** 0.5
+    # Two-sided, 6 sigma: a correct rounder fails about once in 10^9 runs.
+    assert abs(ups - n * p) < 6 * sigma, f"{ups} round-ups, expected {n * p}"
