@@ -225,12 +225,11 @@ def signed_mask_sum(
     elif out.dtype != torch.int64 or out.shape != (length,) or out.device != dev:
         raise ValueError("out must be an int64 tensor of shape (length,) on device")
     if dev.type == "cuda" and bits <= 32:
-        from secagg import prg_triton
+        # Imported here so that importing secagg never imports Triton.
+        from secagg.prg_triton import signed_mask_sum_triton, triton_available
 
-        if prg_triton.triton_available():
-            return prg_triton.signed_mask_sum_triton(
-                keys, signs, length, bits, dev, out=out
-            )
+        if triton_available():
+            return signed_mask_sum_triton(keys, signs, length, bits, dev, out=out)
     out.zero_()
     if not keys or length == 0:
         return out
