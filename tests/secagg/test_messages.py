@@ -1,0 +1,194 @@
+"""Wire messages: round trips, and fuzzing that only ever raises InvalidMessage.
+
+Truncated and extended encodings must always be rejected; bit flips either
+decode to some other well-formed message or raise InvalidMessage.  A party fed
+a rejected message is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg import InvalidMessage, Round, SecAggError, SecAggServer, ring
+from secagg.messages import (
+    AdvertiseKeys,
+    KeyDirectory,
+    MaskedInput,
+    ShareKeys,
+    ShareRelay,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from tests.secagg.helpers import config, drive, quantized
+
+Decoder = Callable[[bytes], Any]
+
+
+@functools.cache
+def samples() -> dict[str, tuple[Decoder, bytes]]:
+    """One genuine encoding of every message type, from a real session."""
+    cfg = config(n=4, t=3, d=5)
+    run = drive(cfg, Round.SHARE_KEYS)
+    c0 = run.clients[0]
+    directory = run.requests[0]
+    share_keys = c0.share_keys(directory)
+    run2 = drive(cfg, Round.UNMASKING)
+    relay_run = drive(cfg, Round.MASKED_INPUT)
+    masked = relay_run.clients[0].masked_input(relay_run.requests[0], quantized(cfg))
+    request = run2.requests[0]
+    response = run2.clients[0].unmask(request)
+    odd = MaskedInput(
+        sender=1, bits=20, values=ring.encode_signed(np.arange(-3, 4), 20)
+    ).to_bytes()
+    return {
+        "advertise": (
+            AdvertiseKeys.from_bytes,
+            AdvertiseKeys(sender=7, c_pk=bytes(32), s_pk=b"\x01" * 32).to_bytes(),
+        ),
+        "directory": (KeyDirectory.from_bytes, directory),
+        "share_keys": (ShareKeys.from_bytes, share_keys),
+        "relay": (ShareRelay.from_bytes, relay_run.requests[0]),
+        "masked": (MaskedInput.from_bytes, masked),
+        "masked20": (MaskedInput.from_bytes, odd),
+        "request": (UnmaskRequest.from_bytes, request),
+        "response": (UnmaskResponse.from_bytes, response),
+    }
+
+
+NAMES = sorted(samples())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trip(name: str) -> None:
+    decode, data = samples()[name]
+    assert decode(data).to_bytes() == data
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_version_and_type_rejected(name: str) -> None:
+    decode, data = samples()[name]
+    with pytest.raises(InvalidMessage, match="unsupported message version"):
+        decode(b"\x02" + data[1:])
+    with pytest.raises(InvalidMessage, match="not a "):
+        decode(data[:1] + bytes([data[1] % 7 + 1]) + data[2:])
+
+
+def _decode_or_invalid(decode: Decoder, data: bytes) -> bool:
+    try:
+        decode(data)
+    except InvalidMessage:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(NAMES), data=st.data())
+def test_truncated_and_extended_always_rejected(name: str, data: st.DataObject) -> None:
+    decode, raw = samples()[name]
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    assert not _decode_or_invalid(decode, raw[:cut])
+    tail = data.draw(st.binary(min_size=1, max_size=40))
+    assert not _decode_or_invalid(decode, raw + tail)
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(NAMES), data=st.data())
+def test_bit_flips_only_raise_invalid_message(name: str, data: st.DataObject) -> None:
+    decode, raw = samples()[name]
+    flips = data.draw(
+        st.lists(st.integers(0, 8 * len(raw) - 1), min_size=1, max_size=3)
+    )
+    buf = bytearray(raw)
+    for bit in flips:
+        buf[bit // 8] ^= 1 << (bit % 8)
+    _decode_or_invalid(decode, bytes(buf))  # anything but InvalidMessage escapes
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(NAMES), blob=st.binary(max_size=300))
+def test_garbage_only_raises_invalid_message(name: str, blob: bytes) -> None:
+    decode, raw = samples()[name]
+    _decode_or_invalid(decode, raw[:2] + blob)
+    _decode_or_invalid(decode, blob)
+
+
+def _server_snapshot(srv: SecAggServer) -> tuple[object, ...]:
+    return (
+        srv.round,
+        dict(srv._keys),
+        {k: dict(v) for k, v in srv._shares.items()},
+        set(srv._masked),
+        srv._sum.copy().tolist(),
+        dict(srv._responses),
+    )
+
+
+def _mutate(raw: bytes, data: st.DataObject) -> bytes:
+    kind = data.draw(st.sampled_from(["cut", "extend", "flip"]))
+    if kind == "cut":
+        return raw[: data.draw(st.integers(0, len(raw) - 1))]
+    if kind == "extend":
+        return raw + data.draw(st.binary(min_size=1, max_size=8))
+    buf = bytearray(raw)
+    bit = data.draw(st.integers(0, 8 * len(raw) - 1))
+    buf[bit // 8] ^= 1 << (bit % 8)
+    return bytes(buf)
+
+
+@functools.cache
+def _server_run(rnd: Round) -> tuple[SecAggServer, bytes]:
+    """A server waiting in ``rnd`` and client 3's genuine message for it."""
+    run = drive(config(n=4, t=3, d=5), rnd)
+    c, request = run.clients[3], run.requests[3]
+    if rnd is Round.SHARE_KEYS:
+        return run.server, c.share_keys(request)
+    if rnd is Round.MASKED_INPUT:
+        return run.server, c.masked_input(request, quantized(run.cfg, 3))
+    return run.server, c.unmask(request)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rnd=st.sampled_from([Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING]),
+    data=st.data(),
+)
+def test_server_state_unchanged_by_rejected_message(
+    rnd: Round, data: st.DataObject
+) -> None:
+    srv, raw = _server_run(rnd)
+    before = _server_snapshot(srv)
+    try:
+        srv.receive(3, _mutate(raw, data))
+    except SecAggError:
+        assert _server_snapshot(srv) == before
+    else:
+        # A flip that still decodes to an acceptable message: start afresh.
+        _server_run.cache_clear()
+
+
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_client_state_unchanged_by_rejected_message(data: st.DataObject) -> None:
+    run = _client_run()
+    client = run.clients[0]
+    before = client._state
+    mutated = _mutate(run.requests[0], data)
+    try:
+        client.share_keys(mutated)
+    except SecAggError:
+        assert client._state is before
+        assert client.holds_secrets
+    else:
+        _client_run.cache_clear()
+
+
+@functools.cache
+def _client_run() -> Any:
+    return drive(config(n=4, t=3, d=5), Round.SHARE_KEYS)
