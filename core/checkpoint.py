@@ -54,12 +54,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointMismatchError(
-            f"{path} holds objects other than tensors and plain values; "
+            f"{path} is not a checkpoint of tensors and plain values only; "
             "refusing to unpickle it"
         ) from exc
     except (RuntimeError, EOFError) as exc:
+        detail = str(exc) or "file is truncated"
         raise CheckpointMismatchError(
-            f"{path} is not a readable fedshield checkpoint: {exc}"
+            f"{path} is not a readable fedshield checkpoint: {detail}"
         ) from exc
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path} does not hold a checkpoint dict")

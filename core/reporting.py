@@ -101,7 +101,7 @@ def format_round(record: RoundRecord) -> str:
     if record.aborted is not None:
         parts.append(f"ABORTED: {record.aborted}")
     parts.append(f"{record.seconds:.2f} s")
-    return " | ".join(parts)
+    return f"{parts[0]} {' | '.join(parts[1:])}"
 
 
 class MetricsLog:

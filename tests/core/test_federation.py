@@ -1,0 +1,194 @@
+"""The federation loop: bad clients, declines, aborts, metrics and reporting."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import (
+    ClientDataset,
+    ConsoleReporter,
+    Federation,
+    FederationConfig,
+    LocalTrainer,
+    LocalTrainingConfig,
+    PlainAggregator,
+)
+from core.interfaces import Aggregator, Trainer
+from tests.core.helpers import (
+    NUM_FEATURES,
+    AbortingAggregator,
+    BudgetTrainer,
+    PoisoningTrainer,
+    make_clients,
+    make_model,
+)
+
+LOCAL = LocalTrainingConfig(local_epochs=1, batch_size=8, learning_rate=0.1)
+
+
+def federation(
+    *,
+    rounds: int = 2,
+    clients: list[ClientDataset] | None = None,
+    trainer: Trainer | None = None,
+    aggregator: Aggregator | None = None,
+    run_dir: Path | None = None,
+    stream: io.StringIO | None = None,
+    **config: float,
+) -> Federation:
+    model = make_model()
+    data = clients if clients is not None else make_clients(4)
+    return Federation(
+        model=model,
+        clients=data,
+        trainer=trainer or LocalTrainer(model, config=LOCAL),
+        aggregator=aggregator or PlainAggregator(),
+        config=FederationConfig(rounds=rounds, **config),  # type: ignore[arg-type]
+        test_data=make_clients(1, rows=50, seed=99)[0],
+        run_dir=run_dir,
+        reporter=ConsoleReporter(stream=stream or io.StringIO()),
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_update_is_rejected_logged_and_never_aggregated(
+    bad: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = make_model()
+    trainer = PoisoningTrainer(LocalTrainer(model, config=LOCAL), {1: bad})
+    fed = federation(trainer=trainer)
+    with caplog.at_level(logging.WARNING, logger="core.federation"):
+        result = fed.run()
+    assert torch.isfinite(result.params).all()
+    for record in result.history:
+        assert record.num_aggregated == 3 and record.cohort == (0, 1, 2, 3)
+        assert record.skipped == {1: "rejected: update holds NaN or inf"}
+    assert "round 1: client 1 skipped: rejected: update holds NaN or inf" in caplog.text
+
+
+def test_client_without_data_is_skipped_once_with_a_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clients = make_clients(3)
+    clients.append(
+        ClientDataset(
+            client_id=7,
+            features=torch.empty(0, NUM_FEATURES),
+            labels=torch.empty(0, dtype=torch.long),
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="core.federation"):
+        result = federation(clients=clients, rounds=3).run()
+    first, *later = result.history
+    assert first.skipped == {7: "no training data"} and first.num_aggregated == 3
+    assert all(7 not in r.cohort for r in later), "an empty client was sampled again"
+    assert "client 7 skipped: no training data" in caplog.text
+
+
+def test_federation_stops_with_a_final_message_when_no_client_can_train(
+    tmp_path: Path,
+) -> None:
+    model = make_model()
+    trainer = BudgetTrainer(LocalTrainer(model, config=LOCAL), budget=2)
+    stream = io.StringIO()
+    result = federation(
+        trainer=trainer, rounds=10, run_dir=tmp_path, stream=stream
+    ).run()
+    message = (
+        "federation stopped after round 3 of 10: no client can train any more "
+        "(privacy budget exhausted (4 clients))"
+    )
+    assert result.stopped_early == message
+    assert result.rounds_completed == 3
+    assert result.history[2].aborted == "no client update to aggregate"
+    assert set(result.history[2].skipped.values()) == {
+        "declined: privacy budget exhausted"
+    }
+    assert stream.getvalue().rstrip().endswith(message)
+    lines = [
+        json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert lines[-1] == {"type": "stopped", "reason": message}
+
+
+def test_round_aborted_by_the_aggregator_leaves_the_model_unchanged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fed = federation(aggregator=AbortingAggregator([2]), rounds=3)
+    fed.run_round()
+    after_one = fed.params
+    with caplog.at_level(logging.WARNING, logger="core.federation"):
+        aborted = fed.run_round()
+    assert torch.equal(fed.params, after_one)
+    assert aborted.aborted == "2 survivors, threshold 3"
+    assert aborted.num_aggregated == 0
+    assert "round 2 aborted, model unchanged: 2 survivors, threshold 3" in caplog.text
+    fed.run_round()
+    assert not torch.equal(fed.params, after_one), "the run did not carry on"
+
+
+class MetricsOnlyAggregator(PlainAggregator):
+    """Returns its own aggregate metrics, ignoring the clients' ones."""
+
+    def aggregate(self, context, updates):  # type: ignore[no-untyped-def]
+        result = super().aggregate(context, updates)
+        return type(result)(
+            mean_delta=result.mean_delta,
+            total_weight=result.total_weight,
+            num_aggregated=result.num_aggregated,
+            dropped=(3,),
+            bytes_up=2048,
+            bytes_down=1000,
+            metrics={"epsilon": 1.5},
+        )
+
+
+def test_loop_reports_only_the_aggregators_metrics(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    result = federation(
+        aggregator=MetricsOnlyAggregator(), rounds=2, run_dir=tmp_path, stream=stream
+    ).run()
+    assert all(r.metrics == {"epsilon": 1.5} for r in result.history)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, "one console line per round"
+    assert lines[0].startswith("[round 1/2] test loss ")
+    for part in ("clients 4/4", "dropped 1", "up 2.0 kB down 1.0 kB", "epsilon 1.5"):
+        assert part in lines[0]
+    assert "train loss" not in lines[0]
+
+
+def test_metrics_jsonl_has_a_header_then_one_line_per_round(tmp_path: Path) -> None:
+    federation(rounds=3, run_dir=tmp_path, fraction_fit=0.5).run()
+    rows = [
+        json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    header, *rounds = rows
+    assert header["type"] == "header" and header["config"]["rounds"] == 3
+    assert header["num_clients"] == 4 and header["resumed_from_round"] is None
+    assert header["trainer"] == "LocalTrainer"
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(len(r["cohort"]) == 2 for r in rounds)
+    assert all(0 <= r["eval_accuracy"] <= 1 for r in rounds)
+    assert set(rounds[0]["metrics"]) == {"train_accuracy", "train_loss"}
+
+
+def test_duplicate_client_ids_are_refused() -> None:
+    data = make_clients(2)
+    with pytest.raises(ValueError, match=r"client ids must be unique; found \[0, 0\]"):
+        federation(clients=[data[0], data[0]])
+
+
+def test_run_round_after_exhaustion_raises() -> None:
+    model = make_model()
+    fed = federation(
+        trainer=BudgetTrainer(LocalTrainer(model, config=LOCAL), budget=0), rounds=5
+    )
+    fed.run_round()
+    with pytest.raises(Exception, match="no client can train any more"):
+        fed.run_round()
