@@ -45,3 +45,22 @@ def test_public_surface() -> None:
     for name in secagg.__all__:
         obj = getattr(secagg, name)
         assert obj.__doc__, f"{name} lacks a docstring"
+
+
+def test_module_doctests() -> None:
+    import doctest
+    import importlib
+
+    for name in (
+        "secagg",
+        "secagg.config",
+        "secagg.crypto",
+        "secagg.local",
+        "secagg.messages",
+        "secagg.prg",
+        "secagg.quantize",
+        "secagg.ring",
+        "secagg.shamir",
+    ):
+        result = doctest.testmod(importlib.import_module(name))
+        assert result.attempted > 0 and result.failed == 0, name
