@@ -43,7 +43,8 @@ KEY_BYTES = 32
 # 256 KiB of keystream per block: large enough to amortise the per-call cost of
 # OpenSSL, small enough that the accumulator block stays in L2 across keys.
 _BLOCK_BYTES = 1 << 18
-_ZEROS = bytes(_BLOCK_BYTES)
+_STREAM_WORDS = 1 << 16  # most words one Keystream.words call returns
+_ZEROS = bytes(max(_BLOCK_BYTES, 4 * _STREAM_WORDS))
 
 
 def _encryptor(key: bytes, nonce: bytes = bytes(12), counter: int = 0) -> Any:
@@ -72,16 +73,16 @@ class Keystream:
 
     def __init__(self, key: bytes) -> None:
         self._enc = _encryptor(key)
-        self._buf = bytearray(_BLOCK_BYTES)
+        self._buf = bytearray(4 * _STREAM_WORDS)
 
     def words(self, count: int) -> npt.NDArray[np.uint32]:
-        """The next ``count`` uint32 words (``count * 4 <= 256 KiB``).
+        """The next ``count`` uint32 words (at most 65536).
 
         The view is overwritten by the next call; copy it to keep it.
         """
+        if not 0 <= count <= _STREAM_WORDS:
+            raise SecAggError(f"Keystream.words reads at most {_STREAM_WORDS} words")
         nbytes = 4 * count
-        if nbytes > _BLOCK_BYTES:
-            raise SecAggError("Keystream.words reads at most 65536 words a call")
         view = memoryview(self._buf)[:nbytes]
         self._enc.update_into(memoryview(_ZEROS)[:nbytes], view)
         return np.frombuffer(self._buf, dtype="<u4", count=count)
