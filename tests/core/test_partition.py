@@ -24,7 +24,7 @@ def assert_exact_cover(partition: Partition, n: int) -> None:
     assert np.array_equal(np.sort(merged), np.arange(n)), "not every row once"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(20, 400),
     k=st.integers(1, 8),
@@ -37,7 +37,9 @@ def test_dirichlet_covers_every_row_once_and_honours_min_size(
     n: int, k: int, classes: int, alpha: float, seed: int, balancing: bool
 ) -> None:
     labels = np.random.default_rng(seed).integers(0, classes, n)
-    min_size = min(5, n // (2 * k))
+    # Tiny alpha with a tight minimum is legitimately infeasible (PartitionError,
+    # tested below); here the minimum is one that resampling can meet.
+    min_size = min(5, n // (4 * k)) if alpha >= 0.5 else 0
     p = DirichletPartitioner(
         num_partitions=k,
         partition_by="label",
@@ -92,8 +94,9 @@ def test_same_seed_same_split_other_seed_other_split() -> None:
 def test_small_alpha_skews_labels_and_label_counts_report_it() -> None:
     labels = np.repeat([0, 1], 200)
     p = DirichletPartitioner(
-        num_partitions=5, partition_by="y", alpha=0.1, min_partition_size=5, seed=0
+        num_partitions=5, partition_by="y", alpha=0.1, min_partition_size=10, seed=0
     ).split({"y": labels})
+    assert min(p.sizes) >= 10  # met by resampling the whole draw
     counts = p.label_counts(labels)
     assert sum(sum(c.values()) for c in counts.values()) == 400
     shares = [c.get("1", 0) / sum(c.values()) for c in counts.values()]
