@@ -58,17 +58,22 @@ class Dequantized:
     clipped: int
 
 
-def _as_float64(
+def _as_numpy(
     vector: torch.Tensor | npt.NDArray[np.floating],
-) -> npt.NDArray[np.float64]:
+) -> npt.NDArray[np.floating]:
+    # Keep float32/float64 as they are: blocks are widened to float64 one at
+    # a time, so no full-size float64 copy is ever allocated.
     if isinstance(vector, torch.Tensor):
         if not vector.is_floating_point():
             raise InvalidInput(f"vector must be a float tensor, got {vector.dtype}")
-        return vector.detach().to("cpu", torch.float64).numpy()
+        t = vector.detach().to("cpu")
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.to(torch.float32)
+        return t.numpy()
     arr = np.asarray(vector)
     if arr.dtype.kind != "f":
         raise InvalidInput(f"vector must be floating point, got {arr.dtype}")
-    return arr.astype(np.float64, copy=False)
+    return arr
 
 
 def quantize_input(
@@ -84,7 +89,7 @@ def quantize_input(
     :class:`InvalidInput` for a wrong shape, non-finite values, or a weight
     below 1.
     """
-    x = _as_float64(vector)
+    x = _as_numpy(vector)
     if x.ndim != 1 or x.shape[0] != config.vector_length:
         raise InvalidInput(
             f"vector must be 1-D of length {config.vector_length}, got shape "
@@ -94,8 +99,6 @@ def quantize_input(
         raise InvalidInput(f"weight must be an int, got {type(weight).__name__}")
     if weight < 1:
         raise InvalidInput(f"weight must be >= 1, got {weight}")
-    if not np.all(np.isfinite(x)):
-        raise InvalidInput("vector contains NaN or infinite values")
     w = min(int(weight), config.max_weight)
     bits, clip, scale = config.bits, float(config.clip), config.scale
     d = config.vector_length
@@ -103,7 +106,9 @@ def quantize_input(
     stream = Keystream(crypto.rounding_key(entropy(crypto.KEY_BYTES)))
     clipped = 0
     for start in range(0, d, _CHUNK):
-        block = x[start : start + _CHUNK]
+        block = np.asarray(x[start : start + _CHUNK], dtype=np.float64)
+        if not np.isfinite(block).all():
+            raise InvalidInput("vector contains NaN or infinite values")
         clipped += int(np.count_nonzero(np.abs(block) > clip))
         v = np.clip(block, -clip, clip)
         v *= scale
