@@ -285,6 +285,7 @@ class SecAggClient:
             st,
             phase=ClientPhase.MASKED,
             c_sk=None,
+            s_sk=None,
             seed=None,
             channel_keys={},
             pair_keys={},
