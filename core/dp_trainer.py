@@ -1,0 +1,162 @@
+"""`DPTrainer`: local training with DP-SGD, budget first, one ledger per client.
+
+It implements `core.interfaces.Trainer` on top of `dp.PrivateClient`: every
+client keeps one private client (and so one accountant, backed by its ledger)
+for the whole federation, so ε accumulates across rounds and a restart
+resumes from the ledger instead of from zero. Before each round the client
+projects its ε after the round; when that would exceed its budget it
+declines (`ClientDeclined`, permanent: ε only grows) and the loop carries on
+without it.
+
+The model must already be DP-compatible: call `prepare_dp_model` once on the
+initial global model, so every client trains the same architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import dp
+from core.interfaces import (
+    ClientDataset,
+    ClientDeclined,
+    ClientUpdate,
+    StateDict,
+    TrainOutcome,
+    TrainTask,
+)
+from core.params import ParamSpec
+
+__all__ = ["DPTrainer", "ledger_path", "prepare_dp_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_dp_model(model: nn.Module) -> nn.Module:
+    """A DP-compatible copy of `model` (Opacus fixes applied and logged)."""
+    fixed, changes = dp.make_private_compatible(model)
+    for change in changes:
+        logger.info("DP model fix: %s", change)
+    return fixed
+
+
+def ledger_path(ledger_dir: Path, client_id: int) -> Path:
+    """Where client `client_id` keeps its privacy ledger."""
+    return ledger_dir / f"client-{client_id}.ledger.jsonl"
+
+
+class DPTrainer:
+    """Differentially private local training for every client of a federation.
+
+    `clients` fixes each client's dataset size (the Poisson sample rate
+    depends on it). With `noise_multiplier=None` and a `target_epsilon` in
+    `config`, each client calibrates σ once for its whole planned schedule.
+    Per-client metrics: ``train_loss`` (on noise-free forward passes; it
+    reaches the server only through the aggregator) and ``epsilon``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        clients: Sequence[ClientDataset],
+        config: dp.DPConfig,
+        ledger_dir: str | Path,
+        learning_rate: float,
+        optimizer: dp.LocalOptimizer = dp.LocalOptimizer.SGD,
+    ) -> None:
+        self.config = config
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.ledger_dir = Path(ledger_dir)
+        self.ledger_dir.mkdir(parents=True, exist_ok=True)
+        self._model = copy.deepcopy(model)
+        self._spec = ParamSpec.from_module(self._model)
+        # Built up front so that a bad δ or a budget below one round's cost is
+        # refused before the federation starts, naming the client.
+        self._private: dict[int, dp.PrivateClient] = {}
+        for data in clients:
+            if data.num_examples == 0:
+                continue
+            self._private[data.client_id] = dp.PrivateClient(
+                f"client-{data.client_id}",
+                data.num_examples,
+                config,
+                ledger_path(self.ledger_dir, data.client_id),
+            )
+
+    @property
+    def clients(self) -> Mapping[int, dp.PrivateClient]:
+        """The private side of every client with data, by client id."""
+        return dict(self._private)
+
+    def privacy_summary(self) -> dict[str, float]:
+        """Min/max ε spent and budget left across clients (for reports)."""
+        spent = [c.epsilon_spent() for c in self._private.values()]
+        left = [c.budget_left() for c in self._private.values()]
+        if not spent:
+            return {}
+        return {
+            "epsilon_min": min(spent),
+            "epsilon_max": max(spent),
+            "budget_left_min": min(left),
+            "budget_left_max": max(left),
+        }
+
+    def train(self, task: TrainTask) -> TrainOutcome:
+        """One private round for `task.client_id`, or a refusal with the reason."""
+        private = self._private.get(task.client_id)
+        if private is None:
+            return ClientDeclined(
+                client_id=task.client_id, reason="no private client (no data)"
+            )
+        if not private.can_train():
+            return ClientDeclined(
+                client_id=task.client_id,
+                reason=(
+                    f"privacy budget: ε would reach {private.projected_epsilon():.3f}"
+                    f" > budget {self.config.epsilon_budget:g} "
+                    f"(spent {private.epsilon_spent():.3f})"
+                ),
+            )
+        model = self._model
+        self._spec.load_into(model, task.global_params)
+        dataset = TensorDataset(task.data.features, task.data.labels)
+        try:
+            result = private.train_round(
+                model,
+                dataset,
+                round_idx=task.round_index,
+                lr=self.learning_rate,
+                optimizer=self.optimizer,
+            )
+        except dp.BudgetExceededError as exc:
+            return ClientDeclined(client_id=task.client_id, reason=str(exc))
+        trained = copy.deepcopy(model)
+        trained.load_state_dict(result.state_dict)
+        delta = self._spec.flatten(trained) - task.global_params
+        return ClientUpdate(
+            client_id=task.client_id,
+            delta=delta,
+            num_examples=task.data.num_examples,
+            metrics={"train_loss": result.train_loss, "epsilon": result.epsilon_after},
+        )
+
+    def state_dict(self) -> StateDict:
+        """The ledgers on disk are the state; the checkpoint records where."""
+        return {"ledger_dir": str(self.ledger_dir)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Check the checkpoint names this trainer's ledger folder."""
+        if state.get("ledger_dir") != str(self.ledger_dir):
+            raise ValueError(
+                f"checkpoint's DP ledgers are in {state.get('ledger_dir')!r}; this "
+                f"trainer uses {str(self.ledger_dir)!r}"
+            )
