@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
@@ -104,8 +105,6 @@ def from_mapping(cls: type[T], data: Mapping[str, Any]) -> T:
 def _enum_type(cls: type[Any], hint: object) -> type[enum.Enum] | None:
     # Field types are strings under `from __future__ import annotations`;
     # resolve them in the module that defines the dataclass.
-    import sys
-
     module = sys.modules[cls.__module__]
     resolved = getattr(module, hint, None) if isinstance(hint, str) else hint
     if isinstance(resolved, type) and issubclass(resolved, enum.Enum):

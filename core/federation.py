@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import platform
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +307,6 @@ class Federation:
 
     def _header(self) -> dict[str, Any]:
         return {
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "resumed_from_round": self._round or None,
             "config": asdict(self.config),
             "num_clients": len(self._clients),
@@ -317,10 +314,6 @@ class Federation:
             "model_fingerprint": self.spec.fingerprint(),
             "trainer": type(self._trainer).__qualname__,
             "aggregator": type(self._aggregator).__qualname__,
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-            },
             **self._run_info,
         }
 
@@ -353,7 +346,7 @@ class Federation:
         if state.get("model_fingerprint") != self.spec.fingerprint():
             raise CheckpointMismatchError(
                 "checkpoint was written for a different model shape: "
-                + _layout_difference(list(state.get("model_layout", [])), self.spec)
+                + self.spec.difference(list(state.get("model_layout", [])))
             )
         params = state["params"]
         if not isinstance(params, Tensor) or params.shape != self._params.shape:
@@ -387,11 +380,3 @@ class Federation:
                 "no checkpoint path given and the federation has no run_dir"
             )
         return self.run_dir / CHECKPOINT_NAME
-
-
-def _layout_difference(saved: list[str], spec: ParamSpec) -> str:
-    current = spec.describe()
-    for i, (old, new) in enumerate(zip(saved, current, strict=False)):
-        if old != new:
-            return f"entry {i} is {old!r} in the checkpoint but {new!r} in this model"
-    return f"the checkpoint has {len(saved)} entries, this model {len(current)}"

@@ -24,7 +24,7 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
 
@@ -119,6 +119,16 @@ class ParamSpec:
         return [e.describe() for e in self.entries] + [
             f"{name}:local" for name in self.local_buffers
         ]
+
+    def difference(self, other: Sequence[str]) -> str:
+        """Where the layout `other` (a saved `describe()`) departs from this one."""
+        current = self.describe()
+        for i, (old, new) in enumerate(zip(other, current, strict=False)):
+            if old != new:
+                return (
+                    f"entry {i} is {old!r} in the checkpoint but {new!r} in this model"
+                )
+        return f"the checkpoint has {len(other)} entries, this model {len(current)}"
 
     def fingerprint(self) -> str:
         """SHA-256 of `describe()`: equal exactly when the layouts are equal."""

@@ -23,7 +23,7 @@ exactly once. The same seed always gives the same split (numpy PCG64).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +109,43 @@ def _cut(indices: IndexArray, proportions: npt.NDArray[np.float64]) -> list[Inde
     return np.split(indices, cuts)
 
 
+def _check_fits(k: int, min_size: int, n: int) -> None:
+    if k * min_size > n:
+        raise PartitionError(
+            f"{k} partitions of at least {min_size} rows need "
+            f"{k * min_size} rows; the table has {n}"
+        )
+
+
+def _resample_until_min(
+    owner: str,
+    draw: Callable[[np.random.Generator], list[IndexArray]],
+    *,
+    seed: int,
+    min_partition_size: int,
+    max_tries: int,
+    shuffle: bool,
+    alpha: object,
+) -> Partition:
+    # Repeat the whole draw (as flwr-datasets does) rather than patching
+    # small parts, so the accepted split still follows the Dirichlet law
+    # conditioned on the minimum size.
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        parts = draw(rng)
+        if min(len(p) for p in parts) >= min_partition_size:
+            return Partition(
+                indices=_finish(parts, rng, shuffle),
+                ids=tuple(str(j) for j in range(len(parts))),
+            )
+    raise PartitionError(
+        f"{owner} gave some partition fewer than "
+        f"min_partition_size={min_partition_size} rows in all "
+        f"{max_tries} tries (alpha={alpha}); raise alpha or lower "
+        "min_partition_size"
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IidPartitioner:
     """Uniformly random, near-equal parts."""
@@ -174,19 +211,15 @@ class DirichletPartitioner:
         """Split the rows by label skew; see the class docstring."""
         labels = _column("DirichletPartitioner", table, self.partition_by)
         n, k = len(labels), self.num_partitions
-        if k * self.min_partition_size > n:
-            raise PartitionError(
-                f"{k} partitions of at least {self.min_partition_size} rows need "
-                f"{k * self.min_partition_size} rows; the table has {n}"
-            )
+        _check_fits(k, self.min_partition_size, n)
         alpha = np.broadcast_to(np.asarray(self.alpha, dtype=np.float64), (k,))
-        rng = np.random.default_rng(self.seed)
-        classes = np.unique(labels)
-        for _ in range(self.max_tries):
+        by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+
+        def draw(rng: np.random.Generator) -> list[IndexArray]:
             parts: list[list[IndexArray]] = [[] for _ in range(k)]
             sizes = np.zeros(k, dtype=np.int64)
-            for c in classes:
-                rows = rng.permutation(np.flatnonzero(labels == c)).astype(np.int64)
+            for class_rows in by_class:
+                rows = rng.permutation(class_rows).astype(np.int64)
                 p = rng.dirichlet(alpha)
                 if self.self_balancing:
                     p = np.where(sizes < n / k, p, 0.0)
@@ -194,17 +227,16 @@ class DirichletPartitioner:
                 for j, chunk in enumerate(_cut(rows, p)):
                     parts[j].append(chunk)
                     sizes[j] += len(chunk)
-            if sizes.min() >= self.min_partition_size:
-                merged = [np.concatenate(p) if p else np.empty(0) for p in parts]
-                return Partition(
-                    indices=_finish(merged, rng, self.shuffle),
-                    ids=tuple(str(j) for j in range(k)),
-                )
-        raise PartitionError(
-            f"DirichletPartitioner gave some partition fewer than "
-            f"min_partition_size={self.min_partition_size} rows in all "
-            f"{self.max_tries} tries (alpha={self.alpha}); raise alpha or lower "
-            "min_partition_size"
+            return [np.concatenate(p) for p in parts]
+
+        return _resample_until_min(
+            "DirichletPartitioner",
+            draw,
+            seed=self.seed,
+            min_partition_size=self.min_partition_size,
+            max_tries=self.max_tries,
+            shuffle=self.shuffle,
+            alpha=self.alpha,
         )
 
 
@@ -231,27 +263,20 @@ class QuantitySkewPartitioner:
     def split(self, table: Table) -> Partition:
         """Permute the rows and cut them at Dirichlet-distributed sizes."""
         n, k = _num_rows(table), self.num_partitions
-        if k * self.min_partition_size > n or k > n:
-            raise PartitionError(
-                f"{k} partitions of at least {max(self.min_partition_size, 1)} rows "
-                f"do not fit in {n} rows"
-            )
-        rng = np.random.default_rng(self.seed)
-        for _ in range(self.max_tries):
-            parts = _cut(
-                rng.permutation(n).astype(np.int64),
-                rng.dirichlet(np.full(k, self.alpha)),
-            )
-            if min(len(p) for p in parts) >= self.min_partition_size:
-                return Partition(
-                    indices=_finish(parts, rng, self.shuffle),
-                    ids=tuple(str(j) for j in range(k)),
-                )
-        raise PartitionError(
-            f"QuantitySkewPartitioner gave some partition fewer than "
-            f"min_partition_size={self.min_partition_size} rows in all "
-            f"{self.max_tries} tries (alpha={self.alpha}); raise alpha or lower "
-            "min_partition_size"
+        _check_fits(k, self.min_partition_size, n)
+
+        def draw(rng: np.random.Generator) -> list[IndexArray]:
+            rows = rng.permutation(n).astype(np.int64)
+            return _cut(rows, rng.dirichlet(np.full(k, self.alpha)))
+
+        return _resample_until_min(
+            "QuantitySkewPartitioner",
+            draw,
+            seed=self.seed,
+            min_partition_size=self.min_partition_size,
+            max_tries=self.max_tries,
+            shuffle=self.shuffle,
+            alpha=self.alpha,
         )
 
 

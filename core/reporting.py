@@ -15,11 +15,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
+
+import torch
 
 __all__ = ["ConsoleReporter", "MetricsLog", "RoundRecord", "format_round"]
 
@@ -117,8 +121,18 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write_header(self, info: Mapping[str, Any]) -> None:
-        """Append the run header (config, versions, model size, …)."""
-        self.write_event("header", info)
+        """Append a run header: `info` plus the start time and versions."""
+        self.write_event(
+            "header",
+            {
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": {
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                },
+                **info,
+            },
+        )
 
     def write_event(self, kind: str, info: Mapping[str, Any]) -> None:
         """Append a line of type `kind` (e.g. ``"stopped"``)."""
