@@ -222,7 +222,7 @@ class MaskedInput:
         head = header(MessageType.MASKED_INPUT) + struct.pack(
             "<IBI", self.sender, self.bits, self.values.shape[0]
         )
-        return head + ring.to_wire(self.values, self.bits)
+        return b"".join((head, ring.to_wire(self.values, self.bits)))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MaskedInput:

@@ -102,12 +102,16 @@ def from_int64(values: npt.NDArray[np.int64], bits: int) -> RingArray:
     return encode_signed(values, bits)
 
 
-def to_wire(x: RingArray, bits: int) -> bytes:
-    """Serialise a reduced ring vector as ``wire_width(bits)`` LE bytes each."""
+def to_wire(x: RingArray, bits: int) -> bytes | memoryview:
+    """Serialise a reduced ring vector as ``wire_width(bits)`` LE bytes each.
+
+    For 25 <= k <= 32 and k >= 57 this is a zero-copy view of ``x``; join it
+    into the message once rather than copying twice.
+    """
     width = wire_width(bits)
     arr = np.ascontiguousarray(x, dtype=container_dtype(bits))
     if width == arr.dtype.itemsize:
-        return arr.tobytes()
+        return arr.data.cast("B")
     return arr.view(np.uint8).reshape(-1, arr.dtype.itemsize)[:, :width].tobytes()
 
 
