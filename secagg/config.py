@@ -64,7 +64,9 @@ class SecAggConfig:
         threshold: t, the Shamir threshold and minimum number of survivors.
         vector_length: length of each client's float vector (model update plus
             any extra scalars the caller appended).
-        bits: k, the ring is Z_2^k (8..62; 32 uploads 4 bytes a coordinate).
+        bits: k, the ring is Z_2^k (8..62).  Each coordinate travels as
+            ceil(k/8) little-endian bytes (k = 32: 4 bytes), unused high bits
+            zero.
         clip: c, values are clipped to [-c, c] (and counted) before rounding.
         value_bits: signed bits of one quantised coordinate (sign included).
         max_weight: W_max, public cap on a client's secret integer weight.

@@ -143,9 +143,13 @@ def run_session(
     ``inputs`` are 1-D float vectors of length ``config.vector_length`` (a
     sequence gives ids 0..n-1, a mapping names them); ``weights`` are integer
     example counts with the same ids, capped at ``config.max_weight``;
-    ``drop`` maps a client id to the :class:`Round` before which it vanishes.
-    Raises :class:`~secagg.errors.TooFewSurvivors` when fewer than
-    ``threshold`` clients remain at any round.
+    ``drop`` maps a client id to the :class:`Round` before which it vanishes
+    (semi-honest sessions have no ConsistencyCheck, so ``CONSISTENCY_CHECK``
+    acts as ``UNMASKING``).  A client that vanishes before ``UNMASKING`` has
+    already sent its masked input and stays in the sum.  Raises
+    :class:`~secagg.errors.TooFewSurvivors` when fewer than ``threshold``
+    clients remain at any round.  ``policy`` is every client's own
+    :class:`ClientPolicy` (default: threshold at least half the cohort).
     """
     xs, ws = _by_id(inputs), _by_id(weights)
     if set(xs) != set(ws):
