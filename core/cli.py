@@ -52,7 +52,17 @@ def _audit(args: argparse.Namespace, rest: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    return int(audit_main(rest))
+    try:
+        return int(audit_main(rest))
+    except SystemExit as exc:  # its argparse exits on --help and usage errors
+        return _exit_code(exc)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    # SystemExit carries None (success), an int, or a message (failure).
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 2
 
 
 _COMMANDS: dict[str, Command] = {"audit": _audit}
@@ -86,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, rest = parser.parse_known_args(args_list)
     except SystemExit as exc:  # --help, --version and usage errors
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        return _exit_code(exc)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

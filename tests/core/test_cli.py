@@ -32,6 +32,19 @@ def test_audit_passes_the_remaining_argv_on(monkeypatch: pytest.MonkeyPatch) -> 
     assert seen == [["runs/ledger", "--plot", "eps.png", "--help"]]
 
 
+@pytest.mark.parametrize(("code", "expected"), [(0, 0), (None, 0), (2, 2), ("bad", 2)])
+def test_audit_exits_become_return_codes(
+    monkeypatch: pytest.MonkeyPatch, code: int | str | None, expected: int
+) -> None:
+    def audit_main(argv: list[str]) -> int:
+        raise SystemExit(code)
+
+    fake = types.ModuleType("dp.cli")
+    fake.audit_main = audit_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dp.cli", fake)
+    assert main(["audit", "--help"]) == expected
+
+
 def test_audit_without_audit_main_returns_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
