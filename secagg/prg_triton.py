@@ -9,6 +9,11 @@ write of the final sum: no keystream is ever materialised. Accumulating mod
 masking once at the end equals reducing mod 2^k at every step, since 2^k
 divides the accumulator's modulus.
 
+A mask too short to give every SM several programs (the server's d = 100K is
+only 49 tiles) has its keys split over a second grid axis; each split writes a
+partial sum (about 8 tiles' worth of scratch per SM in all) that one torch
+reduction folds into the output.
+
 Triton is optional: this module imports without it, :func:`triton_available`
 says whether the kernel can run, and :mod:`secagg.prg_torch` falls back to
 eager torch ops otherwise. The output is bit-for-bit that of
@@ -35,6 +40,10 @@ except ImportError:  # pragma: no cover - exercised on machines without Triton
 
 _BLOCK = 128  # ChaCha20 blocks per program: 2 KiB of output for 32-bit rings
 _NUM_WARPS = 4
+# Aim for this many programs per SM; short masks (e.g. d = 100K is only 49
+# tiles of 128 blocks) split their keys over more programs to get there.
+_PROGRAMS_PER_SM = 8
+_MAX_SPLITS = 64
 _MAX_BLOCKS = 1 << 32
 
 
@@ -72,6 +81,7 @@ if triton is not None:
         sign_ptr: tl.tensor,
         out_ptr: tl.tensor,
         n_keys: tl.tensor,
+        keys_per_split: tl.tensor,
         n_elems: tl.tensor,
         nonce_ptr: tl.tensor,
         MASK: tl.constexpr,
@@ -79,6 +89,12 @@ if triton is not None:
         BLOCK: tl.constexpr,
     ) -> None:
         pid = tl.program_id(0)
+        # Axis 1 splits the keys when the mask is too short to fill the GPU;
+        # split s writes its partial sum to row s of the output.
+        split = tl.program_id(1)
+        k_lo = split * keys_per_split
+        k_hi = tl.minimum(k_lo + keys_per_split, n_keys)
+        out_ptr += split.to(tl.int64) * n_elems
         blk = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
         ctr = blk.to(tl.uint32)  # the launcher keeps every block below 2^32
         n0 = tl.load(nonce_ptr + 0).to(tl.uint32, bitcast=True)
@@ -109,7 +125,7 @@ if triton is not None:
         s13 = tl.zeros((BLOCK,), tl.uint32)
         s14 = tl.zeros((BLOCK,), tl.uint32)
         s15 = tl.zeros((BLOCK,), tl.uint32)
-        for j in range(n_keys):
+        for j in range(k_lo, k_hi):
             base = key_ptr + j * 8
             k0 = tl.load(base + 0).to(tl.uint32, bitcast=True)
             k1 = tl.load(base + 1).to(tl.uint32, bitcast=True)
@@ -283,12 +299,27 @@ def signed_mask_sum_triton(
     nonce_t = torch.zeros(3, dtype=torch.int32, device=dev)
     if not keys:
         return out.zero_()
-    grid = (triton.cdiv(n_blocks, _BLOCK),)
-    _mask_sum_kernel[grid](
+    tiles = triton.cdiv(n_blocks, _BLOCK)
+    sms = (
+        torch.cuda.get_device_properties(dev).multi_processor_count
+        if dev.type == "cuda"
+        else 2
+    )
+    splits = min(len(keys), _MAX_SPLITS, max(1, -(-_PROGRAMS_PER_SM * sms // tiles)))
+    per_split = -(-len(keys) // splits)
+    splits = -(-len(keys) // per_split)  # no split without keys
+    # Partial sums need scratch rows: at most ~PROGRAMS_PER_SM * sms tiles' worth.
+    dst = (
+        out
+        if splits == 1
+        else torch.empty((splits, length), dtype=torch.int64, device=dev)
+    )
+    _mask_sum_kernel[(tiles, splits)](
         key_t,
         sign_t,
-        out,
+        dst,
         len(keys),
+        per_split,
         length,
         nonce_t,
         MASK=(1 << bits) - 1,
@@ -296,4 +327,13 @@ def signed_mask_sum_triton(
         BLOCK=_BLOCK,
         num_warps=_NUM_WARPS,
     )
+    if splits > 1:
+        mask = (1 << bits) - 1
+        if bits <= 32:
+            # At most 64 partials below 2^32: the int64 sum cannot overflow.
+            torch.sum(dst, dim=0, out=out).bitwise_and_(mask)
+        else:
+            out.copy_(dst[0])
+            for row in dst[1:]:
+                out.add_(row).bitwise_and_(mask)
     return out
