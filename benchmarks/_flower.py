@@ -137,12 +137,43 @@ def mask_update(
 
 
 def client_job(fl: Any, d: int, k: int, seed: int) -> Callable[[], object]:
-    """One client's masking work at dimension ``d`` with ``k`` neighbours."""
+    """The client's whole masked-input stage at dimension ``d``, ``k`` neighbours.
+
+    As ``_collect_masked_vectors`` runs it after training: open the k relayed
+    Fernet share packets, weight and quantise, derive and add every mask
+    (P-384 ECDH per neighbour on re-parsed PEM keys), reduce, ``np.save`` each
+    array for upload.
+    """
     np.random.seed(seed)  # Flower's stochastic rounding draws from np.random
     nodes = [make_node(fl, nid) for nid in range(1, k + 2)]
     params = [seeded_update(d, seed)]
     me, others = nodes[0], nodes[1:]
-    return lambda: mask_update(fl, me, params, others)
+    threshold = (k + 1) // 2 + 1
+    # One share set stands in for every sender: only the packet sizes matter.
+    b_sh = fl.shamir.create_shares(os.urandom(32), threshold, k + 1)
+    sk_sh = fl.shamir.create_shares(others[0].sk1_pem, threshold, k + 1)
+    sk2_me, pk2_me = fl.asym.generate_key_pairs()
+    inbox = []
+    for other in others:
+        sk2_other, _ = fl.asym.generate_key_pairs()
+        key = fl.sym.generate_shared_key(sk2_other, pk2_me)
+        plain = fl.utils.share_keys_plaintext_concat(
+            other.nid, me.nid, b_sh[0], sk_sh[0]
+        )
+        inbox.append((other.nid, key, fl.sym.encrypt(key, plain)))
+    del sk2_me
+
+    def stage() -> list[bytes]:
+        for src, key, ciphertext in inbox:
+            actual, dst, _, _ = fl.utils.share_keys_plaintext_separate(
+                fl.sym.decrypt(key, ciphertext)
+            )
+            if actual != src or dst != me.nid:
+                raise RuntimeError("share packet names the wrong parties")
+        masked = mask_update(fl, me, params, others)
+        return [fl.ndarray_to_bytes(arr) for arr in masked]
+
+    return stage
 
 
 # --------------------------------------------------------------------------- server

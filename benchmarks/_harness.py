@@ -50,12 +50,50 @@ Job = Callable[[], Thunk]
 """Untimed preparation (fresh single-use state, say) returning the timed work."""
 
 
+@dataclass(frozen=True)
+class SelfTimed:
+    """What a thunk returns when it times only part of its own work.
+
+    Used where the timed party's steps are interleaved with another party's
+    (the server waits for the clients' replies): only the windows the thunk
+    measured with a :class:`Stopwatch` count.
+    """
+
+    timing: Timing
+    result: object
+
+
+class Stopwatch:
+    """Accumulates CPU and wall time over several start/stop windows."""
+
+    def __init__(self) -> None:
+        self._cpu = 0.0
+        self._wall = 0.0
+        self._c0: float | None = None
+        self._w0 = 0.0
+
+    def start(self) -> None:
+        self._c0, self._w0 = time.process_time(), time.perf_counter()
+
+    def stop(self) -> None:
+        if self._c0 is None:
+            raise RuntimeError("Stopwatch.stop() without start()")
+        self._cpu += time.process_time() - self._c0
+        self._wall += time.perf_counter() - self._w0
+        self._c0 = None
+
+    def timing(self) -> Timing:
+        return Timing(cpu_s=self._cpu, wall_s=self._wall)
+
+
 def measure(thunk: Thunk) -> tuple[Timing, object]:
     """Time one call of ``thunk`` (CPU via ``process_time``, and wall time)."""
     gc.collect()
     c0, w0 = time.process_time(), time.perf_counter()
     result = thunk()
     c1, w1 = time.process_time(), time.perf_counter()
+    if isinstance(result, SelfTimed):
+        return result.timing, result.result
     return Timing(cpu_s=c1 - c0, wall_s=w1 - w0), result
 
 

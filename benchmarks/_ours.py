@@ -1,42 +1,224 @@
-"""fedshield's side of the benchmarks: thin adapters over ``secagg``.
+"""fedshield's side of the benchmarks: thin drivers over ``secagg``'s public API.
 
 Each builder returns either a :data:`~benchmarks._harness.Job` or a string
-saying why our side cannot be measured (for instance, ``secagg`` not landed).
+saying why our side cannot be measured.  Sessions are driven message by
+message (every message through ``to_bytes``/``from_bytes``), as
+``secagg.run_session`` does, so that one party's work can be timed alone.
+
+Quantisation is set to Flower's precision: clip 8 and a step of
+8 / (2^21 - 1) ≈ 3.8e-6 (``value_bits=22``), ring Z_2^32, every weight 1.
 """
 
 from __future__ import annotations
 
-from benchmarks._harness import Job
+import os
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-MISSING = "secagg.run_session not available yet"
+import numpy as np
+
+from benchmarks._harness import (
+    Job,
+    SelfTimed,
+    Stopwatch,
+    Thunk,
+    seeded_update,
+)
+
+CLIP = 8.0
+BITS = 32
+MAX_VALUE_BITS = 22
 
 
 def status() -> str:
-    """One line: can our side run?"""
+    """``"ready"``, or one line saying why our side cannot run."""
     try:
         import secagg
     except ImportError as exc:
         return f"secagg not importable: {exc}"
-    return "ready" if hasattr(secagg, "run_session") else MISSING
+    needed = ("run_session", "SecAggConfig", "SecAggClient", "SecAggServer")
+    missing = [name for name in needed if not hasattr(secagg, name)]
+    return f"secagg lacks {', '.join(missing)}" if missing else "ready"
+
+
+def has_sparse_graph() -> bool:
+    """Whether ``SecAggConfig`` can select a SecAgg+ (k-regular) graph."""
+    import secagg
+
+    fields = getattr(secagg.SecAggConfig, "__dataclass_fields__", {})
+    return any(name in fields for name in ("graph", "degree", "neighbours_k"))
+
+
+def value_bits_for(n: int) -> int:
+    """Flower's precision where the 32-bit ring's budget allows it for ``n``."""
+    return min(MAX_VALUE_BITS, BITS - 1 - (n - 1).bit_length() - 1)
+
+
+def make_config(n: int, d: int, threshold: int) -> Any:
+    """The session configuration used for every one of our measurements."""
+    import secagg
+
+    return secagg.SecAggConfig(
+        num_clients=n,
+        threshold=threshold,
+        vector_length=d,
+        bits=BITS,
+        clip=CLIP,
+        value_bits=value_bits_for(n),
+        max_weight=1,
+    )
+
+
+@dataclass(frozen=True)
+class SharedSession:
+    """A session after ShareKeys: every client holds its relayed shares."""
+
+    config: Any
+    clients: dict[int, Any]
+    server: Any
+    relays: dict[int, bytes]
+
+
+def to_masked_input_round(config: Any, n: int) -> SharedSession:
+    """Run AdvertiseKeys and ShareKeys for ``n`` clients (ids 0..n-1)."""
+    import secagg
+
+    clients = {i: secagg.SecAggClient(config, i) for i in range(n)}
+    server = secagg.SecAggServer(config)
+    for i, client in clients.items():
+        server.receive(i, client.advertise_keys())
+    for i, msg in server.broadcast().items():
+        server.receive(i, clients[i].share_keys(msg))
+    return SharedSession(config, clients, server, server.broadcast())
+
+
+# --------------------------------------------------------------------- client
 
 
 def client_job(d: int, k: int, seed: int) -> Job | str:
-    """One client's masking work at dimension ``d`` with ``k`` neighbours."""
-    return status() if status() != "ready" else MISSING
+    """The client's masked-input stage with ``k`` neighbours (complete graph
+    over k + 1 clients): k pair-key agreements, quantise, open the relayed
+    shares, derive and add every mask, serialise.
+
+    Our client agrees its pair keys in ShareKeys, Flower's in this stage; the
+    thunk redoes k X25519 agreements + HKDF so both sides count that work.
+    """
+    state = status()
+    if state != "ready":
+        return state
+    from secagg import crypto, quantize_input
+
+    n = k + 1
+    config = make_config(n, d, n // 2 + 1)
+    x = seeded_update(d, seed)
+    mine = crypto.generate_private_key(os.urandom)
+    peers = [crypto.public_bytes(crypto.generate_private_key(os.urandom))] * k
+    session = os.urandom(32)
+
+    def prepare() -> Thunk:
+        shared = to_masked_input_round(config, n)
+        client, relay = shared.clients[0], shared.relays[0]
+
+        def stage() -> bytes:
+            for v, peer in enumerate(peers, start=1):
+                crypto.pair_mask_key(crypto.agree(mine, peer), session, 0, v)
+            q = quantize_input(x, 1, config)
+            return bytes(client.masked_input(relay, q))
+
+        return stage
+
+    return prepare
+
+
+# --------------------------------------------------------------------- server
+
+
+@dataclass(frozen=True)
+class ServerOutcome:
+    """What the timed server work produced, checked after timing."""
+
+    max_abs_err: float
+    survivors: int
+    dropped: int
 
 
 def server_job(
     n: int, d: int, k: int | None, threshold: int, dropped: int, seed: int
 ) -> Job | str:
-    """The server's unmasking of ``n`` clients, ``dropped`` of them gone."""
-    return status() if status() != "ready" else MISSING
+    """Server: fold the survivors' masked inputs, ask for shares, unmask and
+    decode.  ``dropped`` clients vanish after ShareKeys (the costliest case).
+    The survivors' own Unmasking answers are not timed."""
+    state = status()
+    if state != "ready":
+        return state
+    if k is not None and not has_sparse_graph():
+        return "secagg: complete graph only (no SecAgg+ option in SecAggConfig)"
+    config = make_config(n, d, threshold)
+    ids = list(range(n))
+    dead = set(random.Random(seed + 1).sample(ids, dropped))
+    updates = {i: seeded_update(d, seed + i + 1) for i in ids}
+    alive = [i for i in ids if i not in dead]
+    expected = np.mean([updates[i].astype(np.float64) for i in alive], axis=0)
+
+    def prepare() -> Thunk:
+        from secagg import quantize_input
+
+        shared = to_masked_input_round(config, n)
+        masked = {
+            i: shared.clients[i].masked_input(
+                shared.relays[i], quantize_input(updates[i], 1, config)
+            )
+            for i in alive
+        }
+        return lambda: _serve(shared, masked, expected)
+
+    return prepare
+
+
+def _serve(
+    shared: SharedSession, masked: Mapping[int, bytes], expected: np.ndarray[Any, Any]
+) -> SelfTimed:
+    server, watch = shared.server, Stopwatch()
+    watch.start()
+    for i, msg in masked.items():
+        server.receive(i, msg)
+    requests = server.broadcast()
+    watch.stop()
+    answers = {i: shared.clients[i].unmask(req) for i, req in requests.items()}
+    watch.start()
+    for i, answer in answers.items():
+        server.receive(i, answer)
+    agg = server.unmask()
+    mean = agg.weighted_sum.numpy() / agg.total_weight
+    watch.stop()
+    err = float(np.abs(mean - expected).max())
+    outcome = ServerOutcome(err, len(agg.survivors), len(agg.dropped))
+    return SelfTimed(watch.timing(), outcome)
 
 
 def describe_server_result(result: object) -> str:
     """A short correctness note on what the timed server call returned."""
+    if isinstance(result, ServerOutcome):
+        return f"ours max|err|={result.max_abs_err:.1e}"
     return ""
 
 
+# ---------------------------------------------------------------------- bytes
+
+
 def upload_bytes(n: int, d: int, k: int | None, threshold: int) -> int | str:
-    """Bytes one client uploads over a whole session (real ``to_bytes`` sizes)."""
-    return status() if status() != "ready" else MISSING
+    """Largest per-client ``bytes_sent`` of a real ``run_session`` (every
+    message's ``to_bytes()``), no dropouts."""
+    state = status()
+    if state != "ready":
+        return state
+    if k is not None and not has_sparse_graph():
+        return "secagg: complete graph only (no SecAgg+ option in SecAggConfig)"
+    import secagg
+
+    config = make_config(n, d, threshold)
+    inputs: Sequence[Any] = [seeded_update(d, i + 1) for i in range(n)]
+    result = secagg.run_session(inputs, [1] * n, config)
+    return max(result.bytes_sent.values())
