@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from secagg import (
     ProtocolError,
+    ReconstructionError,
     Round,
     SecAggConfig,
     SecAggServer,
@@ -20,9 +21,10 @@ from secagg import (
     ring,
     run_quantized_session,
     run_session,
+    shamir,
 )
-from secagg.messages import MaskedInput
-from tests.secagg.helpers import LENIENT, config, drive
+from secagg.messages import MaskedInput, UnmaskResponse
+from tests.secagg.helpers import LENIENT, Drive, config, drive
 
 DROP_CHOICES = [None, *Round]
 
@@ -204,3 +206,44 @@ def test_server_rejects_out_of_order_and_forged_messages() -> None:
     assert fresh.round is None
     with pytest.raises(ProtocolError, match="the session is over"):
         fresh.receive(0, msg)
+
+
+def _unmask_run() -> tuple[Drive, dict[int, UnmaskResponse]]:
+    run = drive(config(n=5, t=3, d=4), Round.UNMASKING, absent={4: Round.MASKED_INPUT})
+    responses = {
+        i: UnmaskResponse.from_bytes(run.clients[i].unmask(msg))
+        for i, msg in run.requests.items()
+    }
+    return run, responses
+
+
+def test_server_refuses_shares_a_client_may_not_reveal() -> None:
+    run, responses = _unmask_run()
+    r0 = responses[0]
+    # Client 0 also "reveals" a seed share of dropped client 4.
+    bad = UnmaskResponse(
+        sender=0,
+        seed_shares=(*r0.seed_shares, (4, r0.key_shares[0][1])),
+        key_shares=(),
+    )
+    with pytest.raises(ProtocolError, match="shares for clients it may not reveal"):
+        run.server.receive(0, bad.to_bytes())
+
+
+def test_server_detects_a_corrupted_key_share() -> None:
+    run, responses = _unmask_run()
+    r0 = responses[0]
+    owner, share = r0.key_shares[0]
+    # Shift by 2^100: X25519 clamps the low three bits of a private key, so a
+    # tiny shift could reconstruct an equivalent key.
+    forged = ((int.from_bytes(share, "little") + 2**100) % shamir.PRIME).to_bytes(
+        33, "little"
+    )
+    bad = UnmaskResponse(
+        sender=0, seed_shares=r0.seed_shares, key_shares=((owner, forged),)
+    )
+    run.server.receive(0, bad.to_bytes())
+    for i in (1, 2, 3):
+        run.server.receive(i, responses[i].to_bytes())
+    with pytest.raises(ReconstructionError, match="does not match its advertised key"):
+        run.server.unmask()
