@@ -64,7 +64,7 @@ class SecureAggregationConfig:
     clip: float = 1.0
     value_bits: int = 16
     ring_bits: int = 32
-    max_weight: int = 1024
+    max_weight: int = 1000
     threshold_fraction: float = 0.67
     metric_bound: float = 16.0
     dropout_rate: float = 0.0
