@@ -194,12 +194,12 @@ class Federation:
         skipped: dict[int, str] = {}
         updates: list[ClientUpdate] = []
         for cid in cohort:
-            reason, update = self._train_one(r, cid)
-            if update is not None:
-                updates.append(update)
-            elif reason is not None:
-                skipped[cid] = reason
-                logger.warning("round %d: client %d skipped: %s", r, cid, reason)
+            outcome = self._train_one(r, cid)
+            if isinstance(outcome, ClientUpdate):
+                updates.append(outcome)
+            else:
+                skipped[cid] = outcome
+                logger.warning("round %d: client %d skipped: %s", r, cid, outcome)
         result, aborted = self._aggregate(r, cohort, updates)
         evaluation = self._evaluate_if_due(r)
         record = RoundRecord(
@@ -230,11 +230,12 @@ class Federation:
             self.save_checkpoint()
         return record
 
-    def _train_one(self, r: int, cid: int) -> tuple[str | None, ClientUpdate | None]:
+    def _train_one(self, r: int, cid: int) -> ClientUpdate | str:
+        """The client's accepted update, or why it contributes nothing."""
         data = self._clients[cid]
         if data.num_examples == 0:
             self._retired[cid] = "no training data"
-            return "no training data", None
+            return "no training data"
         # A private copy: a faulty trainer must not be able to edit the model.
         task = TrainTask(
             round_index=r, client_id=cid, global_params=self._params.clone(), data=data
@@ -243,11 +244,9 @@ class Federation:
         if isinstance(outcome, ClientDeclined):
             if outcome.permanent:
                 self._retired[cid] = outcome.reason
-            return f"declined: {outcome.reason}", None
+            return f"declined: {outcome.reason}"
         problem = self._check_update(cid, outcome)
-        if problem is not None:
-            return f"rejected: {problem}", None
-        return None, outcome
+        return outcome if problem is None else f"rejected: {problem}"
 
     def _check_update(self, cid: int, update: ClientUpdate) -> str | None:
         # These checks stand on the client side of the aggregation boundary:
