@@ -63,14 +63,15 @@ def evaluate(
     if data.num_examples == 0:
         raise ValueError(f"client {data.client_id} has no examples to evaluate on")
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     loss_sum = 0.0
     correct: int | None = 0
     try:
         with torch.no_grad():
             for start in range(0, data.num_examples, batch_size):
-                x = data.features[start : start + batch_size]
-                y = data.labels[start : start + batch_size]
+                x = data.features[start : start + batch_size].to(device)
+                y = data.labels[start : start + batch_size].to(device)
                 out = model(x)
                 loss_sum += float(loss_fn(out, y)) * len(y)
                 batch_correct = count_correct(out, y)

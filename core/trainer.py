@@ -81,13 +81,16 @@ class LocalTrainer:
         model.train()
         optimizer = make_optimizer(model.parameters(), self.config)
         batch = n if self.config.batch_size == 0 else min(self.config.batch_size, n)
+        device = self._spec.flat_device
         loss_sum, correct, seen = 0.0, 0, 0
         has_accuracy = True
         for _ in range(self.config.local_epochs):
             order = torch.randperm(n, generator=self._generator)
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
-                x, y = data.features[idx], data.labels[idx]
+                # Data may live on the CPU while the model is on a GPU.
+                x = data.features[idx].to(device)
+                y = data.labels[idx].to(device)
                 optimizer.zero_grad(set_to_none=True)
                 out = model(x)
                 loss = self._loss_fn(out, y)
