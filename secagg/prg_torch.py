@@ -203,10 +203,10 @@ def signed_mask_sum(
     surviving neighbours). ``out`` (int64, shape (length,), on ``device``), if
     given, is overwritten with the result and returned.
 
-    On CUDA with Triton importable and ``bits <= 32`` a fused kernel does the
-    work (it needs no scratch memory); otherwise eager torch ops run in batches
-    of at most ``chunk_elems`` (key, element) pairs, which bounds peak memory.
-    The result is identical on every device and path.
+    On CUDA with Triton importable a fused kernel does the work (its scratch is
+    a few MiB at most, so ``chunk_elems`` does not apply); otherwise eager torch
+    ops run in batches of at most ``chunk_elems`` (key, element) pairs, which
+    bounds peak memory. The result is identical on every device and path.
     """
     _check_bits(bits)
     if len(keys) != len(signs):
@@ -224,7 +224,9 @@ def signed_mask_sum(
         out = torch.empty(length, dtype=torch.int64, device=dev)
     elif out.dtype != torch.int64 or out.shape != (length,) or out.device != dev:
         raise ValueError("out must be an int64 tensor of shape (length,) on device")
-    if dev.type == "cuda" and bits <= 32:
+    if chunk_elems is not None and chunk_elems < 16:
+        raise ValueError(f"chunk_elems must be >= 16, got {chunk_elems}")
+    if dev.type == "cuda":
         # Imported here so that importing secagg never imports Triton.
         from secagg.prg_triton import signed_mask_sum_triton, triton_available
 
@@ -235,8 +237,6 @@ def signed_mask_sum(
         return out
     if chunk_elems is None:
         chunk_elems = _DEFAULT_CHUNK_CUDA if dev.type == "cuda" else _DEFAULT_CHUNK_CPU
-    if chunk_elems < 16:
-        raise ValueError(f"chunk_elems must be >= 16, got {chunk_elems}")
     # Element chunks start on block boundaries (16 words = 16/per elements).
     span = min(-(-length // 16) * 16, chunk_elems // 16 * 16)
     group = max(1, chunk_elems // span)

@@ -260,7 +260,8 @@ def signed_mask_sum_triton(
 
     Same arguments and result (int64 in [0, 2^bits), 1 <= bits <= 62).
     ``chunk_elems`` is accepted for signature compatibility and ignored: the
-    kernel needs no scratch memory. Raises ``RuntimeError`` when Triton or a
+    kernel materialises no keystream, only (for short masks) a few MiB of
+    per-split partial sums. Raises ``RuntimeError`` when Triton or a
     CUDA device is missing.
     """
     del chunk_elems
