@@ -82,6 +82,11 @@ class Stopwatch:
         self._wall += time.perf_counter() - self._w0
         self._c0 = None
 
+    def add(self, timing: Timing) -> None:
+        """Count time measured elsewhere."""
+        self._cpu += timing.cpu_s
+        self._wall += timing.wall_s
+
     def timing(self) -> Timing:
         return Timing(cpu_s=self._cpu, wall_s=self._wall)
 

@@ -24,6 +24,7 @@ from benchmarks._harness import (
     SelfTimed,
     Stopwatch,
     Thunk,
+    Timing,
     seeded_update,
 )
 
@@ -222,3 +223,82 @@ def upload_bytes(n: int, d: int, k: int | None, threshold: int) -> int | str:
     inputs: Sequence[Any] = [seeded_update(d, i + 1) for i in range(n)]
     result = secagg.run_session(inputs, [1] * n, config)
     return max(result.bytes_sent.values())
+
+
+# ------------------------------------------------------------ timed session
+
+SESSION_PARTS = (
+    "client_keys",  # AdvertiseKeys + ShareKeys, every client
+    "server_keys",  # the server's side of those two rounds
+    "client_masking",  # quantise + MaskedInput, every surviving client
+    "client_unmask",  # the survivors' Unmasking answers
+    "server_unmask",  # fold masked inputs, request shares, unmask, decode
+)
+
+
+@dataclass(frozen=True)
+class TimedSession:
+    """One session's per-party time (summed over clients) and traffic."""
+
+    parts: Mapping[str, Timing]
+    bytes_sent: Mapping[int, int]
+    mean: np.ndarray[Any, np.dtype[np.float64]]
+    survivors: int
+
+
+def timed_session(
+    config: Any, inputs: Mapping[int, Any], dropped: frozenset[int] = frozenset()
+) -> TimedSession:
+    """Run one session (weights 1); ``dropped`` clients vanish after ShareKeys.
+
+    Every message goes through ``to_bytes``/``from_bytes``; each party's work
+    runs on its own stopwatch.
+    """
+    import secagg
+
+    w = {p: Stopwatch() for p in SESSION_PARTS}
+    sent = dict.fromkeys(inputs, 0)
+
+    def client(part: str, i: int, fn: Any, *args: Any) -> bytes:
+        w[part].start()
+        out = bytes(fn(*args))
+        w[part].stop()
+        sent[i] += len(out)
+        return out
+
+    def server(part: str, fn: Any, *args: Any) -> Any:
+        w[part].start()
+        out = fn(*args)
+        w[part].stop()
+        return out
+
+    w["client_keys"].start()
+    clients = {i: secagg.SecAggClient(config, i) for i in inputs}
+    w["client_keys"].stop()
+    srv = server("server_keys", secagg.SecAggServer, config)
+    for i, c in clients.items():
+        server(
+            "server_keys", srv.receive, i, client("client_keys", i, c.advertise_keys)
+        )
+    for i, msg in server("server_keys", srv.broadcast).items():
+        ans = client("client_keys", i, clients[i].share_keys, msg)
+        server("server_keys", srv.receive, i, ans)
+    relays = server("server_keys", srv.broadcast)
+    masked = {}
+    for i, relay in relays.items():
+        if i in dropped:
+            continue
+        w["client_masking"].start()
+        q = secagg.quantize_input(inputs[i], 1, config)
+        w["client_masking"].stop()
+        masked[i] = client("client_masking", i, clients[i].masked_input, relay, q)
+    for i, msg in masked.items():
+        server("server_unmask", srv.receive, i, msg)
+    for i, req in server("server_unmask", srv.broadcast).items():
+        ans = client("client_unmask", i, clients[i].unmask, req)
+        server("server_unmask", srv.receive, i, ans)
+    agg = server("server_unmask", srv.unmask)
+    mean = agg.weighted_sum.numpy() / agg.total_weight
+    return TimedSession(
+        {p: sw.timing() for p, sw in w.items()}, sent, mean, len(agg.survivors)
+    )

@@ -55,3 +55,14 @@ def test_flower_columns_skipped_with_note_without_flwr(tmp_path: Path) -> None:
     for row in payload["client"] + payload["server"]:
         assert row["flower"] is None
         assert "flwr not installed" in row["note"]
+
+
+def test_our_side_is_measured(tmp_path: Path) -> None:
+    proc = _run("secagg_vs_flower", tmp_path / "svf.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads((tmp_path / "svf.json").read_text())
+    complete = [r for r in payload["server"] if "complete" in r["case"]]
+    for row in payload["client"] + complete:
+        assert row["ours"] is not None, row
+        assert row["ours"]["cpu_s"] > 0
+    assert all(r["ours"] is not None for r in payload["bytes"])
