@@ -31,31 +31,35 @@ def _version() -> str:
         return "unknown"
 
 
-def _audit(args: argparse.Namespace, rest: list[str]) -> int:
-    # The privacy audit belongs to `dp`; everything after "audit" is its argv.
-    try:
-        module = importlib.import_module("dp.cli")
-    except ModuleNotFoundError as exc:
-        if exc.name not in {"dp", "dp.cli"}:
-            raise
-        print(
-            "fedshield audit: the privacy audit (dp.cli) is not available in "
-            "this installation",
-            file=sys.stderr,
-        )
-        return 2
-    audit_main = getattr(module, "audit_main", None)
-    if audit_main is None:
-        print(
-            "fedshield audit: dp.cli has no audit_main(argv); the dp package is "
-            "incomplete",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        return int(audit_main(rest))
-    except SystemExit as exc:  # its argparse exits on --help and usage errors
-        return _exit_code(exc)
+def _delegate(command: str, module_name: str, function: str) -> Command:
+    """A subcommand that hands everything after its name to `module.function`."""
+
+    def run(args: argparse.Namespace, rest: list[str]) -> int:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name not in {module_name, module_name.split(".")[0]}:
+                raise
+            print(
+                f"fedshield {command}: {module_name} is not available in this "
+                "installation",
+                file=sys.stderr,
+            )
+            return 2
+        entry = getattr(module, function, None)
+        if entry is None:
+            print(
+                f"fedshield {command}: {module_name} has no {function}(argv); the "
+                "installation is incomplete",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            return int(entry(rest))
+        except SystemExit as exc:  # its argparse exits on --help and usage errors
+            return _exit_code(exc)
+
+    return run
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -65,9 +69,22 @@ def _exit_code(exc: SystemExit) -> int:
     return exc.code if isinstance(exc.code, int) else 2
 
 
-_COMMANDS: dict[str, Command] = {"audit": _audit}
-# Commands whose unknown arguments are handed on rather than refused.
-_PASSTHROUGH = frozenset({"audit"})
+# Each belongs to another module (the audit to `dp`, the pilot runner to
+# `core.run_cli`) and is imported only when used.
+_COMMANDS: dict[str, Command] = {
+    "audit": _delegate("audit", "dp.cli", "audit_main"),
+    "run": _delegate("run", "core.run_cli", "run_main"),
+    "init": _delegate("init", "core.run_cli", "init_main"),
+}
+_HELP = {
+    "audit": "recompute and check the privacy budget from ledgers "
+    "(see `fedshield audit --help`)",
+    "run": "run a federation described by a TOML config "
+    "(see `fedshield run --help`)",
+    "init": "write a commented example config (see `fedshield init --help`)",
+}
+# Every command hands its arguments on rather than refusing them.
+_PASSTHROUGH = frozenset(_COMMANDS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,13 +96,9 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"fedshield {_version()}"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # add_help=False: `fedshield audit --help` is passed on to the audit itself.
-    sub.add_parser(
-        "audit",
-        add_help=False,
-        help="recompute and check the privacy budget from a ledger "
-        "(see `fedshield audit --help`)",
-    )
+    # add_help=False: `fedshield audit --help` is passed on to the command.
+    for name, text in _HELP.items():
+        sub.add_parser(name, add_help=False, help=text)
     return parser
 
 

@@ -58,8 +58,9 @@ class DPTrainer:
     `clients` fixes each client's dataset size (the Poisson sample rate
     depends on it). With `noise_multiplier=None` and a `target_epsilon` in
     `config`, each client calibrates σ once for its whole planned schedule.
-    Per-client metrics: ``train_loss`` (on noise-free forward passes; it
-    reaches the server only through the aggregator) and ``epsilon``.
+    Per-client metric: ``train_loss`` (on noise-free forward passes; it
+    reaches the server only through the aggregator). The round report gets
+    min/max ε and budget left across clients from `round_metrics`.
     """
 
     def __init__(
@@ -96,6 +97,10 @@ class DPTrainer:
     def clients(self) -> Mapping[int, dp.PrivateClient]:
         """The private side of every client with data, by client id."""
         return dict(self._private)
+
+    def round_metrics(self) -> dict[str, float]:
+        """The round report's privacy figures: `privacy_summary()`."""
+        return self.privacy_summary()
 
     def privacy_summary(self) -> dict[str, float]:
         """Min/max ε spent and budget left across clients (for reports)."""
@@ -146,7 +151,7 @@ class DPTrainer:
             client_id=task.client_id,
             delta=delta,
             num_examples=task.data.num_examples,
-            metrics={"train_loss": result.train_loss, "epsilon": result.epsilon_after},
+            metrics={"train_loss": result.train_loss},
         )
 
     def state_dict(self) -> StateDict:

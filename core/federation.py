@@ -46,6 +46,7 @@ from core.interfaces import (
     ClientDataset,
     ClientDeclined,
     ClientUpdate,
+    ReportsRoundMetrics,
     RoundContext,
     Trainer,
     TrainTask,
@@ -212,7 +213,10 @@ class Federation:
             aborted=aborted,
             eval_loss=None if evaluation is None else evaluation.loss,
             eval_accuracy=None if evaluation is None else evaluation.accuracy,
-            metrics={} if result is None else result.metrics,
+            metrics={
+                **({} if result is None else result.metrics),
+                **self._trainer_metrics(),
+            },
             bytes_up=0 if result is None else result.bytes_up,
             bytes_down=0 if result is None else result.bytes_down,
             seconds=time.perf_counter() - started,
@@ -282,6 +286,11 @@ class Federation:
             logger.warning("round %d aborted, model unchanged: %s", r, exc)
             return result, str(exc) or type(exc).__name__
         return result, None
+
+    def _trainer_metrics(self) -> dict[str, float]:
+        if isinstance(self._trainer, ReportsRoundMetrics):
+            return dict(self._trainer.round_metrics())
+        return {}
 
     def _evaluate_if_due(self, r: int) -> EvalResult | None:
         if self._test_data is None or self._test_data.num_examples == 0:

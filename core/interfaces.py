@@ -44,6 +44,7 @@ __all__ = [
     "ClientDataset",
     "ClientDeclined",
     "ClientUpdate",
+    "ReportsRoundMetrics",
     "RoundContext",
     "StateDict",
     "TrainOutcome",
@@ -245,4 +246,18 @@ class Aggregator(Protocol):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+        ...
+
+
+@runtime_checkable
+class ReportsRoundMetrics(Protocol):
+    """Optional for a trainer: public per-round figures for the round's report.
+
+    The DP trainer reports the min/max ε spent and budget left across clients
+    here; they are audit figures (each client's ledger holds its own ε), not
+    training metrics, so they do not travel through the aggregator.
+    """
+
+    def round_metrics(self) -> Mapping[str, float]:
+        """Figures to add to the round's console line and ``metrics.jsonl``."""
         ...
