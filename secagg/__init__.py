@@ -9,25 +9,45 @@ that sum exactly while at least ``threshold`` clients survive every round.
 >>> r = run_session([torch.tensor([0.5])] * 3, [1, 1, 2], cfg)
 >>> r.total_weight, round(float(r.mean[0]), 3)
 (4, 0.5)
+>>> hard = SecAggConfig(num_clients=3, threshold=2, vector_length=1,
+...                     mode=SecurityMode.HARDENED)
+>>> run_session([torch.tensor([0.5])] * 3, [1, 1, 1], hard).total_weight
+3
 """
 
 from __future__ import annotations
 
 from secagg.client import ClientPhase, SecAggClient
-from secagg.config import ClientPolicy, Round, SecAggConfig, SecurityMode
+from secagg.config import (
+    ClientPolicy,
+    GraphKind,
+    Round,
+    SecAggConfig,
+    SecurityMode,
+)
 from secagg.errors import (
     ConfigError,
+    ConsistencyError,
+    GraphParameterError,
     InvalidInput,
     InvalidKey,
     InvalidMessage,
     InvalidShare,
+    InvalidSignature,
     PolicyViolation,
     ProtocolError,
     ReconstructionError,
     SecAggError,
     TooFewSurvivors,
+    UnknownIdentity,
 )
-from secagg.local import SessionResult, run_quantized_session, run_session
+from secagg.identity import Consortium, make_consortium
+from secagg.local import (
+    Identities,
+    SessionResult,
+    run_quantized_session,
+    run_session,
+)
 from secagg.quantize import QuantizedInput, quantize_input
 from secagg.server import SecAggAggregate, SecAggServer
 
@@ -35,10 +55,16 @@ __all__ = [
     "ClientPhase",
     "ClientPolicy",
     "ConfigError",
+    "ConsistencyError",
+    "Consortium",
+    "GraphKind",
+    "GraphParameterError",
+    "Identities",
     "InvalidInput",
     "InvalidKey",
     "InvalidMessage",
     "InvalidShare",
+    "InvalidSignature",
     "PolicyViolation",
     "ProtocolError",
     "QuantizedInput",
@@ -52,6 +78,8 @@ __all__ = [
     "SecurityMode",
     "SessionResult",
     "TooFewSurvivors",
+    "UnknownIdentity",
+    "make_consortium",
     "quantize_input",
     "run_quantized_session",
     "run_session",

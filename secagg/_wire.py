@@ -39,6 +39,12 @@ class MessageType(enum.IntEnum):
     MASKED_INPUT = 5
     UNMASK_REQUEST = 6
     UNMASK_RESPONSE = 7
+    # Hardened mode only (secagg.signed_messages).
+    SIGNED_ADVERTISE_KEYS = 8
+    SIGNED_KEY_DIRECTORY = 9
+    CONSISTENCY_REQUEST = 10
+    CONSISTENCY_SIGNATURE = 11
+    SIGNED_UNMASK_REQUEST = 12
 
 
 class Reader:

@@ -10,10 +10,16 @@ snapshot replaced only on success).  The checks follow DESIGN §2:
    there are at least ``threshold`` participants;
 4. every decrypted share names the expected sender and receiver;
 5. survivor and dropped lists are disjoint, within the earlier lists, do not
-   list the client as dropped, hold at least ``threshold`` survivors, and the
-   client answers one Unmasking request per session, never revealing both
-   kinds of share for one peer;
+   list the client as dropped, hold at least ``threshold`` survivors and miss
+   no more of the cohort than the policy allows, and the client answers one
+   Unmasking request per session, never revealing both kinds of share for
+   one peer;
 6. all session secrets are discarded once the client has answered or aborted.
+
+The hardened mode (:mod:`secagg.hardened`) adds to 1 the 2t > n + corrupt
+rule, to 2-3 signed keys from consortium members over this client's own
+model hash, and before 5 the ConsistencyCheck: the client signs U3 and
+unmasks only for that list, against ``threshold`` signatures on it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import crypto, prg, shamir
@@ -35,6 +42,8 @@ from secagg.errors import (
     ProtocolError,
     TooFewSurvivors,
 )
+from secagg.hardened import credentials
+from secagg.identity import Consortium
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -45,6 +54,7 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.quantize import QuantizedInput
+from secagg.signed_messages import ConsistencyRequest
 
 __all__ = ["ClientPhase", "SecAggClient", "mask_sign"]
 
@@ -56,8 +66,8 @@ class ClientPhase(enum.Enum):
     ADVERTISED = "advertised"
     SHARED = "shared"
     MASKED = "masked"
-    # A semi-honest session has no ConsistencyCheck; the hardened mode adds a
-    # SIGNED phase between MASKED and DONE.
+    # Hardened mode only: the survivor list U3 is signed (ConsistencyCheck).
+    SIGNED = "signed"
     DONE = "done"
     ABORTED = "aborted"
 
@@ -80,15 +90,19 @@ class _State:
     channel_keys: Mapping[int, bytes] = field(default_factory=dict)
     pair_keys: Mapping[int, bytes] = field(default_factory=dict)
     held: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    signed: tuple[int, ...] = ()  # the U3 this client signed (hardened)
 
 
 class SecAggClient:
     """One client of one session (transport-agnostic: bytes in, bytes out).
 
     Call, in order: :meth:`advertise_keys`, :meth:`share_keys`,
-    :meth:`masked_input`, :meth:`unmask`.  ``entropy`` defaults to the OS
-    CSPRNG; inject another source only in tests.  ``device`` only chooses
-    where mask keystreams are computed.
+    :meth:`masked_input`, (hardened mode) :meth:`consistency_check`,
+    :meth:`unmask`.  ``entropy`` defaults to the OS CSPRNG; inject another
+    source only in tests.  ``device`` only chooses where mask keystreams are
+    computed.  In ``SecurityMode.HARDENED`` the client needs the consortium's
+    identity registry, its own Ed25519 ``identity`` key and ``model_hash``,
+    the SHA-256 of the model *it* received (never a hash the server asserts).
     """
 
     def __init__(
@@ -99,12 +113,19 @@ class SecAggClient:
         policy: ClientPolicy | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
         device: torch.device | str = "cpu",
+        consortium: Consortium | None = None,
+        identity: Ed25519PrivateKey | None = None,
+        model_hash: bytes | None = None,
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int):
             raise InvalidInput("client_id must be an int")
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise InvalidInput(f"client_id must be in [0, {MAX_CLIENT_ID}]")
-        (policy or ClientPolicy()).check(config)
+        self._policy = policy or ClientPolicy()
+        self._policy.check(config)
+        self._hardened = credentials(
+            config, client_id, consortium, identity, model_hash
+        )
         self._config = config
         self._id = client_id
         self._entropy = entropy
@@ -135,7 +156,7 @@ class SecAggClient:
 
     def _expect(self, phase: ClientPhase, action: str) -> None:
         if self._state.phase is not phase:
-            if phase is ClientPhase.MASKED and self._state.phase is ClientPhase.DONE:
+            if self._state.phase is ClientPhase.DONE:
                 raise ProtocolError(
                     "already answered an Unmasking request in this session"
                 )
@@ -148,15 +169,15 @@ class SecAggClient:
         self._expect(ClientPhase.NEW, "advertise keys")
         c_sk = crypto.generate_private_key(self._entropy)
         s_sk = crypto.generate_private_key(self._entropy)
-        msg = AdvertiseKeys(
-            sender=self._id,
-            c_pk=crypto.public_bytes(c_sk),
-            s_pk=crypto.public_bytes(s_sk),
-        )
+        c_pk, s_pk = crypto.public_bytes(c_sk), crypto.public_bytes(s_sk)
+        if self._hardened is not None:
+            out = self._hardened.advertise(self._config, self._id, c_pk, s_pk)
+        else:
+            out = AdvertiseKeys(sender=self._id, c_pk=c_pk, s_pk=s_pk).to_bytes()
         self._state = replace(
             self._state, phase=ClientPhase.ADVERTISED, c_sk=c_sk, s_sk=s_sk
         )
-        return msg.to_bytes()
+        return out
 
     # Round 1 ---------------------------------------------------------------
 
@@ -166,8 +187,14 @@ class SecAggClient:
         st, cfg, me = self._state, self._config, self._id
         if st.c_sk is None or st.s_sk is None:
             raise ProtocolError("key pairs are missing")
-        directory = KeyDirectory.from_bytes(data)
-        entries = {e.client_id: e for e in directory.entries}
+        if self._hardened is not None:
+            entries, session = self._hardened.open_directory(cfg, data)
+        else:
+            directory = KeyDirectory.from_bytes(data)
+            entries = {e.client_id: e for e in directory.entries}
+            session = crypto.session_id(
+                cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries.values())
+            )
         if len(entries) > cfg.num_clients:
             raise ProtocolError(
                 f"key directory lists {len(entries)} clients, more than the "
@@ -189,9 +216,8 @@ class SecAggClient:
         all_keys = [k for e in entries.values() for k in (e.c_pk, e.s_pk)]
         if len(set(all_keys)) != len(all_keys):
             raise InvalidKey("advertised public keys are not all distinct")
-        session = crypto.session_id(
-            cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries.values())
-        )
+        self._policy.check_dropouts(cfg, len(entries))
+        # Computed here from the session id, never taken from the server.
         peers = neighbours(cfg, session, me, entries)
         channel_keys, pair_keys = {}, {}
         for v in sorted(peers):
@@ -293,15 +319,25 @@ class SecAggClient:
         )
         return out
 
-    # Round 4 (Round 3, ConsistencyCheck, exists only in the hardened mode) --
+    # Round 3 (hardened mode only) ----------------------------------------
 
-    def unmask(self, data: bytes) -> bytes:
-        """Answer the one Unmasking request: b shares of survivors, s_sk shares
-        of dropped clients, never both for one client."""
-        self._expect(ClientPhase.MASKED, "answer an Unmasking request")
+    def consistency_check(self, data: bytes) -> bytes:
+        """Check the survivor list U3 and sign (session id, U3)."""
+        self._expect(ClientPhase.MASKED, "sign a survivor list")
+        if self._hardened is None:
+            raise ProtocolError("a semi-honest session has no ConsistencyCheck")
+        st, me = self._state, self._id
+        survivors = ConsistencyRequest.from_bytes(data).survivors
+        self._check_lists(set(survivors), set())
+        out = self._hardened.sign_survivors(me, st.session, survivors)
+        # Shares stay held: they are revealed only against t signatures.
+        self._state = replace(st, phase=ClientPhase.SIGNED, signed=survivors)
+        return out
+
+    # Round 4 ---------------------------------------------------------------
+
+    def _check_lists(self, survivors: set[int], dropped: set[int]) -> None:
         st, cfg, me = self._state, self._config, self._id
-        request = UnmaskRequest.from_bytes(data)
-        survivors, dropped = set(request.survivors), set(request.dropped)
         if survivors & dropped:
             raise ProtocolError(
                 f"survivor and dropped lists overlap: {sorted(survivors & dropped)}"
@@ -316,8 +352,7 @@ class SecAggClient:
                 f"Unmasking request lists clients that never advertised keys: "
                 f"{sorted(unknown)}"
             )
-        sharers = set(st.held)
-        silent = ((survivors | dropped) & st.neighbours) - sharers
+        silent = ((survivors | dropped) & st.neighbours) - set(st.held)
         if silent:
             raise ProtocolError(
                 "Unmasking request lists neighbours that never shared keys "
@@ -327,6 +362,24 @@ class SecAggClient:
             raise TooFewSurvivors(
                 f"only {len(survivors)} survivors; threshold is {cfg.threshold}"
             )
+        self._policy.check_dropouts(cfg, len(survivors))
+
+    def unmask(self, data: bytes) -> bytes:
+        """Answer the one Unmasking request: b shares of survivors, s_sk shares
+        of dropped clients, never both for one client.  In hardened mode only
+        for the survivor list it signed, against ``threshold`` signatures."""
+        st, me = self._state, self._id
+        if self._hardened is None:
+            self._expect(ClientPhase.MASKED, "answer an Unmasking request")
+            request = UnmaskRequest.from_bytes(data)
+        else:
+            self._expect(ClientPhase.SIGNED, "answer an Unmasking request")
+            request = self._hardened.open_unmask_request(
+                self._config, st.session, st.signed, data
+            )
+        survivors, dropped = set(request.survivors), set(request.dropped)
+        self._check_lists(survivors, dropped)
+        sharers = set(st.held)
         seed_shares = [(me, st.own_shares[1])]
         seed_shares += [(v, st.held[v][1]) for v in survivors & sharers]
         key_shares = [(v, st.held[v][0]) for v in dropped & sharers]

@@ -11,19 +11,24 @@ clients with different configurations cannot complete a session together.
 
 from __future__ import annotations
 
+import bisect
 import enum
+import functools
 import hashlib
 import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from secagg import graph as graph_params
 from secagg import ring
-from secagg.errors import ConfigError, PolicyViolation
+from secagg.errors import ConfigError, PolicyViolation, ProtocolError
 
 __all__ = [
+    "COMPLETE_GRAPH_BELOW",
     "MAX_CLIENT_ID",
     "ClientPolicy",
+    "GraphKind",
     "Round",
     "SecAggConfig",
     "SecurityMode",
@@ -33,6 +38,9 @@ __all__ = [
 # Shamir evaluates at id + 1, and ids travel as uint32.
 MAX_CLIENT_ID = 2**32 - 2
 _CONFIG_VERSION = 1
+# Keeps ceil/floor of fraction·n conservative when fraction·n is an integer
+# that binary floating point represents a hair off (0.2·5).
+_EPS = 1e-9
 
 
 class Round(enum.IntEnum):
@@ -51,8 +59,22 @@ class SecurityMode(enum.Enum):
     """Threat model of a session."""
 
     SEMI_HONEST = "semi-honest"
-    # Ed25519 identities and a ConsistencyCheck round; refused until built.
+    # Malicious coordinator: Ed25519 identities (secagg.identity), the model
+    # hash in the session id, and a signed survivor list (ConsistencyCheck).
     HARDENED = "hardened"
+
+
+class GraphKind(enum.Enum):
+    """Who masks against and shares with whom."""
+
+    COMPLETE = "complete"
+    # SecAgg+ (Bell et al., CCS 2020): relabelled Harary graph (secagg.graph).
+    HARARY = "harary"
+
+
+#: Below this cohort size :meth:`SecAggConfig.for_cohort` keeps the complete
+#: graph: SecAgg+ saves little there (notes §2.1: k/n >= 0.2 for n <= ~200).
+COMPLETE_GRAPH_BELOW = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +92,16 @@ class SecAggConfig:
         clip: c, values are clipped to [-c, c] (and counted) before rounding.
         value_bits: signed bits of one quantised coordinate (sign included).
         max_weight: W_max, public cap on a client's secret integer weight.
-        mode: threat model; only ``SEMI_HONEST`` is implemented.
-        context: public bytes bound into the session id (e.g. a model hash).
+        mode: threat model.  ``HARDENED`` adds Ed25519 identities, the
+            model hash in the session id and the ConsistencyCheck round.
+        context: public bytes bound into the session id.  In hardened mode
+            each client also binds the hash of the model *it* received.
+        graph: ``COMPLETE`` (everyone is everyone's neighbour) or ``HARARY``
+            (SecAgg+: a relabelled Harary graph of ``degree``, derived by
+            every party from the session id; ``threshold`` then counts share
+            holders among a client's neighbours and itself).
+        degree: neighbours per client for ``HARARY``; 0 for ``COMPLETE``.
+            :meth:`for_cohort` computes degree and threshold from (n, α, δ).
     """
 
     num_clients: int
@@ -83,12 +113,14 @@ class SecAggConfig:
     max_weight: int = 1
     mode: SecurityMode = SecurityMode.SEMI_HONEST
     context: bytes = b""
+    graph: GraphKind = GraphKind.COMPLETE
+    degree: int = 0
 
     def __post_init__(self) -> None:
         for name in ("num_clients", "threshold", "vector_length", "bits"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"{name} must be an int")
-        for name in ("value_bits", "max_weight"):
+        for name in ("value_bits", "max_weight", "degree"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"{name} must be an int")
         if not 1 <= self.num_clients <= MAX_CLIENT_ID + 1:
@@ -118,14 +150,27 @@ class SecAggConfig:
             raise ConfigError(f"clip must be > 0, got {self.clip}")
         if not isinstance(self.mode, SecurityMode):
             raise ConfigError("mode must be a SecurityMode")
-        if self.mode is not SecurityMode.SEMI_HONEST:
-            raise ConfigError(
-                "SecurityMode.HARDENED (signatures and ConsistencyCheck) is not "
-                "implemented yet; use SecurityMode.SEMI_HONEST"
-            )
+        self._check_graph()
         if not isinstance(self.context, bytes) or len(self.context) > 2**16:
             raise ConfigError("context must be bytes of at most 65536")
         self._check_bit_budget()
+
+    def _check_graph(self) -> None:
+        if not isinstance(self.graph, GraphKind):
+            raise ConfigError("graph must be a GraphKind")
+        if self.graph is GraphKind.COMPLETE:
+            if self.degree != 0:
+                raise ConfigError("degree is only set for GraphKind.HARARY")
+            return
+        if self.degree < 2 or self.degree % 2:
+            raise ConfigError(
+                f"a Harary graph needs an even degree >= 2, got {self.degree}"
+            )
+        if self.threshold > self.group_size:
+            raise ConfigError(
+                f"threshold {self.threshold} exceeds the {self.group_size} share "
+                f"holders of a degree-{self.degree} graph (neighbours and self)"
+            )
 
     def _check_bit_budget(self) -> None:
         weight_bits = self.max_weight.bit_length()
@@ -171,13 +216,67 @@ class SecAggConfig:
             float(self.clip),
         )
         mode = self.mode.value.encode()
+        graph = self.graph.value.encode()
         return hashlib.sha256(
             packed
             + struct.pack("<B", len(mode))
             + mode
             + struct.pack("<I", len(self.context))
             + self.context
+            + struct.pack("<B", len(graph))
+            + graph
+            + struct.pack("<I", self.degree)
         ).digest()
+
+    @property
+    def group_size(self) -> int:
+        """Most share holders of one secret: n, or degree + 1 in a Harary graph."""
+        if self.graph is GraphKind.COMPLETE:
+            return self.num_clients
+        return min(self.num_clients, self.degree + 1)
+
+    @classmethod
+    def for_cohort(
+        cls,
+        *,
+        num_clients: int,
+        vector_length: int,
+        corrupt_fraction: float,
+        dropout_fraction: float,
+        complete_below: int = COMPLETE_GRAPH_BELOW,
+        mode: SecurityMode = SecurityMode.SEMI_HONEST,
+        bits: int = 32,
+        clip: float = 1.0,
+        value_bits: int = 16,
+        max_weight: int = 1,
+        context: bytes = b"",
+    ) -> SecAggConfig:
+        """Graph, degree and threshold computed from (n, α, δ), never guessed.
+
+        Cohorts below ``complete_below`` get the complete graph with the
+        highest threshold that ``dropout_fraction`` allows; larger ones a
+        SecAgg+ Harary graph from :func:`secagg.graph.secaggplus_parameters`.
+        The hardened mode assumes a semi-malicious server (2t > k + corrupt).
+        Raises :class:`~secagg.errors.GraphParameterError` when no secure and
+        correct parameters exist.
+        """
+        threat = (
+            graph_params.ThreatModel.SEMI_MALICIOUS
+            if mode is SecurityMode.HARDENED
+            else graph_params.ThreatModel.SEMI_HONEST
+        )
+        rates = (num_clients, corrupt_fraction, dropout_fraction, threat)
+        kind, degree = GraphKind.COMPLETE, 0
+        if num_clients < complete_below:
+            threshold = graph_params.complete_graph_threshold(*rates)
+        else:
+            found = graph_params.secaggplus_parameters(*rates)
+            kind, degree, threshold = GraphKind.HARARY, found.degree, found.threshold
+        return cls(
+            num_clients=num_clients, threshold=threshold, vector_length=vector_length,
+            bits=bits, clip=clip, value_bits=value_bits, max_weight=max_weight,
+            mode=mode, context=context, graph=kind, degree=degree,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,20 +286,35 @@ class ClientPolicy:
     Args:
         min_cohort: smallest ``num_clients`` the client joins.
         min_threshold: smallest absolute threshold accepted.
-        min_threshold_fraction: threshold must be at least this share of n.
+        min_threshold_fraction: threshold must be at least this share of the
+            share holders (n, or degree + 1 in a Harary graph).
         max_weight_cap: largest ``max_weight`` the client accepts.
+        assumed_corrupt_fraction: α, share of clients assumed to collude with
+            the server.  In hardened mode the client demands 2t > n + ⌈α·n⌉
+            (n the share holders), so at most one survivor list can ever
+            gather t signatures (notes §1.3).
+        max_dropout_fraction: largest share of the announced cohort that may
+            be missing from the survivor list (or the key directory) before
+            this client refuses to go on.
     """
 
     min_cohort: int = 2
     min_threshold: int = 2
     min_threshold_fraction: float = 0.5
     max_weight_cap: int = 2**20
+    assumed_corrupt_fraction: float = 0.0
+    max_dropout_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.min_cohort < 1 or self.min_threshold < 1:
             raise ConfigError("min_cohort and min_threshold must be >= 1")
-        if not 0.0 <= self.min_threshold_fraction <= 1.0:
-            raise ConfigError("min_threshold_fraction must be in [0, 1]")
+        for name in (
+            "min_threshold_fraction",
+            "assumed_corrupt_fraction",
+            "max_dropout_fraction",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1]")
 
     def check(self, config: SecAggConfig) -> None:
         """Raise :class:`PolicyViolation` unless ``config`` is acceptable."""
@@ -209,20 +323,42 @@ class ClientPolicy:
                 f"cohort of {config.num_clients} is below this client's minimum "
                 f"of {self.min_cohort}"
             )
-        need = max(
-            self.min_threshold,
-            math.ceil(self.min_threshold_fraction * config.num_clients),
-        )
+        group = config.group_size
+        need = max(self.min_threshold, math.ceil(self.min_threshold_fraction * group))
         if config.threshold < need:
             raise PolicyViolation(
                 f"threshold {config.threshold} is below this client's minimum of "
                 f"{need} for a cohort of {config.num_clients}"
             )
+        if config.mode is SecurityMode.HARDENED:
+            corrupt = math.ceil(self.assumed_corrupt_fraction * group - _EPS)
+            if 2 * config.threshold <= group + corrupt:
+                raise PolicyViolation(
+                    f"threshold {config.threshold} gives 2t <= {group} share "
+                    f"holders + {corrupt} assumed corrupt: a malicious server "
+                    "could collect both kinds of share for one client"
+                )
         if config.max_weight > self.max_weight_cap:
             raise PolicyViolation(
                 f"max_weight {config.max_weight} exceeds this client's cap of "
                 f"{self.max_weight_cap}"
             )
+
+    def check_dropouts(self, config: SecAggConfig, present: int) -> None:
+        """Refuse when more of the announced cohort than allowed is missing."""
+        missing = config.num_clients - present
+        allowed = math.floor(self.max_dropout_fraction * config.num_clients + _EPS)
+        if missing > allowed:
+            raise PolicyViolation(
+                f"{missing} of {config.num_clients} clients are missing; this "
+                f"client's policy allows at most {allowed}"
+            )
+
+
+@functools.lru_cache(maxsize=8)
+def _harary(n: int, degree: int, session: bytes) -> tuple[frozenset[int], ...]:
+    # One graph per session, shared by every lookup (the server asks n times).
+    return graph_params.harary_graph(n, degree, session)
 
 
 def neighbours(
@@ -231,9 +367,17 @@ def neighbours(
     """The clients ``me`` shares with and masks against, computed locally.
 
     Every "who are my neighbours" question goes through here, and nobody ever
-    takes a neighbour list from the server.  Today this is the complete graph;
-    a SecAgg+ Harary graph (``secagg.graph``) plugs in here alone.
+    takes a neighbour list from the server.  For ``GraphKind.HARARY`` the
+    advertised ids, sorted, are positions 0..n-1 of
+    :func:`secagg.graph.harary_graph`, whose relabelling is derived from the
+    session id, which the server cannot choose.
     """
-    del config, session  # The complete graph depends on neither.
     others = frozenset(participants)
-    return others - {me}
+    if config.graph is GraphKind.COMPLETE:
+        return others - {me}
+    order = sorted(others)
+    pos = bisect.bisect_left(order, me)
+    if pos == len(order) or order[pos] != me:
+        raise ProtocolError(f"client {me} is not among the participants")
+    graph = _harary(len(order), config.degree, session)
+    return frozenset(order[p] for p in graph[pos])

@@ -63,6 +63,10 @@ class Label(enum.Enum):
     SELF_MASK = b"fedshield/secagg/v1/self-mask"
     ROUNDING = b"fedshield/secagg/v1/rounding"
     SESSION_ID = b"fedshield/secagg/v1/session-id"
+    # Hardened mode: what an identity key signs, and the signed session id.
+    ADVERTISE_SIGNATURE = b"fedshield/secagg/v1/advertise-signature"
+    SURVIVOR_SIGNATURE = b"fedshield/secagg/v1/survivor-signature"
+    SIGNED_SESSION_ID = b"fedshield/secagg/v1/signed-session-id"
 
 
 def derive(label: Label, ikm: bytes, salt: bytes, context: bytes) -> bytes:

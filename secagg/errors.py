@@ -9,15 +9,19 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConsistencyError",
+    "GraphParameterError",
     "InvalidInput",
     "InvalidKey",
     "InvalidMessage",
     "InvalidShare",
+    "InvalidSignature",
     "PolicyViolation",
     "ProtocolError",
     "ReconstructionError",
     "SecAggError",
     "TooFewSurvivors",
+    "UnknownIdentity",
 ]
 
 
@@ -27,6 +31,14 @@ class SecAggError(Exception):
 
 class ConfigError(SecAggError, ValueError):
     """A configuration is invalid or could overflow the ring."""
+
+
+class GraphParameterError(ConfigError):
+    """Graph parameters are invalid or no secure and correct (k, t) exists.
+
+    A :class:`ConfigError` (hence also a ``ValueError``), so one handler
+    catches every refused session parameter.
+    """
 
 
 class InvalidInput(SecAggError, ValueError):  # noqa: N818 (names fixed by issue 3)
@@ -72,3 +84,21 @@ class TooFewSurvivors(ProtocolError):  # noqa: N818 (names fixed by issue 3)
 
 class ReconstructionError(ProtocolError):
     """Shares could not be combined into a consistent secret."""
+
+
+class UnknownIdentity(ProtocolError):  # noqa: N818 (named like its siblings)
+    """A client id is not in the consortium's identity registry (a Sybil)."""
+
+
+class InvalidSignature(ProtocolError):  # noqa: N818 (named like its siblings)
+    """An Ed25519 signature does not verify against the signer's identity key.
+
+    Raised for a forged or replayed AdvertiseKeys signature and for a
+    ConsistencyCheck signature over another survivor list or session.
+    """
+
+
+class ConsistencyError(ProtocolError):
+    """The hardened ConsistencyCheck failed: the Unmasking request carries
+    another survivor list than the one this client signed, a signature from a
+    non-member of that list, or fewer than ``threshold`` signatures on it."""

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from secagg.errors import GraphParameterError
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -37,6 +39,7 @@ __all__ = [
     "GraphParameterError",
     "SecAggPlusParams",
     "ThreatModel",
+    "complete_graph_threshold",
     "harary_graph",
     "secaggplus_parameters",
 ]
@@ -53,10 +56,6 @@ _CORRECTNESS_BITS = 20.0
 # Nudges floor/ceil of rate·n in the conservative direction when rate·n is an
 # integer that binary floating point represents a hair too low (0.33·100).
 _EPS = 1e-14
-
-
-class GraphParameterError(ValueError):
-    """Graph parameters are invalid or no secure and correct (k, t) exists."""
 
 
 class ThreatModel(enum.Enum):
@@ -195,6 +194,27 @@ def secaggplus_parameters(
         f"corrupt={corrupt_fraction}, dropout={dropout_fraction}, {threat.value}; "
         "use the complete graph"
     )
+
+
+def complete_graph_threshold(
+    n: int, corrupt_fraction: float, dropout_fraction: float, threat: ThreatModel
+) -> int:
+    """Threshold of a complete-graph cohort, as FCP's ``CheckFullGraphParameters``.
+
+    The highest t that ``dropout_fraction`` still lets survive, t = ⌈(1-δ)n⌉,
+    provided it exceeds the corrupt clients (semi-honest) or (n + corrupt)/2
+    (semi-malicious: at most one survivor list can then gather t clients).
+    """
+    _check_rates(n, corrupt_fraction, dropout_fraction, threat)
+    corrupt = math.floor((corrupt_fraction + _EPS) * n)
+    floor_t = corrupt if threat is ThreatModel.SEMI_HONEST else (n + corrupt) // 2
+    threshold = math.ceil((1.0 - dropout_fraction - _EPS) * n)
+    if threshold <= floor_t:
+        raise GraphParameterError(
+            f"no secure threshold for a complete graph of {n}: survivors "
+            f"{threshold} must exceed {floor_t} ({threat.value})"
+        )
+    return threshold
 
 
 def _words(key: bytes) -> Iterator[int]:

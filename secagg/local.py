@@ -13,6 +13,7 @@ counts are those a real transport would carry.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,15 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import ring
 from secagg.client import SecAggClient
-from secagg.config import ClientPolicy, Round, SecAggConfig
-from secagg.errors import InvalidInput
+from secagg.config import ClientPolicy, Round, SecAggConfig, SecurityMode
+from secagg.errors import ConfigError, InvalidInput
+from secagg.identity import Consortium, make_consortium
 from secagg.quantize import QuantizedInput, quantize_input
 from secagg.server import SecAggServer
 
-__all__ = ["SessionResult", "run_quantized_session", "run_session"]
+__all__ = ["Identities", "SessionResult", "run_quantized_session", "run_session"]
 
 Vector = torch.Tensor | npt.NDArray[np.floating]
 
@@ -61,10 +64,38 @@ def _by_id(values: Sequence[object] | Mapping[int, object]) -> dict[int, object]
     return dict(enumerate(values))
 
 
-def _vanish_round(rnd: Round) -> Round:
+def _vanish_round(rnd: Round, hardened: bool) -> Round:
     # A semi-honest session has no ConsistencyCheck round: vanishing before it
     # means vanishing before the next round that exists.
-    return Round.UNMASKING if rnd is Round.CONSISTENCY_CHECK else rnd
+    if rnd is Round.CONSISTENCY_CHECK and not hardened:
+        return Round.UNMASKING
+    return rnd
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identities:
+    """Hardened-mode inputs of a simulated cohort: the consortium registry,
+    each client's Ed25519 signing key, and the hash of the model sent."""
+
+    consortium: Consortium
+    keys: Mapping[int, Ed25519PrivateKey]
+    model_hash: bytes
+
+
+def _identities(
+    config: SecAggConfig, ids: Sequence[int], given: Identities | None
+) -> Identities | None:
+    if config.mode is SecurityMode.SEMI_HONEST:
+        if given is not None:
+            raise ConfigError("identities are only used in hardened mode")
+        return None
+    if given is not None:
+        return given
+    # A simulation without real institutions: fresh keys, and the model
+    # "sent" is the public context (callers with a model pass Identities).
+    consortium, keys = make_consortium(ids)
+    model_hash = hashlib.sha256(config.context).digest()
+    return Identities(consortium=consortium, keys=keys, model_hash=model_hash)
 
 
 def run_quantized_session(
@@ -75,13 +106,16 @@ def run_quantized_session(
     policy: ClientPolicy | None = None,
     entropy: Callable[[int], bytes] = os.urandom,
     device: torch.device | str = "cpu",
+    identities: Identities | None = None,
 ) -> SessionResult:
     """Run a session over already-quantised inputs (see :func:`run_session`)."""
     if len(quantized) > config.num_clients:
         raise InvalidInput(
             f"{len(quantized)} inputs for a cohort of {config.num_clients}"
         )
-    drops = {i: _vanish_round(r) for i, r in (drop or {}).items()}
+    ident = _identities(config, sorted(quantized), identities)
+    hardened = ident is not None
+    drops = {i: _vanish_round(r, hardened) for i, r in (drop or {}).items()}
     unknown = set(drops) - set(quantized)
     if unknown:
         raise InvalidInput(f"drop names unknown clients: {sorted(unknown)}")
@@ -89,13 +123,26 @@ def run_quantized_session(
     def alive(i: int, rnd: Round) -> bool:
         return i not in drops or rnd < drops[i]
 
-    clients = {
-        i: SecAggClient(config, i, policy=policy, entropy=entropy, device=device)
-        for i in sorted(quantized)
-    }
+    def client(i: int) -> SecAggClient:
+        if ident is None:
+            return SecAggClient(
+                config, i, policy=policy, entropy=entropy, device=device
+            )
+        return SecAggClient(
+            config, i, policy=policy, entropy=entropy, device=device,
+            consortium=ident.consortium, identity=ident.keys[i],
+            model_hash=ident.model_hash,
+        )  # fmt: skip
+
+    clients = {i: client(i) for i in sorted(quantized)}
     sent = dict.fromkeys(clients, 0)
     received = dict.fromkeys(clients, 0)
-    server = SecAggServer(config, device=device)
+    server = SecAggServer(
+        config,
+        device=device,
+        consortium=None if ident is None else ident.consortium,
+        model_hash=None if ident is None else ident.model_hash,
+    )
 
     def deliver(i: int, msg: bytes) -> None:
         sent[i] += len(msg)
@@ -104,11 +151,15 @@ def run_quantized_session(
     for i, c in clients.items():
         if alive(i, Round.ADVERTISE_KEYS):
             deliver(i, c.advertise_keys())
-    steps: tuple[tuple[Round, Callable[[int, bytes], bytes]], ...] = (
+    steps: list[tuple[Round, Callable[[int, bytes], bytes]]] = [
         (Round.SHARE_KEYS, lambda i, m: clients[i].share_keys(m)),
         (Round.MASKED_INPUT, lambda i, m: clients[i].masked_input(m, quantized[i])),
         (Round.UNMASKING, lambda i, m: clients[i].unmask(m)),
-    )
+    ]
+    if hardened:
+        steps.insert(
+            2, (Round.CONSISTENCY_CHECK, lambda i, m: clients[i].consistency_check(m))
+        )
     for rnd, step in steps:
         for i, msg in server.broadcast().items():
             if alive(i, rnd):
@@ -137,6 +188,7 @@ def run_session(
     drop: Mapping[int, Round] | None = None,
     policy: ClientPolicy | None = None,
     device: torch.device | str = "cpu",
+    identities: Identities | None = None,
 ) -> SessionResult:
     """Run one complete session in process and return the decoded sum.
 
@@ -145,8 +197,11 @@ def run_session(
     example counts with the same ids, capped at ``config.max_weight``;
     ``drop`` maps a client id to the :class:`Round` before which it vanishes
     (semi-honest sessions have no ConsistencyCheck, so ``CONSISTENCY_CHECK``
-    acts as ``UNMASKING``).  A client that vanishes before ``UNMASKING`` has
-    already sent its masked input and stays in the sum.  Raises
+    acts as ``UNMASKING``).  A client that vanishes after ``MASKED_INPUT``
+    has already sent its masked input and stays in the sum.  A hardened
+    ``config`` uses ``identities`` (consortium, signing keys, model hash), or
+    fresh ones from :func:`~secagg.identity.make_consortium` with the SHA-256
+    of ``config.context`` as the model hash when none are given.  Raises
     :class:`~secagg.errors.TooFewSurvivors` when fewer than ``threshold``
     clients remain at any round.  ``policy`` is every client's own
     :class:`ClientPolicy` (default: threshold at least half the cohort).
@@ -171,5 +226,10 @@ def run_session(
     for i in xs:
         quantized.setdefault(i, placeholder)
     return run_quantized_session(
-        quantized, config, drop=drops, policy=policy, device=device
+        quantized,
+        config,
+        drop=drops,
+        policy=policy,
+        device=device,
+        identities=identities,
     )

@@ -7,6 +7,11 @@ round's message for each client; after Unmasking call
 U1 ⊇ U2 ⊇ U3 ⊇ U5: a client may vanish before any round, and while at least
 ``threshold`` remain the server recovers the exact sum of the inputs of U3.
 
+In ``SecurityMode.HARDENED`` the server also needs the consortium registry
+and the hash of the model it sent: it verifies every signature it relays, so
+an honest server refuses forgeries early (clients verify again anyway), and
+runs the ConsistencyCheck round between MaskedInput and Unmasking.
+
 A rejected message raises and leaves the server as it was.
 """
 
@@ -18,15 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from secagg import crypto, prg, ring, shamir
+from secagg import crypto, identity, prg, ring, shamir
 from secagg.client import mask_sign
-from secagg.config import Round, SecAggConfig, neighbours
+from secagg.config import Round, SecAggConfig, SecurityMode, neighbours
 from secagg.errors import (
+    ConfigError,
     InvalidKey,
     ProtocolError,
     ReconstructionError,
     TooFewSurvivors,
 )
+from secagg.identity import Consortium
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -38,6 +45,14 @@ from secagg.messages import (
     UnmaskResponse,
 )
 from secagg.quantize import dequantize
+from secagg.signed_messages import (
+    ConsistencyRequest,
+    ConsistencySignature,
+    SignedAdvertiseKeys,
+    SignedKeyDirectory,
+    SignedKeyEntry,
+    SignedUnmaskRequest,
+)
 
 __all__ = ["SecAggAggregate", "SecAggServer"]
 
@@ -62,7 +77,24 @@ class SecAggAggregate:
 class SecAggServer:
     """The aggregator of one session (transport-agnostic: bytes in, bytes out)."""
 
-    def __init__(self, config: SecAggConfig, *, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        config: SecAggConfig,
+        *,
+        device: torch.device | str = "cpu",
+        consortium: Consortium | None = None,
+        model_hash: bytes | None = None,
+    ):
+        hardened = config.mode is SecurityMode.HARDENED
+        if hardened != (consortium is not None and model_hash is not None):
+            raise ConfigError(
+                "the consortium and the model hash are given exactly in hardened "
+                "mode"
+            )
+        self._consortium = consortium
+        self._model_hash = model_hash or b""
+        self._advert_sigs: dict[int, bytes] = {}
+        self._survivor_sigs: dict[int, bytes] = {}
         self._config = config
         self._device = torch.device(device)
         self._round: Round | None = Round.ADVERTISE_KEYS
@@ -91,12 +123,16 @@ class SecAggServer:
         id inside the message.
         """
         rnd = self._round
-        if rnd is Round.ADVERTISE_KEYS:
+        if rnd is Round.ADVERTISE_KEYS and self._consortium is not None:
+            self._receive_signed_keys(sender, SignedAdvertiseKeys.from_bytes(data))
+        elif rnd is Round.ADVERTISE_KEYS:
             self._receive_keys(sender, AdvertiseKeys.from_bytes(data))
         elif rnd is Round.SHARE_KEYS:
             self._receive_shares(sender, ShareKeys.from_bytes(data))
         elif rnd is Round.MASKED_INPUT:
             self._receive_masked(sender, MaskedInput.from_bytes(data))
+        elif rnd is Round.CONSISTENCY_CHECK:
+            self._receive_signature(sender, ConsistencySignature.from_bytes(data))
         elif rnd is Round.UNMASKING:
             self._receive_unmask(sender, UnmaskResponse.from_bytes(data))
         else:
@@ -118,6 +154,29 @@ class SecAggServer:
         if msg.c_pk == msg.s_pk or msg.c_pk in seen or msg.s_pk in seen:
             raise InvalidKey(f"client {sender} advertised a duplicate public key")
         self._keys[sender] = KeyEntry(client_id=sender, c_pk=msg.c_pk, s_pk=msg.s_pk)
+
+    def _receive_signed_keys(self, sender: int, msg: SignedAdvertiseKeys) -> None:
+        assert self._consortium is not None
+        self._check_sender(sender, msg.sender)
+        self._fresh(sender, self._keys)
+        payload = identity.advertise_payload(
+            self._config.digest(), self._model_hash, sender, msg.c_pk, msg.s_pk
+        )
+        identity.verify(self._consortium, sender, msg.signature, payload)
+        self._receive_keys(
+            sender, AdvertiseKeys(sender=sender, c_pk=msg.c_pk, s_pk=msg.s_pk)
+        )
+        self._advert_sigs[sender] = msg.signature
+
+    def _receive_signature(self, sender: int, msg: ConsistencySignature) -> None:
+        assert self._consortium is not None
+        self._check_sender(sender, msg.sender)
+        if sender not in self._masked:
+            raise ProtocolError(f"client {sender} is not a survivor")
+        self._fresh(sender, self._survivor_sigs)
+        payload = identity.survivors_payload(self._session, self._masked)
+        identity.verify(self._consortium, sender, msg.signature, payload)
+        self._survivor_sigs[sender] = msg.signature
 
     def _receive_shares(self, sender: int, msg: ShareKeys) -> None:
         self._check_sender(sender, msg.sender)
@@ -149,6 +208,8 @@ class SecAggServer:
         self._check_sender(sender, msg.sender)
         if sender not in self._masked:
             raise ProtocolError(f"client {sender} is not a survivor")
+        if self._consortium is not None and sender not in self._survivor_sigs:
+            raise ProtocolError(f"client {sender} did not sign the survivor list")
         self._fresh(sender, self._responses)
         sharers = self._graph[sender] & set(self._shares)
         seeds_ok = self._masked & (sharers | {sender})
@@ -174,13 +235,10 @@ class SecAggServer:
         if rnd is Round.ADVERTISE_KEYS:
             self._require(len(self._keys), "advertised keys")
             entries = tuple(self._keys[i] for i in sorted(self._keys))
-            self._session = crypto.session_id(
-                cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries)
-            )
+            data = self._open_session(entries)
             self._graph = {
                 u: neighbours(cfg, self._session, u, self._keys) for u in self._keys
             }
-            data = KeyDirectory(entries=entries).to_bytes()
             self._round = Round.SHARE_KEYS
             return dict.fromkeys(self._keys, data)
         if rnd is Round.SHARE_KEYS:
@@ -198,15 +256,51 @@ class SecAggServer:
         if rnd is Round.MASKED_INPUT:
             self._require(len(self._masked), "sent masked inputs")
             self._dropped = frozenset(self._shares) - self._masked
+            survivors = tuple(sorted(self._masked))
+            if self._consortium is not None:
+                # Hardened: the survivors first sign U3 (ConsistencyCheck).
+                self._round = Round.CONSISTENCY_CHECK
+                request = ConsistencyRequest(survivors=survivors).to_bytes()
+                return dict.fromkeys(self._masked, request)
             data = UnmaskRequest(
-                survivors=tuple(sorted(self._masked)),
-                dropped=tuple(sorted(self._dropped)),
+                survivors=survivors, dropped=tuple(sorted(self._dropped))
             ).to_bytes()
-            # SecurityMode.HARDENED inserts Round.CONSISTENCY_CHECK here: the
-            # survivors sign U3 and the server relays the signatures.
             self._round = Round.UNMASKING
             return dict.fromkeys(self._masked, data)
+        if rnd is Round.CONSISTENCY_CHECK:
+            self._require(len(self._survivor_sigs), "signed the survivor list")
+            data = SignedUnmaskRequest(
+                survivors=tuple(sorted(self._masked)),
+                dropped=tuple(sorted(self._dropped)),
+                signatures=tuple(sorted(self._survivor_sigs.items())),
+            ).to_bytes()
+            self._round = Round.UNMASKING
+            return dict.fromkeys(self._survivor_sigs, data)
         raise ProtocolError("no round to broadcast; call unmask() after Unmasking")
+
+    def _open_session(self, entries: tuple[KeyEntry, ...]) -> bytes:
+        # Session id as the clients compute it; the key directory to send.
+        digest = self._config.digest()
+        if self._consortium is None:
+            self._session = crypto.session_id(
+                digest, ((e.client_id, e.c_pk, e.s_pk) for e in entries)
+            )
+            return KeyDirectory(entries=entries).to_bytes()
+        signed = tuple(
+            SignedKeyEntry(
+                client_id=e.client_id,
+                c_pk=e.c_pk,
+                s_pk=e.s_pk,
+                signature=self._advert_sigs[e.client_id],
+            )
+            for e in entries
+        )
+        self._session = identity.signed_session_id(
+            digest,
+            self._model_hash,
+            ((e.client_id, e.c_pk, e.s_pk, e.signature) for e in signed),
+        )
+        return SignedKeyDirectory(entries=signed).to_bytes()
 
     def _share_index(self) -> tuple[dict[int, dict[int, int]], ...]:
         # owner -> {share point: value}, for seeds and for mask keys.

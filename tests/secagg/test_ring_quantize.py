@@ -8,7 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg import ConfigError, InvalidInput, SecAggConfig, SecurityMode, ring
+from secagg import (
+    ConfigError,
+    GraphKind,
+    InvalidInput,
+    SecAggConfig,
+    SecurityMode,
+    ring,
+)
 from secagg.quantize import dequantize, quantize_input
 
 
@@ -78,7 +85,14 @@ def test_clip_count_budget_refused() -> None:
         ({"clip": float("nan")}, "clip must be a finite number"),
         ({"clip": -1.0}, "clip must be > 0"),
         ({"max_weight": 0}, "max_weight must be >= 1"),
-        ({"mode": SecurityMode.HARDENED}, "HARDENED .* is not implemented yet"),
+        ({"mode": "hardened"}, "mode must be a SecurityMode"),
+        ({"graph": GraphKind.HARARY}, "Harary graph needs an even degree >= 2"),
+        ({"graph": GraphKind.HARARY, "degree": 3}, "even degree >= 2, got 3"),
+        ({"degree": 4}, "degree is only set for GraphKind.HARARY"),
+        (
+            {"graph": GraphKind.HARARY, "degree": 2, "num_clients": 8, "threshold": 4},
+            "threshold 4 exceeds the 3 share holders",
+        ),
     ],
 )
 def test_config_validation(kw: dict[str, object], message: str) -> None:
@@ -94,8 +108,10 @@ def test_config_digest_binds_every_field() -> None:
         _cfg(max_weight=3).digest(),
         _cfg(context=b"model-hash").digest(),
         _cfg(threshold=2).digest(),
+        _cfg(mode=SecurityMode.HARDENED).digest(),
+        _cfg(graph=GraphKind.HARARY, degree=2).digest(),
     }
-    assert len(digests) == 6
+    assert len(digests) == 8
 
 
 def test_clipping_is_counted_not_wrapped() -> None:

@@ -1,0 +1,160 @@
+"""Client-side checks of the hardened mode (malicious coordinator).
+
+The pieces a :class:`~secagg.client.SecAggClient` adds in
+``SecurityMode.HARDENED``, kept here so the phase machine stays one screen:
+
+* the signed AdvertiseKeys, over (protocol version, config digest, *this
+  client's* model hash, c_pk, s_pk, id);
+* the signed key directory: every entry must belong to a consortium member
+  and carry a valid signature made over the same parameters and model hash
+  (a client given another model signs another payload, so its peers refuse
+  it: Pasquini et al.'s model inconsistency fails closed at ShareKeys);
+* the session id, over the parameters, the model hash and the signed keys;
+* the ConsistencyCheck: sign (session id, U3); unmask only after ``threshold``
+  valid signatures from distinct members of U3 on that identical list.
+
+Every function validates everything before it returns; none changes state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from secagg import identity
+from secagg.config import SecAggConfig, SecurityMode
+from secagg.errors import ConfigError, ConsistencyError, UnknownIdentity
+from secagg.identity import Consortium
+from secagg.messages import KeyEntry, UnmaskRequest
+from secagg.signed_messages import (
+    ConsistencySignature,
+    SignedAdvertiseKeys,
+    SignedKeyDirectory,
+    SignedUnmaskRequest,
+)
+
+__all__ = ["Credentials", "credentials"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """One client's hardened-mode inputs: registry, signing key, model hash."""
+
+    consortium: Consortium
+    signing_key: Ed25519PrivateKey
+    model_hash: bytes
+
+    def advertise(
+        self, config: SecAggConfig, me: int, c_pk: bytes, s_pk: bytes
+    ) -> bytes:
+        """The signed AdvertiseKeys message."""
+        payload = identity.advertise_payload(
+            config.digest(), self.model_hash, me, c_pk, s_pk
+        )
+        sig = identity.sign(self.signing_key, payload)
+        return SignedAdvertiseKeys(
+            sender=me, c_pk=c_pk, s_pk=s_pk, signature=sig
+        ).to_bytes()
+
+    def open_directory(
+        self, config: SecAggConfig, data: bytes
+    ) -> tuple[dict[int, KeyEntry], bytes]:
+        """Verify a signed key directory; return its entries and the session id.
+
+        :class:`UnknownIdentity` for an id outside the consortium (a Sybil),
+        :class:`InvalidSignature` for a signature that does not verify over
+        this client's own parameters and model hash.
+        """
+        directory = SignedKeyDirectory.from_bytes(data)
+        digest = config.digest()
+        for e in directory.entries:
+            payload = identity.advertise_payload(
+                digest, self.model_hash, e.client_id, e.c_pk, e.s_pk
+            )
+            identity.verify(self.consortium, e.client_id, e.signature, payload)
+        session = identity.signed_session_id(
+            digest,
+            self.model_hash,
+            ((e.client_id, e.c_pk, e.s_pk, e.signature) for e in directory.entries),
+        )
+        return {e.client_id: e.keys for e in directory.entries}, session
+
+    def sign_survivors(
+        self, me: int, session: bytes, survivors: tuple[int, ...]
+    ) -> bytes:
+        """This client's ConsistencyCheck answer over (session id, U3)."""
+        payload = identity.survivors_payload(session, survivors)
+        sig = identity.sign(self.signing_key, payload)
+        return ConsistencySignature(sender=me, signature=sig).to_bytes()
+
+    def open_unmask_request(
+        self,
+        config: SecAggConfig,
+        session: bytes,
+        signed: tuple[int, ...],
+        data: bytes,
+    ) -> UnmaskRequest:
+        """The Unmasking request, once its ConsistencyCheck evidence holds.
+
+        The survivor list must be the one this client signed, and at least
+        ``threshold`` distinct members of it must have signed it too; with
+        2t > n + corrupt (the client's policy) no other list can reach t.
+        """
+        request = SignedUnmaskRequest.from_bytes(data)
+        if request.survivors != signed:
+            raise ConsistencyError(
+                "the Unmasking request's survivor list differs from the list "
+                "this client signed"
+            )
+        members = set(signed)
+        outsiders = [i for i, _ in request.signatures if i not in members]
+        if outsiders:
+            raise ConsistencyError(
+                f"survivor-list signatures from clients outside it: {outsiders}"
+            )
+        if len(request.signatures) < config.threshold:
+            raise ConsistencyError(
+                f"only {len(request.signatures)} signatures on the survivor list; "
+                f"threshold is {config.threshold}"
+            )
+        payload = identity.survivors_payload(session, signed)
+        for signer, sig in request.signatures:
+            identity.verify(self.consortium, signer, sig, payload)
+        return request.lists
+
+
+def credentials(
+    config: SecAggConfig,
+    me: int,
+    consortium: Consortium | None,
+    signing_key: Ed25519PrivateKey | None,
+    model_hash: bytes | None,
+) -> Credentials | None:
+    """Check a client's hardened-mode inputs against its mode; ``None`` if
+    semi-honest.  Refuses a signing key that is not ``me``'s registered one."""
+    given = (consortium, signing_key, model_hash)
+    if config.mode is SecurityMode.SEMI_HONEST:
+        if any(x is not None for x in given):
+            raise ConfigError(
+                "consortium, identity and model_hash are hardened-mode inputs"
+            )
+        return None
+    if consortium is None or signing_key is None or model_hash is None:
+        raise ConfigError(
+            "hardened mode needs the consortium, this client's identity key and "
+            "the hash of the model it received"
+        )
+    if (
+        not isinstance(model_hash, bytes)
+        or len(model_hash) != identity.MODEL_HASH_BYTES
+    ):
+        raise ConfigError("model_hash must be 32 bytes (SHA-256 of the model)")
+    registered = consortium.public_key(me).public_bytes_raw()
+    if identity.identity_public_bytes(signing_key) != registered:
+        raise UnknownIdentity(
+            f"the identity key given does not match client {me}'s registered key"
+        )
+    return Credentials(
+        consortium=consortium, signing_key=signing_key, model_hash=model_hash
+    )
