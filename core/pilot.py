@@ -276,10 +276,13 @@ def _run(cfg: PilotConfig, data: PilotData, per_round: int, folder: Path,
     central, curve = (_centralised(cfg, model, data) if cfg.run.centralised_baseline
                       else (None, []))
     fed_acc = evaluate(final, data.test).accuracy or 0.0
+    cen_acc = None if central is None else evaluate(central, data.test).accuracy
     report = PilotReport(
         config=cfg, run_dir=Path(cfg.run.output_dir), federated_accuracy=fed_acc,
-        centralised_accuracy=(evaluate(central, data.test).accuracy
-                              if central is not None else None),
+        centralised_accuracy=cen_acc,
+        federated_balanced_accuracy=_balanced(final, data),
+        centralised_balanced_accuracy=(None if central is None
+                                       else _balanced(central, data)),
         majority_rate=float(np.bincount(data.y_test).max() / len(data.y_test)),
         rounds_completed=result.rounds_completed, stopped_early=result.stopped_early,
         seconds=time.perf_counter() - started, num_params=fed.spec.numel,
@@ -293,6 +296,15 @@ def _run(cfg: PilotConfig, data: PilotData, per_round: int, folder: Path,
     )
     write_markdown(report, folder, write_plots(report, folder))
     return report
+
+
+def _balanced(model: nn.Module, data: PilotData) -> float:
+    """Mean per-class recall on the test rows."""
+    with torch.no_grad():
+        pred = model(data.test.features).argmax(dim=1).numpy()
+    recalls = [float(np.mean(pred[data.y_test == c] == c))
+               for c in range(data.num_classes) if np.any(data.y_test == c)]
+    return float(np.mean(recalls))
 
 
 def _institutions(cfg: PilotConfig, data: PilotData, final: nn.Module,

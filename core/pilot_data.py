@@ -177,7 +177,7 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
         sites = np.array([OTHER_SITE if s in small else s for s in sites], dtype=str)
     part = _partition(cfg, y[train], None if sites is None else sites[train])
     clients = cdata.to_client_datasets(x_train, y[train], part)
-    label = cfg.data.site if natural else cfg.split.client_label
+    label = cfg.split.client_label
     names = tuple(f"{label} {pid}" if natural else f"{label} {int(pid) + 1}"
                   for pid in part.ids)
     if natural and sites is not None:

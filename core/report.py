@@ -81,6 +81,8 @@ class PilotReport:
     run_dir: Path
     federated_accuracy: float
     centralised_accuracy: float | None
+    federated_balanced_accuracy: float
+    centralised_balanced_accuracy: float | None
     majority_rate: float
     rounds_completed: int
     stopped_early: str | None
@@ -113,6 +115,8 @@ class PilotReport:
             "report": str(self.run_dir / "report.md"),
             "federated_accuracy": self.federated_accuracy,
             "centralised_accuracy": self.centralised_accuracy,
+            "federated_balanced_accuracy": self.federated_balanced_accuracy,
+            "centralised_balanced_accuracy": self.centralised_balanced_accuracy,
             "majority_rate": self.majority_rate,
             "rounds_completed": self.rounds_completed,
             "stopped_early": self.stopped_early,
@@ -145,6 +149,10 @@ def summary_lines(report: PilotReport) -> list[str]:
             f" | gap {report.gap_points:.1f} pts"
         )
         + f" | majority class {report.majority_rate:.3f}",
+        f"balanced accuracy (mean recall over classes): federated "
+        f"{report.federated_balanced_accuracy:.3f}"
+        + ("" if report.centralised_balanced_accuracy is None
+           else f" | centralised {report.centralised_balanced_accuracy:.3f}"),
         f"rounds {report.rounds_completed}/{cfg.federation.rounds} in "
         f"{report.seconds:.1f} s",
     ]
@@ -189,6 +197,8 @@ def write_plots(report: PilotReport, folder: Path) -> dict[str, Path]:
     matplotlib.use("Agg")  # files only: works on headless servers
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     out = {name: folder / file for name, file in PLOTS.items()}
     for key, column, label in (("accuracy", 2, "test accuracy"),
                                ("loss", 1, "test loss")):
@@ -203,6 +213,7 @@ def write_plots(report: PilotReport, folder: Path) -> dict[str, Path]:
         if key == "accuracy":
             ax.axhline(report.majority_rate, color="grey", linewidth=0.8,
                        linestyle=":", label="majority class")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round (centralised: epochs of the same count)")
         ax.set_ylabel(label)
         ax.set_title(f"{report.config.run.name}: {label} by round")
@@ -217,6 +228,8 @@ def write_plots(report: PilotReport, folder: Path) -> dict[str, Path]:
 
 
 def _plot_epsilon(plt: Any, report: PilotReport, path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     many = len(report.epsilon_by_round) > 10
     for name, points in report.epsilon_by_round.items():
@@ -228,6 +241,7 @@ def _plot_epsilon(plt: Any, report: PilotReport, path: Path) -> None:
     else:
         ax.text(0.5, 0.5, "DP disabled: no privacy guarantee", ha="center",
                 transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("ε spent (cumulative)")
     ax.set_title(f"ε per institution (δ={report.config.privacy.delta:g})")
@@ -281,21 +295,26 @@ def write_markdown(report: PilotReport, folder: Path, plots: Mapping[str, Path])
         "",
         "## Result",
         "",
-        "| model | test accuracy |",
-        "|---|---|",
-        f"| federated ({_mode(cfg)}) | {report.federated_accuracy:.3f} |",
+        "| model | test accuracy | balanced accuracy |",
+        "|---|---|---|",
+        f"| federated ({_mode(cfg)}) | {report.federated_accuracy:.3f} | "
+        f"{report.federated_balanced_accuracy:.3f} |",
     ]
     if report.centralised_accuracy is not None:
         lines.append(
             f"| centralised, non-private, pooled training data "
             f"({cfg.federation.rounds * cfg.training.local_epochs} epochs) | "
-            f"{report.centralised_accuracy:.3f} |"
+            f"{report.centralised_accuracy:.3f} | "
+            f"{_fmt(report.centralised_balanced_accuracy)} |"
         )
-    lines += [f"| always predict the majority class | {report.majority_rate:.3f} |",
-              ""]
+    lines += [f"| always predict the majority class | {report.majority_rate:.3f} | "
+              f"{1 / len(report.class_names):.3f} |", "",
+              "Balanced accuracy is the mean recall over classes: with rare "
+              "classes it shows what plain accuracy hides.", ""]
     if gap is not None:
-        lines += [f"The federated model is {gap:.1f} percentage points "
-                  f"{'below' if gap >= 0 else 'above'} the centralised one.", ""]
+        lines += [f"The federated model's test accuracy is {abs(gap):.1f} "
+                  f"percentage points {'below' if gap >= 0 else 'above'} the "
+                  "centralised one's.", ""]
     if report.stopped_early:
         lines += [f"**Stopped early:** {report.stopped_early}", ""]
     lines += [f"![test accuracy by round]({plots['accuracy'].name})", "",

@@ -181,7 +181,8 @@ class SplitSection:
     `num_clients` is ignored by the natural split (one client per site);
     there, sites with fewer than `min_site_rows` training rows are pooled
     into one client named "other" (tiny states, cottage hospitals).
-    `client_label` names synthetic institutions ("bank" gives bank 1, 2, …).
+    `client_label` names institutions: "bank" gives "bank 1", "bank 2", …
+    (synthetic splits) or "bank CA", "bank TX" (natural split by state).
     """
 
     method: SplitMethod = SplitMethod.DIRICHLET
