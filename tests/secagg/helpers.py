@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import (
     ClientPolicy,
+    Consortium,
     QuantizedInput,
     Round,
     SecAggClient,
     SecAggConfig,
     SecAggServer,
+    SecurityMode,
+    make_consortium,
     quantize_input,
 )
 
 LENIENT = ClientPolicy(min_cohort=1, min_threshold=1, min_threshold_fraction=0.0)
+#: The model hash every honest party of a hardened test session holds.
+MODEL = hashlib.sha256(b"the model the server announced").digest()
 
 
 def config(n: int = 4, t: int = 3, d: int = 8, **kw: object) -> SecAggConfig:
@@ -39,6 +46,29 @@ class Drive:
     clients: dict[int, SecAggClient]
     server: SecAggServer
     requests: dict[int, bytes]  # server -> client messages for ``round``
+    # Hardened mode only: the registry and every client's identity key.
+    consortium: Consortium | None = None
+    keys: dict[int, Ed25519PrivateKey] = field(default_factory=dict)
+
+
+def _client(
+    cfg: SecAggConfig,
+    i: int,
+    policy: ClientPolicy,
+    consortium: Consortium | None,
+    keys: dict[int, Ed25519PrivateKey],
+    model_hash: bytes,
+) -> SecAggClient:
+    if consortium is None:
+        return SecAggClient(cfg, i, policy=policy)
+    return SecAggClient(
+        cfg,
+        i,
+        policy=policy,
+        consortium=consortium,
+        identity=keys[i],
+        model_hash=model_hash,
+    )
 
 
 def drive(
@@ -48,10 +78,24 @@ def drive(
     absent: dict[int, Round] | None = None,
     policy: ClientPolicy = LENIENT,
 ) -> Drive:
-    """Run every round before ``until``; ``absent`` clients vanish before a round."""
+    """Run every round before ``until``; ``absent`` clients vanish before a round.
+
+    A hardened ``cfg`` gets a fresh consortium of ids 0..n-1, every party
+    holding the model hash :data:`MODEL`, and the ConsistencyCheck round.
+    """
     absent = absent or {}
-    clients = {i: SecAggClient(cfg, i, policy=policy) for i in range(cfg.num_clients)}
-    server = SecAggServer(cfg)
+    hardened = cfg.mode is SecurityMode.HARDENED
+    consortium: Consortium | None = None
+    keys: dict[int, Ed25519PrivateKey] = {}
+    if hardened:
+        consortium, keys = make_consortium(range(cfg.num_clients))
+    clients = {
+        i: _client(cfg, i, policy, consortium, keys, MODEL)
+        for i in range(cfg.num_clients)
+    }
+    server = SecAggServer(
+        cfg, consortium=consortium, model_hash=MODEL if hardened else None
+    )
 
     def alive(i: int, rnd: Round) -> bool:
         return i not in absent or rnd < absent[i]
@@ -60,7 +104,10 @@ def drive(
         if alive(i, Round.ADVERTISE_KEYS):
             server.receive(i, c.advertise_keys())
     requests = server.broadcast()
-    for rnd in (Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING):
+    rounds = [Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING]
+    if hardened:
+        rounds.insert(2, Round.CONSISTENCY_CHECK)
+    for rnd in rounds:
         if rnd >= until:
             break
         for i, msg in requests.items():
@@ -71,8 +118,17 @@ def drive(
                 out = c.share_keys(msg)
             elif rnd is Round.MASKED_INPUT:
                 out = c.masked_input(msg, quantized(cfg, i))
+            elif rnd is Round.CONSISTENCY_CHECK:
+                out = c.consistency_check(msg)
             else:
                 out = c.unmask(msg)
             server.receive(i, out)
         requests = server.broadcast() if rnd < Round.UNMASKING else {}
-    return Drive(cfg=cfg, clients=clients, server=server, requests=requests)
+    return Drive(
+        cfg=cfg,
+        clients=clients,
+        server=server,
+        requests=requests,
+        consortium=consortium,
+        keys=keys,
+    )
