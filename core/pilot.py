@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,7 +113,7 @@ class _Observed:
     def state_dict(self) -> StateDict:
         return self.inner.state_dict()
 
-    def load_state_dict(self, state: StateDict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.inner.load_state_dict(state)
 
 

@@ -172,8 +172,8 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
     x_train, x_test = cdata.standardise(raw[train], raw[test])
     natural = cfg.split.method is SplitMethod.NATURAL and sites is not None
     if natural and sites is not None and cfg.split.min_site_rows:
-        names, counts = np.unique(sites[train], return_counts=True)
-        small = set(names[counts < cfg.split.min_site_rows].tolist())
+        site_ids, site_rows = np.unique(sites[train], return_counts=True)
+        small = set(site_ids[site_rows < cfg.split.min_site_rows].tolist())
         sites = np.array([OTHER_SITE if s in small else s for s in sites], dtype=str)
     part = _partition(cfg, y[train], None if sites is None else sites[train])
     clients = cdata.to_client_datasets(x_train, y[train], part)

@@ -196,7 +196,6 @@ def write_plots(report: PilotReport, folder: Path) -> dict[str, Path]:
 
     matplotlib.use("Agg")  # files only: works on headless servers
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     out = {name: folder / file for name, file in PLOTS.items()}
@@ -282,7 +281,9 @@ def _plot_labels(plt: Any, report: PilotReport, path: Path) -> None:
 # -- report.md ------------------------------------------------------------
 
 
-def write_markdown(report: PilotReport, folder: Path, plots: Mapping[str, Path]) -> Path:
+def write_markdown(
+    report: PilotReport, folder: Path, plots: Mapping[str, Path]
+) -> Path:
     """Write ``report.md`` (call it last: its presence marks a complete run)."""
     cfg = report.config
     gap = report.gap_points

@@ -22,9 +22,33 @@ from typing import Any, TextIO
 
 from core.errors import ConfigError
 from core.reporting import ConsoleReporter, RoundRecord
-from core.run_config import apply_override, load_config
+from core.run_config import PilotConfig, load_config, parse_config, to_plain
 
-__all__ = ["PilotProgress", "init_main", "main", "run_main"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["PilotProgress", "apply_override", "init_main", "main", "run_main"]
+
+
+def apply_override(cfg: PilotConfig, assignment: str) -> PilotConfig:
+    """Apply one ``--set table.key=value`` (value in TOML syntax; a bare word
+    is a string) on top of `cfg`, validated exactly like the file."""
+    target, sep, text = assignment.partition("=")
+    name, dot, key = target.strip().partition(".")
+    if not sep or not dot:
+        raise ConfigError(
+            f"--set needs TABLE.KEY=VALUE (e.g. federation.rounds=3); found "
+            f"{assignment!r}"
+        )
+    try:
+        value = tomllib.loads(f"x = {text.strip()}")["x"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    tables = to_plain(cfg)
+    tables.setdefault(name, {})[key] = value  # unknown names: parse_config says
+    return parse_config(tables)
 
 
 class PilotProgress(ConsoleReporter):

