@@ -55,12 +55,14 @@ def test_module_doctests() -> None:
         "secagg",
         "secagg.config",
         "secagg.crypto",
+        "secagg.identity",
         "secagg.local",
         "secagg.messages",
         "secagg.prg",
         "secagg.quantize",
         "secagg.ring",
         "secagg.shamir",
+        "secagg.signed_messages",
     ):
         result = doctest.testmod(importlib.import_module(name))
         assert result.attempted > 0 and result.failed == 0, name

@@ -16,7 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg import InvalidMessage, Round, SecAggError, SecAggServer, ring
+from secagg import (
+    InvalidMessage,
+    Round,
+    SecAggClient,
+    SecAggError,
+    SecAggServer,
+    SecurityMode,
+    ring,
+)
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -26,7 +34,16 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.signed_messages import (
+    ConsistencyRequest,
+    ConsistencySignature,
+    SignedAdvertiseKeys,
+    SignedKeyDirectory,
+    SignedUnmaskRequest,
+)
 from tests.secagg.helpers import config, drive, quantized
+
+HARD = SecurityMode.HARDENED
 
 Decoder = Callable[[bytes], Any]
 
@@ -47,7 +64,29 @@ def samples() -> dict[str, tuple[Decoder, bytes]]:
     odd = MaskedInput(
         sender=1, bits=20, values=ring.encode_signed(np.arange(-3, 4), 20)
     ).to_bytes()
-    return {
+    hard = drive(config(n=4, t=3, d=5, mode=HARD), Round.SHARE_KEYS)
+    check = drive(config(n=4, t=3, d=5, mode=HARD), Round.CONSISTENCY_CHECK)
+    unmask = drive(config(n=4, t=3, d=5, mode=HARD), Round.UNMASKING)
+    signed: dict[str, tuple[Decoder, bytes]] = {
+        "signed_advertise": (
+            SignedAdvertiseKeys.from_bytes,
+            SecAggClient(
+                hard.cfg,
+                0,
+                consortium=hard.consortium,
+                identity=hard.keys[0],
+                model_hash=bytes(32),
+            ).advertise_keys(),
+        ),
+        "signed_directory": (SignedKeyDirectory.from_bytes, hard.requests[0]),
+        "consistency_request": (ConsistencyRequest.from_bytes, check.requests[0]),
+        "consistency_signature": (
+            ConsistencySignature.from_bytes,
+            check.clients[0].consistency_check(check.requests[0]),
+        ),
+        "signed_unmask_request": (SignedUnmaskRequest.from_bytes, unmask.requests[0]),
+    }
+    return signed | {
         "advertise": (
             AdvertiseKeys.from_bytes,
             AdvertiseKeys(sender=7, c_pk=bytes(32), s_pk=b"\x01" * 32).to_bytes(),
@@ -127,6 +166,8 @@ def _server_snapshot(srv: SecAggServer) -> tuple[object, ...]:
         set(srv._masked),
         srv._sum.copy().tolist(),
         dict(srv._responses),
+        dict(srv._advert_sigs),
+        dict(srv._survivor_sigs),
     )
 
 
@@ -143,26 +184,37 @@ def _mutate(raw: bytes, data: st.DataObject) -> bytes:
 
 
 @functools.cache
-def _server_run(rnd: Round) -> tuple[SecAggServer, bytes]:
+def _server_run(rnd: Round, hardened: bool) -> tuple[SecAggServer, bytes]:
     """A server waiting in ``rnd`` and client 3's genuine message for it."""
-    run = drive(config(n=4, t=3, d=5), rnd)
+    run = drive(
+        config(n=4, t=3, d=5, mode=HARD if hardened else SecurityMode.SEMI_HONEST), rnd
+    )
     c, request = run.clients[3], run.requests[3]
     if rnd is Round.SHARE_KEYS:
         return run.server, c.share_keys(request)
     if rnd is Round.MASKED_INPUT:
         return run.server, c.masked_input(request, quantized(run.cfg, 3))
+    if rnd is Round.CONSISTENCY_CHECK:
+        return run.server, c.consistency_check(request)
     return run.server, c.unmask(request)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    rnd=st.sampled_from([Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING]),
-    data=st.data(),
-)
+SERVER_ROUNDS = [
+    (Round.SHARE_KEYS, False),
+    (Round.MASKED_INPUT, False),
+    (Round.UNMASKING, False),
+    (Round.SHARE_KEYS, True),
+    (Round.CONSISTENCY_CHECK, True),
+    (Round.UNMASKING, True),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from(SERVER_ROUNDS), data=st.data())
 def test_server_state_unchanged_by_rejected_message(
-    rnd: Round, data: st.DataObject
+    case: tuple[Round, bool], data: st.DataObject
 ) -> None:
-    srv, raw = _server_run(rnd)
+    srv, raw = _server_run(*case)
     before = _server_snapshot(srv)
     try:
         srv.receive(3, _mutate(raw, data))
@@ -173,15 +225,31 @@ def test_server_state_unchanged_by_rejected_message(
         _server_run.cache_clear()
 
 
-@settings(max_examples=120, deadline=None)
-@given(data=st.data())
-def test_client_state_unchanged_by_rejected_message(data: st.DataObject) -> None:
-    run = _client_run()
+CLIENT_ROUNDS = [
+    (Round.SHARE_KEYS, False),
+    (Round.SHARE_KEYS, True),
+    (Round.CONSISTENCY_CHECK, True),
+    (Round.UNMASKING, True),
+]
+
+
+@settings(max_examples=160, deadline=None)
+@given(case=st.sampled_from(CLIENT_ROUNDS), data=st.data())
+def test_client_state_unchanged_by_rejected_message(
+    case: tuple[Round, bool], data: st.DataObject
+) -> None:
+    rnd, _ = case
+    run = _client_run(*case)
     client = run.clients[0]
     before = client._state
     mutated = _mutate(run.requests[0], data)
+    answer = {
+        Round.SHARE_KEYS: client.share_keys,
+        Round.CONSISTENCY_CHECK: client.consistency_check,
+        Round.UNMASKING: client.unmask,
+    }[rnd]
     try:
-        client.share_keys(mutated)
+        answer(mutated)
     except SecAggError:
         assert client._state is before
         assert client.holds_secrets
@@ -190,5 +258,7 @@ def test_client_state_unchanged_by_rejected_message(data: st.DataObject) -> None
 
 
 @functools.cache
-def _client_run() -> Any:
-    return drive(config(n=4, t=3, d=5), Round.SHARE_KEYS)
+def _client_run(rnd: Round, hardened: bool) -> Any:
+    return drive(
+        config(n=4, t=3, d=5, mode=HARD if hardened else SecurityMode.SEMI_HONEST), rnd
+    )
