@@ -4,6 +4,12 @@ The server learns only the sum of the survivors' weighted, quantised updates,
 their total weight and the total count of clipped coordinates, and recovers
 that sum exactly while at least ``threshold`` clients survive every round.
 
+``SecurityMode.HARDENED`` defends against a malicious coordinator: Ed25519
+consortium identities (:class:`Consortium`), each client's own model hash in
+the signed keys and the session id, and a ConsistencyCheck round (signed
+survivor list).  ``GraphKind.HARARY`` runs SecAgg+ (:meth:`SecAggConfig.for_cohort`
+computes degree and threshold from the cohort size, α and δ).
+
 >>> import torch
 >>> cfg = SecAggConfig(num_clients=3, threshold=2, vector_length=1, max_weight=3)
 >>> r = run_session([torch.tensor([0.5])] * 3, [1, 1, 2], cfg)
