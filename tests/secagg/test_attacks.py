@@ -180,6 +180,9 @@ def test_model_hash_in_the_session_id_still_fails_closed_without_signatures(
     directory = _directory(adverts, range(4))
     outputs = {i: c.share_keys(directory) for i, c in clients.items()}
     assert clients[0]._state.session != clients[3]._state.session
+    # The pairwise mask 0 adds for 3 and the one 3 adds for 0 no longer cancel.
+    assert clients[0]._state.pair_keys[3] != clients[3]._state.pair_keys[0]
+    assert clients[0]._state.pair_keys[1] == clients[1]._state.pair_keys[0]
     relays = _relays(outputs)
     _refuses(
         clients[0],
