@@ -50,6 +50,7 @@ from core.report import (
     CoordinatorRound,
     InstitutionRow,
     PilotReport,
+    TestScores,
     write_markdown,
     write_plots,
 )
@@ -276,14 +277,9 @@ def _run(cfg: PilotConfig, data: PilotData, per_round: int, folder: Path,
     torch.save(final.state_dict(), folder / "model.pt")
     central, curve = (_centralised(cfg, model, data) if cfg.run.centralised_baseline
                       else (None, []))
-    fed_acc = evaluate(final, data.test).accuracy or 0.0
-    cen_acc = None if central is None else evaluate(central, data.test).accuracy
     report = PilotReport(
-        config=cfg, run_dir=Path(cfg.run.output_dir), federated_accuracy=fed_acc,
-        centralised_accuracy=cen_acc,
-        federated_balanced_accuracy=_balanced(final, data),
-        centralised_balanced_accuracy=(None if central is None
-                                       else _balanced(central, data)),
+        config=cfg, run_dir=Path(cfg.run.output_dir), federated=_scores(final, data),
+        centralised=None if central is None else _scores(central, data),
         majority_rate=float(np.bincount(data.y_test).max() / len(data.y_test)),
         rounds_completed=result.rounds_completed, stopped_early=result.stopped_early,
         seconds=time.perf_counter() - started, num_params=fed.spec.numel,
@@ -299,13 +295,24 @@ def _run(cfg: PilotConfig, data: PilotData, per_round: int, folder: Path,
     return report
 
 
-def _balanced(model: nn.Module, data: PilotData) -> float:
-    """Mean per-class recall on the test rows."""
+def _scores(model: nn.Module, data: PilotData) -> TestScores:
+    """Accuracy, mean per-class recall and (binary) ROC AUC on the test rows."""
     with torch.no_grad():
-        pred = model(data.test.features).argmax(dim=1).numpy()
-    recalls = [float(np.mean(pred[data.y_test == c] == c))
-               for c in range(data.num_classes) if np.any(data.y_test == c)]
-    return float(np.mean(recalls))
+        prob = torch.softmax(model(data.test.features), dim=1).numpy()
+    y, pred = data.y_test, prob.argmax(axis=1)
+    recalls = [float(np.mean(pred[y == c] == c))
+               for c in range(data.num_classes) if np.any(y == c)]
+    auc = None
+    if data.num_classes == 2 and 0 < y.sum() < len(y):
+        # Mann-Whitney U with average ranks for ties: no scikit-learn needed.
+        _, inverse, counts = np.unique(prob[:, 1], return_inverse=True,
+                                       return_counts=True)
+        ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+        pos = int(y.sum())
+        auc = float((ranks[y == 1].sum() - pos * (pos + 1) / 2)
+                    / (pos * (len(y) - pos)))
+    return TestScores(accuracy=float(np.mean(pred == y)),
+                      balanced_accuracy=float(np.mean(recalls)), roc_auc=auc)
 
 
 def _institutions(cfg: PilotConfig, data: PilotData, final: nn.Module,

@@ -4,15 +4,14 @@
 per-institution rows, what the coordinator saw each round, and the curves.
 `write_plots` draws four PNGs with matplotlib's Agg backend (no display
 needed), `write_markdown` writes a ``report.md`` that embeds them next to the
-final tables, for a reader who never saw the terminal, and `summary_lines`
-is the text printed at the end of ``fedshield run``.
+final tables, for a reader who never saw the terminal.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ __all__ = [
     "CoordinatorRound",
     "InstitutionRow",
     "PilotReport",
-    "summary_lines",
+    "TestScores",
+    "describe_mode",
+    "fmt",
     "write_markdown",
     "write_plots",
 ]
@@ -61,6 +62,22 @@ class InstitutionRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TestScores:
+    """A model on the held-out test rows. Balanced accuracy (mean recall over
+    classes) and ROC AUC (binary tasks) show what accuracy hides when one
+    class is rare."""
+
+    accuracy: float
+    balanced_accuracy: float
+    roc_auc: float | None
+
+    def cells(self) -> str:
+        """The three values as markdown table cells."""
+        return (f"{self.accuracy:.3f} | {self.balanced_accuracy:.3f} | "
+                f"{fmt(self.roc_auc)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CoordinatorRound:
     """Everything the coordinator learnt in one round: sums, never a client."""
 
@@ -79,10 +96,8 @@ class PilotReport:
 
     config: PilotConfig
     run_dir: Path
-    federated_accuracy: float
-    centralised_accuracy: float | None
-    federated_balanced_accuracy: float
-    centralised_balanced_accuracy: float | None
+    federated: TestScores
+    centralised: TestScores | None
     majority_rate: float
     rounds_completed: int
     stopped_early: str | None
@@ -101,6 +116,16 @@ class PilotReport:
         return 4 * self.num_params
 
     @property
+    def federated_accuracy(self) -> float:
+        """Test accuracy of the federated model."""
+        return self.federated.accuracy
+
+    @property
+    def centralised_accuracy(self) -> float | None:
+        """Test accuracy of the centralised baseline (None when not trained)."""
+        return None if self.centralised is None else self.centralised.accuracy
+
+    @property
     def gap_points(self) -> float | None:
         """Centralised minus federated test accuracy, in percentage points."""
         if self.centralised_accuracy is None:
@@ -113,78 +138,27 @@ class PilotReport:
             "type": "summary",
             "run_dir": str(self.run_dir),
             "report": str(self.run_dir / "report.md"),
-            "federated_accuracy": self.federated_accuracy,
-            "centralised_accuracy": self.centralised_accuracy,
-            "federated_balanced_accuracy": self.federated_balanced_accuracy,
-            "centralised_balanced_accuracy": self.centralised_balanced_accuracy,
+            "federated": asdict(self.federated),
+            "centralised": None if self.centralised is None else asdict(
+                self.centralised),
             "majority_rate": self.majority_rate,
             "rounds_completed": self.rounds_completed,
             "stopped_early": self.stopped_early,
             "seconds": round(self.seconds, 2),
-            "epsilon": {
-                i.name: i.epsilon_spent for i in self.institutions
-            },
+            "epsilon": {i.name: i.epsilon_spent for i in self.institutions},
         }
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    """A number for a table cell; – when missing."""
     return "–" if value is None or not math.isfinite(value) else format(value, spec)
 
 
-def _mode(cfg: PilotConfig) -> str:
+def describe_mode(cfg: PilotConfig) -> str:
+    """"DP-SGD + secure aggregation", or what is switched off."""
     dp = "DP-SGD" if cfg.privacy.enabled else "no DP"
     sa = "secure aggregation" if cfg.secure_aggregation.enabled else "plain sums"
     return f"{dp} + {sa}"
-
-
-def summary_lines(report: PilotReport) -> list[str]:
-    """The end-of-run text: accuracy comparison, privacy summary, report path."""
-    cfg = report.config
-    lines = [
-        f"federated ({_mode(cfg)}) test accuracy {report.federated_accuracy:.3f}"
-        + (
-            ""
-            if report.centralised_accuracy is None
-            else f" | centralised non-private {report.centralised_accuracy:.3f}"
-            f" | gap {report.gap_points:.1f} pts"
-        )
-        + f" | majority class {report.majority_rate:.3f}",
-        f"balanced accuracy (mean recall over classes): federated "
-        f"{report.federated_balanced_accuracy:.3f}"
-        + ("" if report.centralised_balanced_accuracy is None
-           else f" | centralised {report.centralised_balanced_accuracy:.3f}"),
-        f"rounds {report.rounds_completed}/{cfg.federation.rounds} in "
-        f"{report.seconds:.1f} s",
-    ]
-    if report.stopped_early:
-        lines.append(f"stopped early: {report.stopped_early}")
-    if cfg.privacy.enabled:
-        spent = [i.epsilon_spent or 0.0 for i in report.institutions]
-        lines.append(
-            f"privacy: ε spent per institution {min(spent):.2f}–{max(spent):.2f} "
-            f"of budget {cfg.privacy.epsilon_budget:g} (δ={cfg.privacy.delta:g})"
-        )
-        lines.extend(
-            f"  {i.name}: ε {_fmt(i.epsilon_spent, '.2f')} / "
-            f"{_fmt(i.epsilon_budget, 'g')} over {i.rounds_trained} rounds"
-            for i in report.institutions
-        )
-    done = [c for c in report.coordinator if c.aborted is None]
-    dropped = sum(c.dropped for c in done)
-    lines.append(
-        "coordinator saw only sums: Σ weights and Σ weighted updates, "
-        f"{len(done)} rounds; {dropped} dropouts survived, "
-        f"{sum(1 for c in report.coordinator if c.aborted)} rounds aborted"
-    )
-    sent = [i.mean_bytes_sent for i in report.institutions if i.mean_bytes_sent]
-    if sent:
-        lines.append(
-            f"bytes sent per institution per round: {np.mean(sent):,.0f} "
-            f"(float32 plaintext update {report.plaintext_bytes:,} B, "
-            f"×{np.mean(sent) / report.plaintext_bytes:.1f})"
-        )
-    lines.append(f"report: {report.run_dir / 'report.md'}")
-    return lines
 
 
 # -- plots ----------------------------------------------------------------
@@ -204,7 +178,7 @@ def write_plots(report: PilotReport, folder: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         fed = report.federated_curve
         ax.plot([p[0] for p in fed], [p[column] for p in fed], marker="o",
-                label=f"federated ({_mode(report.config)})")
+                label=f"federated ({describe_mode(report.config)})")
         if report.centralised_curve:
             cen = report.centralised_curve
             ax.plot([p[0] for p in cen], [p[column] for p in cen], marker="s",
@@ -243,7 +217,8 @@ def _plot_epsilon(plt: Any, report: PilotReport, path: Path) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("ε spent (cumulative)")
-    ax.set_title(f"ε per institution (δ={report.config.privacy.delta:g})")
+    ax.set_title(f"ε of each of {len(report.epsilon_by_round)} institutions "
+                 f"(δ={report.config.privacy.delta:g})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -291,27 +266,25 @@ def write_markdown(
         f"# Pilot report: {cfg.run.name}",
         "",
         f"Federated learning across {len(report.institutions)} institutions with "
-        f"{_mode(cfg)}, {report.rounds_completed} of {cfg.federation.rounds} "
+        f"{describe_mode(cfg)}, {report.rounds_completed} of {cfg.federation.rounds} "
         f"rounds, {report.seconds:.0f} s. Data: {_data_line(cfg)}.",
         "",
         "## Result",
         "",
-        "| model | test accuracy | balanced accuracy |",
-        "|---|---|---|",
-        f"| federated ({_mode(cfg)}) | {report.federated_accuracy:.3f} | "
-        f"{report.federated_balanced_accuracy:.3f} |",
+        "| model | test accuracy | balanced accuracy | ROC AUC |",
+        "|---|---|---|---|",
+        f"| federated ({describe_mode(cfg)}) | {report.federated.cells()} |",
     ]
-    if report.centralised_accuracy is not None:
+    if report.centralised is not None:
         lines.append(
             f"| centralised, non-private, pooled training data "
             f"({cfg.federation.rounds * cfg.training.local_epochs} epochs) | "
-            f"{report.centralised_accuracy:.3f} | "
-            f"{_fmt(report.centralised_balanced_accuracy)} |"
-        )
+            f"{report.centralised.cells()} |")
     lines += [f"| always predict the majority class | {report.majority_rate:.3f} | "
-              f"{1 / len(report.class_names):.3f} |", "",
-              "Balanced accuracy is the mean recall over classes: with rare "
-              "classes it shows what plain accuracy hides.", ""]
+              f"{1 / len(report.class_names):.3f} | 0.500 |", "",
+              "Balanced accuracy is the mean recall over classes and ROC AUC "
+              "(binary tasks) how well the scores rank the two classes: with a "
+              "rare class they show what plain accuracy hides.", ""]
     if gap is not None:
         lines += [f"The federated model's test accuracy is {abs(gap):.1f} "
                   f"percentage points {'below' if gap >= 0 else 'above'} the "
@@ -329,8 +302,8 @@ def write_markdown(
         labels = ", ".join(f"{k}: {n}" for k, n in i.label_counts.items())
         lines.append(
             f"| {i.name} | {i.train_rows} | {labels} | {i.eval_on} ({i.eval_rows}) "
-            f"| {_fmt(i.federated_accuracy)} | {_fmt(i.centralised_accuracy)} | "
-            f"{_fmt(i.epsilon_spent, '.2f')} / {_fmt(i.epsilon_budget, 'g')} | "
+            f"| {fmt(i.federated_accuracy)} | {fmt(i.centralised_accuracy)} | "
+            f"{fmt(i.epsilon_spent, '.2f')} / {fmt(i.epsilon_budget, 'g')} | "
             f"{i.rounds_trained} | {i.mean_bytes_sent:,.0f} |"
         )
     lines += ["", f"![label distribution]({plots['labels'].name})", "",

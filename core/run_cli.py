@@ -18,9 +18,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import mean
 from typing import Any, TextIO
 
 from core.errors import ConfigError
+from core.report import PilotReport, TestScores, describe_mode, fmt
 from core.reporting import ConsoleReporter, RoundRecord
 from core.run_config import PilotConfig, load_config, parse_config, to_plain
 
@@ -29,7 +31,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["PilotProgress", "apply_override", "init_main", "main", "run_main"]
+__all__ = [
+    "PilotProgress", "apply_override", "init_main", "main", "run_main", "summary_lines"
+]
 
 
 def apply_override(cfg: PilotConfig, assignment: str) -> PilotConfig:
@@ -97,6 +101,61 @@ class PilotProgress(ConsoleReporter):
         print(json.dumps(obj, default=str), file=self._out, flush=True)
 
 
+def summary_lines(report: PilotReport) -> list[str]:
+    """The end-of-run text: accuracy comparison, privacy summary, report path."""
+    cfg = report.config
+    lines = [
+        f"federated ({describe_mode(cfg)}) test accuracy "
+        f"{report.federated_accuracy:.3f}"
+        + (
+            ""
+            if report.centralised_accuracy is None
+            else f" | centralised non-private {report.centralised_accuracy:.3f}"
+            f" | gap {report.gap_points:.1f} pts"
+        )
+        + f" | majority class {report.majority_rate:.3f}",
+        f"federated: {_pair(report.federated)}"
+        + ("" if report.centralised is None
+           else f" | centralised: {_pair(report.centralised)}"),
+        f"rounds {report.rounds_completed}/{cfg.federation.rounds} in "
+        f"{report.seconds:.1f} s",
+    ]
+    if report.stopped_early:
+        lines.append(f"stopped early: {report.stopped_early}")
+    if cfg.privacy.enabled:
+        spent = [i.epsilon_spent or 0.0 for i in report.institutions]
+        lines.append(
+            f"privacy: ε spent per institution {min(spent):.2f}–{max(spent):.2f} "
+            f"of budget {cfg.privacy.epsilon_budget:g} (δ={cfg.privacy.delta:g})"
+        )
+        lines.extend(
+            f"  {i.name}: ε {fmt(i.epsilon_spent, '.2f')} / "
+            f"{fmt(i.epsilon_budget, 'g')} over {i.rounds_trained} rounds"
+            for i in report.institutions
+        )
+    done = [c for c in report.coordinator if c.aborted is None]
+    dropped = sum(c.dropped for c in done)
+    lines.append(
+        "coordinator saw only sums: Σ weights and Σ weighted updates, "
+        f"{len(done)} rounds; {dropped} dropouts survived, "
+        f"{sum(1 for c in report.coordinator if c.aborted)} rounds aborted"
+    )
+    sent = [i.mean_bytes_sent for i in report.institutions if i.mean_bytes_sent]
+    if sent:
+        lines.append(
+            f"bytes sent per institution per round: {mean(sent):,.0f} "
+            f"(float32 plaintext update {report.plaintext_bytes:,} B, "
+            f"×{mean(sent) / report.plaintext_bytes:.1f})"
+        )
+    lines.append(f"report: {report.run_dir / 'report.md'}")
+    return lines
+
+
+def _pair(scores: TestScores) -> str:
+    return (f"balanced accuracy {scores.balanced_accuracy:.3f}, ROC AUC "
+            f"{fmt(scores.roc_auc)}")
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedshield run",
@@ -156,8 +215,6 @@ def run_main(argv: list[str]) -> int:
         return _fail("fedshield run", "interrupted; no run folder was kept", 130)
     except Exception as exc:  # a bug or a broken environment, not bad input
         return _fail("fedshield run", f"{type(exc).__name__}: {exc}", 1)
-    from core.report import summary_lines
-
     if args.json:
         print(json.dumps(report.to_json()), flush=True)
     else:

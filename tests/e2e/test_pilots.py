@@ -74,7 +74,7 @@ def test_bank_pilot_credit_small(
     out = tmp_path / "bank"
     code = run_main([str(ROOT / "examples" / "bank_pilot.toml"), "--json",
                      "--output", str(out), "--set", "federation.rounds=2",
-                     "--set", "data.max_rows=1500", "--set", "model.kind='logistic'"])
+                     "--set", "data.max_rows=1500"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0, lines
     events = [json.loads(line) for line in lines]  # JSON lines only on stdout
