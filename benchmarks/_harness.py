@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -180,8 +181,26 @@ def machine_info() -> dict[str, object]:
         "cryptography": cryptography.__version__,
         "flwr": flwr_version(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "git": _git_state(),
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _git_state() -> dict[str, object]:
+    """HEAD and which measured packages had uncommitted changes at run time."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, check=False
+            )
+        except OSError:
+            return ""
+        return out.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "secagg", "core", "dp")
+    return {"head": git("rev-parse", "HEAD"), "uncommitted": dirty.splitlines()}
 
 
 def _cpu_model() -> str:

@@ -11,6 +11,7 @@ Quantisation is set to Flower's precision: clip 8 and a step of
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -45,11 +46,13 @@ def status() -> str:
 
 
 def has_sparse_graph() -> bool:
-    """Whether ``SecAggConfig`` can select a SecAgg+ (k-regular) graph."""
+    """Whether ``SecAggConfig`` can select a SecAgg+ (Harary, degree k) graph."""
     import secagg
+    import secagg.config
 
     fields = getattr(secagg.SecAggConfig, "__dataclass_fields__", {})
-    return any(name in fields for name in ("graph", "degree", "neighbours_k"))
+    kind = getattr(secagg.config, "GraphKind", None)
+    return "degree" in fields and hasattr(kind, "HARARY")
 
 
 def value_bits_for(n: int) -> int:
@@ -57,11 +60,18 @@ def value_bits_for(n: int) -> int:
     return min(MAX_VALUE_BITS, BITS - 1 - (n - 1).bit_length() - 1)
 
 
-def make_config(n: int, d: int, threshold: int) -> Any:
-    """The session configuration used for every one of our measurements."""
+def make_config(n: int, d: int, threshold: int, k: int | None = None) -> Any:
+    """The session configuration used for every one of our measurements:
+    complete graph, or SecAgg+ (Harary graph of degree ``k``)."""
     import secagg
 
+    graph: dict[str, Any] = {}
+    if k is not None:
+        from secagg.config import GraphKind  # type: ignore[attr-defined]
+
+        graph = {"graph": GraphKind.HARARY, "degree": k}
     return secagg.SecAggConfig(
+        **graph,
         num_clients=n,
         threshold=threshold,
         vector_length=d,
@@ -156,7 +166,7 @@ def server_job(
         return state
     if k is not None and not has_sparse_graph():
         return "secagg: complete graph only (no SecAgg+ option in SecAggConfig)"
-    config = make_config(n, d, threshold)
+    config = make_config(n, d, threshold, k)
     ids = list(range(n))
     dead = set(random.Random(seed + 1).sample(ids, dropped))
     updates = {i: seeded_update(d, seed + i + 1) for i in ids}
@@ -219,7 +229,7 @@ def upload_bytes(n: int, d: int, k: int | None, threshold: int) -> int | str:
         return "secagg: complete graph only (no SecAgg+ option in SecAggConfig)"
     import secagg
 
-    config = make_config(n, d, threshold)
+    config = make_config(n, d, threshold, k)
     inputs: Sequence[Any] = [seeded_update(d, i + 1) for i in range(n)]
     result = secagg.run_session(inputs, [1] * n, config)
     return max(result.bytes_sent.values())
@@ -302,3 +312,33 @@ def timed_session(
     return TimedSession(
         {p: sw.timing() for p, sw in w.items()}, sent, mean, len(agg.survivors)
     )
+
+
+#: Threat parameters for SecAgg+ sizing: 10 % corrupt clients, 10 % dropout
+#: (or the measured dropout rate where larger), semi-honest server.
+SPARSE_CORRUPT, SPARSE_DROPOUT = 0.1, 0.1
+
+
+def sparse_params(n: int, dropout: float = SPARSE_DROPOUT) -> tuple[int, int] | None:
+    """(degree, threshold) from secagg's SecAgg+ finder, or ``None`` when
+    secagg has no sparse graph or the finder needs the complete graph.
+
+    The threshold is raised, where needed, to the default ``ClientPolicy``
+    minimum (half the share holders, rounded up), which clients enforce."""
+    if not has_sparse_graph():
+        return None
+    from secagg import graph
+
+    try:
+        found = graph.secaggplus_parameters(
+            n,
+            SPARSE_CORRUPT,
+            max(dropout, SPARSE_DROPOUT),
+            graph.ThreatModel.SEMI_HONEST,
+        )
+    except ValueError:
+        return None
+    if found.degree >= n - 1:
+        return None
+    k = int(found.degree)
+    return k, max(int(found.threshold), math.ceil((k + 1) / 2), 2)

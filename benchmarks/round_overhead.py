@@ -6,7 +6,10 @@ round's wall time is the sum of every party's work), four ways:
 * ``plain``          core.LocalTrainer + core.aggregation.weighted_mean;
 * ``plain+dp``       core.dp_trainer.DPTrainer (Opacus DP-SGD) + weighted_mean;
 * ``secagg``         LocalTrainer + a secagg session over the deltas;
-* ``secagg+dp``      DPTrainer + a secagg session.
+* ``secagg+dp``      DPTrainer + a secagg session;
+* ``secagg+``        LocalTrainer + SecAgg+ (Harary graph, degree and
+                     threshold from secagg's finder for 10 % corrupt and 10 %
+                     dropout), where secagg offers it and the degree < n - 1.
 
 Phases: local training, key agreement and sharing (AdvertiseKeys and
 ShareKeys, clients and server), masking (quantise + mask, every client),
@@ -25,6 +28,7 @@ trains one epoch, batch 32, SGD lr 0.05.  Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -53,7 +57,7 @@ from benchmarks._harness import (
 )
 
 PHASES = ("training", "keys_and_shares", "masking", "unmasking", "plain_aggregation")
-VARIANTS = ("plain", "plain+dp", "secagg", "secagg+dp")
+VARIANTS = ("plain", "plain+dp", "secagg", "secagg+dp", "secagg+")
 PART_TO_PHASE = {
     "client_keys": "keys_and_shares",
     "server_keys": "keys_and_shares",
@@ -72,10 +76,17 @@ class Plan:
     dims: tuple[int, ...]
     repeats: int
     examples: int
+    dp_max_nd: int  # DP variants only where n·d is at most this
 
 
-FULL = Plan(clients=(10, 100), dims=(100_000, 1_000_000), repeats=3, examples=EXAMPLES)
-QUICK = Plan(clients=(4,), dims=(10_000,), repeats=1, examples=64)
+FULL = Plan(
+    clients=(10, 100),
+    dims=(100_000, 1_000_000),
+    repeats=3,
+    examples=EXAMPLES,
+    dp_max_nd=10_000_000,
+)
+QUICK = Plan(clients=(4,), dims=(10_000,), repeats=1, examples=64, dp_max_nd=10**9)
 
 
 @dataclass(frozen=True)
@@ -206,14 +217,20 @@ def plain_aggregate(deltas: Sequence[torch.Tensor], w: Phases) -> torch.Tensor:
     return mean
 
 
-def secure_aggregate(deltas: Sequence[torch.Tensor], w: Phases) -> torch.Tensor:
+def secure_aggregate(
+    deltas: Sequence[torch.Tensor], w: Phases, sparse: bool
+) -> torch.Tensor:
     """One secagg session over the deltas, each party and phase timed alone.
 
     Every client holds the same number of examples, so weights are 1 and the
     mean equals FedAvg's example-weighted mean.
     """
     n, d = len(deltas), int(deltas[0].numel())
-    config = _ours.make_config(n, d, n // 2 + 1)
+    params = _ours.sparse_params(n) if sparse else None
+    if params is None:
+        config = _ours.make_config(n, d, n // 2 + 1)
+    else:
+        config = _ours.make_config(n, d, params[1], params[0])
     session = _ours.timed_session(config, dict(enumerate(deltas)))
     for part, phase in PART_TO_PHASE.items():
         w[phase].add(session.parts[part])
@@ -232,7 +249,7 @@ def one_round(
     if variant.startswith("plain"):
         plain_aggregate(deltas, w)
         return w, None
-    mean = secure_aggregate(deltas, w)
+    mean = secure_aggregate(deltas, w, sparse=variant == "secagg+")
     from core.aggregation import weighted_mean
 
     exact = weighted_mean(deltas, [1.0] * len(deltas))
@@ -267,7 +284,17 @@ def measure_config(n: int, d: int, plan: Plan) -> ConfigResult:
             model, datasets, len(VARIANTS) * (plan.repeats + 1), Path(ledger_dir)
         )
         note = private if isinstance(private, str) else ""
+        if not note and n * d > plan.dp_max_nd:
+            note = (
+                f"DP variants skipped: n·d > {plan.dp_max_nd:,} (DP-SGD costs "
+                "seconds per client at d=1M; see the n=10 rows)"
+            )
         variants = [v for v in VARIANTS if not (note and v.endswith("+dp"))]
+        sparse = _ours.sparse_params(n)
+        if sparse is None:
+            variants.remove("secagg+")
+        else:
+            note += f"{'; ' if note else ''}secagg+ degree {sparse[0]}, t={sparse[1]}"
         trainers = {"plain": plain, "dp": private}
         from core.params import ParamSpec
 
@@ -275,12 +302,13 @@ def measure_config(n: int, d: int, plan: Plan) -> ConfigResult:
         runs: dict[str, list[Phases]] = {v: [] for v in variants}
         errs: dict[str, list[float]] = {v: [] for v in variants}
         rnd = 0
-        for rep in range(-1, plan.repeats):  # round -1 warms every variant up
+        for v in variants:  # warm every code path up on two clients
+            one_round(v, trainers, datasets[:2], start, rnd)
+            rnd += 1
+        for _ in range(plan.repeats):
             for v in variants:
                 w, err = one_round(v, trainers, datasets, start, rnd)
                 rnd += 1
-                if rep < 0:
-                    continue
                 runs[v].append(w)
                 if err is not None:
                     errs[v].append(err)
@@ -300,6 +328,9 @@ def measure_config(n: int, d: int, plan: Plan) -> ConfigResult:
     return _with_overheads(n, d, params, tuple(results), note)
 
 
+SECURE_PHASES = ("keys_and_shares", "masking", "unmasking")
+
+
 def _with_overheads(
     n: int, d: int, params: int, results: tuple[VariantResult, ...], note: str
 ) -> ConfigResult:
@@ -313,6 +344,28 @@ def _with_overheads(
         n, d, params, results, over("secagg"), over("plain+dp"), over("secagg+dp"),
         note,
     )  # fmt: skip
+
+
+def added_by_phases(res: ConfigResult) -> dict[str, float]:
+    """What each privacy layer adds to the plain round, from its own phases.
+
+    secagg / secagg+: key agreement, masking and unmasking minus the plain mean
+    they replace; dp: DP training minus plain training; each as a share of the
+    plain round's wall time.  Less noisy than comparing whole rounds, whose
+    training times vary run to run.
+    """
+    by = {r.variant: r for r in res.variants}
+    plain = by["plain"]
+    base = plain.total_wall_s
+    out: dict[str, float] = {}
+    for v in ("secagg", "secagg+"):
+        if v in by:
+            extra = sum(by[v].wall_s[p] for p in SECURE_PHASES)
+            out[v] = (extra - plain.wall_s["plain_aggregation"]) / base
+    if "plain+dp" in by:
+        dp_train = by["plain+dp"].wall_s["training"]
+        out["dp"] = (dp_train - plain.wall_s["training"]) / base
+    return out
 
 
 def print_config(res: ConfigResult) -> None:
@@ -329,10 +382,28 @@ def print_config(res: ConfigResult) -> None:
             + [fmt(r.total_wall_s), fmt(r.total_cpu_s), f"{100 * added:+.1f} %"]
         )
     print_table(headers, rows)
+    layers = ", ".join(
+        f"{name} {100 * x:+.1f} %" for name, x in added_by_phases(res).items()
+    )
+    print(f"\nadded to the plain round by each layer's own phases (wall): {layers}")
+
+
+def load_results(path: Path) -> list[ConfigResult]:
+    """The ConfigResults of a JSON file this script wrote."""
+    payload = json.loads(path.read_text())
+    out = []
+    for raw in payload["results"]:
+        variants = tuple(VariantResult(**v) for v in raw.pop("variants"))
+        nan = float("nan")
+        for key in ("secagg_overhead", "dp_overhead", "both_overhead"):
+            raw[key] = nan if raw[key] is None else raw[key]
+        out.append(ConfigResult(variants=variants, **raw))
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--render", type=Path, help="print the tables of a JSON result")
     p.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute")
     p.add_argument("--repeats", type=int, default=None, help="rounds per variant")
     p.add_argument("--clients", type=int, nargs="*", help="override n values")
@@ -343,12 +414,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        for res in load_results(args.render):
+            print_config(res)
+        return 0
     plan = QUICK if args.quick else FULL
     plan = Plan(
         clients=tuple(args.clients or plan.clients),
         dims=tuple(args.dims or plan.dims),
         repeats=args.repeats or plan.repeats,
         examples=plan.examples,
+        dp_max_nd=plan.dp_max_nd,
     )
     pin_threads()
     state = _ours.status()

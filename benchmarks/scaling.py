@@ -51,6 +51,7 @@ class Point:
     n: int
     d: int
     dropout: float
+    sparse: bool = False  # SecAgg+ (Harary) instead of the complete graph
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Measurement:
     """What one session cost (seconds) and moved (bytes per client)."""
 
     axis: str
+    graph: str
+    degree: int
+    threshold: int
     n: int
     d: int
     dropout: float
@@ -74,23 +78,36 @@ class Measurement:
     max_abs_err: float
 
 
-def full_points() -> list[Point]:
-    pts = [Point("n", n, 100_000, 0.0) for n in (10, 50, 100, 200, 500)]
+def full_points(sparse: bool) -> list[Point]:
+    ns = (10, 50, 100, 200, 500)
+    pts = [Point("n", n, 100_000, 0.0) for n in ns]
     pts += [Point("d", 10, d, 0.0) for d in (10_000, 100_000, 1_000_000, 10_000_000)]
     pts += [Point("dropout", n, 100_000, r) for n in (100, 500) for r in (0.1, 0.3)]
+    if sparse:
+        pts += [Point("n", n, 100_000, 0.0, True) for n in ns]
+        pts += [
+            Point("dropout", n, 100_000, r, True)
+            for n in (100, 500)
+            for r in (0.1, 0.3)
+        ]
     return pts
 
 
-def quick_points() -> list[Point]:
+def quick_points(sparse: bool) -> list[Point]:
     pts = [Point("n", n, 2_000, 0.0) for n in (4, 8)]
     pts += [Point("d", 4, d, 0.0) for d in (1_000, 5_000)]
     pts += [Point("dropout", 8, 2_000, r) for r in (0.25,)]
+    if sparse:
+        pts += [Point("n", 12, 2_000, 0.0, True)]
     return pts
 
 
 def run_point(p: Point) -> Measurement:
-    """One session at ``p``: threshold n//2 + 1, weights 1, seeded inputs."""
-    config = _ours.make_config(p.n, p.d, p.n // 2 + 1)
+    """One session at ``p``, weights 1, seeded inputs.  Complete graph:
+    threshold n//2 + 1; SecAgg+: degree and threshold from secagg's finder."""
+    params = _ours.sparse_params(p.n, p.dropout) if p.sparse else None
+    degree, threshold = params if params is not None else (0, p.n // 2 + 1)
+    config = _ours.make_config(p.n, p.d, threshold, degree or None)
     inputs = {i: seeded_update(p.d, i + 1) for i in range(p.n)}
     k = round(p.dropout * p.n)
     dropped = frozenset(random.Random(p.n).sample(range(p.n), k))
@@ -104,6 +121,9 @@ def run_point(p: Point) -> Measurement:
     per_client = float(np.mean(sent))
     return Measurement(
         axis=p.axis,
+        graph="harary" if degree else "complete",
+        degree=degree,
+        threshold=threshold,
         n=p.n,
         d=p.d,
         dropout=p.dropout,
@@ -123,7 +143,7 @@ def run_point(p: Point) -> Measurement:
 
 def print_rows(rows: Sequence[Measurement]) -> None:
     headers = [
-        "axis", "n", "d", "dropped", "client CPU s", "client keys CPU s",
+        "axis", "graph", "n", "d", "dropped", "client CPU s", "client keys CPU s",
         "client mask CPU s", "server CPU s", "server unmask CPU s",
         "server wall s", "bytes/client", "bytes/f32", "max|err|",
     ]  # fmt: skip
@@ -131,7 +151,8 @@ def print_rows(rows: Sequence[Measurement]) -> None:
         headers,
         [
             [
-                m.axis, str(m.n), f"{m.d:,}", str(m.dropped), fmt(m.client_cpu_s, 4),
+                m.axis, _graph_label(m), str(m.n), f"{m.d:,}", str(m.dropped),
+                fmt(m.client_cpu_s, 4),
                 fmt(m.client_keys_cpu_s, 4), fmt(m.client_masking_cpu_s, 4),
                 fmt(m.server_cpu_s), fmt(m.server_unmask_cpu_s), fmt(m.server_wall_s),
                 f"{m.bytes_per_client:,.0f}", fmt(m.bytes_over_f32, 4),
@@ -140,6 +161,12 @@ def print_rows(rows: Sequence[Measurement]) -> None:
             for m in rows
         ],
     )  # fmt: skip
+
+
+def _graph_label(m: Measurement) -> str:
+    if m.graph == "complete":
+        return f"complete t={m.threshold}"
+    return f"SecAgg+ k={m.degree} t={m.threshold}"
 
 
 def plot(rows: Sequence[Measurement], out_dir: Path, stem: str) -> list[Path]:
@@ -151,17 +178,22 @@ def plot(rows: Sequence[Measurement], out_dir: Path, stem: str) -> list[Path]:
 
     paths = []
     for axis, xlabel in (("n", "clients n"), ("d", "dimension d")):
-        sel = [m for m in rows if m.axis == axis]
-        if not sel:
+        if not any(m.axis == axis for m in rows):
             continue
-        xs = [m.n if axis == "n" else m.d for m in sel]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.loglog(xs, [m.client_cpu_s for m in sel], "o-", label="client (mean)")
-        a1.loglog(xs, [m.server_cpu_s for m in sel], "s-", label="server")
+        for graph in ("complete", "harary"):
+            sel = [m for m in rows if m.axis == axis and m.graph == graph]
+            if not sel:
+                continue
+            xs = [m.n if axis == "n" else m.d for m in sel]
+            tag = "complete" if graph == "complete" else "SecAgg+"
+            a1.loglog(xs, [m.client_cpu_s for m in sel], "o-", label=f"client, {tag}")
+            a1.loglog(xs, [m.server_cpu_s for m in sel], "s--", label=f"server, {tag}")
+            a2.semilogx(xs, [m.bytes_over_f32 for m in sel], "o-", label=tag)
         a1.set(xlabel=xlabel, ylabel="CPU seconds", title=f"time vs {axis}")
         a1.legend()
-        a2.semilogx(xs, [m.bytes_over_f32 for m in sel], "o-")
         a2.set(xlabel=xlabel, ylabel="upload / float32 size", title="upload")
+        a2.legend()
         paths.append(_save(fig, out_dir / f"{stem}_{axis}.png"))
         plt.close(fig)
     sel = [m for m in rows if m.axis == "dropout" or (m.axis == "n" and m.d == 100_000)]
@@ -203,11 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if state != "ready":
         print(f"secagg unavailable: {state}")
         return 1
-    points = quick_points() if args.quick else full_points()
+    sparse = _ours.has_sparse_graph()
+    points = quick_points(sparse) if args.quick else full_points(sparse)
     if args.axis:
         points = [p for p in points if p.axis in args.axis]
     graph = "complete"
-    if not _ours.has_sparse_graph():
+    if sparse:
+        graph += " and SecAgg+ (Harary; secagg's finder, 10 % corrupt, dropout >= 10 %)"
+    else:
         graph += " (SecAgg+ skipped: no sparse-graph option in SecAggConfig)"
     print(f"graph: {graph}")
     payload: dict[str, object] = {"machine_start": machine_info(), "quick": args.quick}

@@ -17,8 +17,9 @@ Without flwr (the main venv) the Flower columns are skipped with a note.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -306,9 +307,38 @@ def print_bytes(rows: Sequence[BytesRow]) -> None:
     print_table(headers, table)
 
 
+def _summary_from(raw: object) -> Summary | None:
+    return Summary(**raw) if isinstance(raw, dict) else None
+
+
+def render(payload: Mapping[str, Any]) -> None:
+    """All rows of a run (live payload or reloaded JSON) as three tables."""
+    print("\n## Summary")
+    for key in ("client", "server"):
+        rows = [
+            r
+            if isinstance(r, TimedRow)
+            else timed_row(
+                r["case"], _summary_from(r["ours"]), _summary_from(r["flower"]),
+                r["note"],
+            )
+            for r in payload.get(key, [])
+        ]  # fmt: skip
+        if rows:
+            print_timed(rows)
+            print()
+    brows = [
+        r if isinstance(r, BytesRow) else BytesRow(**{**r, "flower_stages": None})
+        for r in payload.get("bytes", [])
+    ]
+    if brows:
+        print_bytes(brows)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute")
+    p.add_argument("--render", type=Path, help="print the tables of a JSON result")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per side")
     p.add_argument(
         "--out",
@@ -327,6 +357,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        render(json.loads(args.render.read_text()))
+        return 0
     plan = QUICK if args.quick else FULL
     if args.repeats is not None:
         plan = Plan(**{**plan.__dict__, "repeats": args.repeats})
@@ -350,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n## Bytes uploaded per client, whole session")
         payload["bytes"] = bytes_rows(fl, plan)
     payload["machine_end"] = machine_info()
+    render(payload)
     out = args.out
     if out is None and not args.quick:
         out = RESULTS_DIR / "secagg_vs_flower.json"
