@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
 
 import numpy as np
 
-from benchmarks import _flower, _ours
+from benchmarks import _flower, _limits, _ours
 from benchmarks._harness import (
     FLWR_MISSING,
     RESULTS_DIR,
@@ -327,12 +327,24 @@ def render(payload: Mapping[str, Any]) -> None:
         if rows:
             print_timed(rows)
             print()
+    if payload.get("limits"):
+        print_limits(
+            [r if isinstance(r, _limits.Rate) else _limits.Rate(**r)
+             for r in payload["limits"]]
+        )  # fmt: skip
+        print()
     brows = [
         r if isinstance(r, BytesRow) else BytesRow(**{**r, "flower_stages": None})
         for r in payload.get("bytes", [])
     ]
     if brows:
         print_bytes(brows)
+
+
+def print_limits(rates: Sequence[_limits.Rate]) -> None:
+    """Throughput of the primitives a mask is made of."""
+    rows = [[r.name, fmt(r.cpu_s, 4), f"{r.words_per_s / 1e6:,.0f}"] for r in rates]
+    print_table(["primitive", "CPU s", "M words / CPU s"], rows)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -348,7 +360,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        choices=("client", "server", "bytes"),
+        choices=("limits", "client", "server", "bytes"),
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -367,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fl = _flower.load_flower()
     print(f"flwr: {'loaded' if fl is not None else FLWR_MISSING}")
     print(f"ours: {_ours.status()}")
-    parts = set(args.only or ("client", "server", "bytes"))
+    parts = set(args.only or ("limits", "client", "server", "bytes"))
     payload: dict[str, object] = {
         "machine_start": machine_info(),
         "plan": plan,
@@ -382,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "bytes" in parts:
         print("\n## Bytes uploaded per client, whole session")
         payload["bytes"] = bytes_rows(fl, plan)
+    if "limits" in parts:
+        words = max(plan.client_dims)
+        print(f"\n## Building blocks, one core, {words:,} words (median)")
+        payload["limits"] = limits = _limits.measure_rates(fl, words, plan.repeats)
+        print_limits(limits)
     payload["machine_end"] = machine_info()
     render(payload)
     out = args.out
