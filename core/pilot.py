@@ -338,6 +338,7 @@ def _institutions(cfg: PilotConfig, data: PilotData, final: nn.Module,
             epsilon_budget=None if pc is None else cfg.privacy.epsilon_budget,
             rounds_trained=len(sent) if pc is None else len(pc.ledger.entries),
             mean_bytes_sent=float(np.mean(sent)) if sent else 0.0,
+            ledger="" if pc is None else f"ledgers/{pc.ledger.path.name}",
         ))
     return tuple(rows)
 

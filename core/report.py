@@ -59,6 +59,7 @@ class InstitutionRow:
     epsilon_budget: float | None
     rounds_trained: int
     mean_bytes_sent: float
+    ledger: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,15 +297,16 @@ def write_markdown(
               "## Institutions", "",
               "| institution | training rows | labels | evaluated on | "
               "federated acc. | centralised acc. | ε spent / budget | rounds "
-              "trained | bytes sent / round |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "trained | bytes sent / round | privacy ledger |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for i in report.institutions:
         labels = ", ".join(f"{k}: {n}" for k, n in i.label_counts.items())
         lines.append(
             f"| {i.name} | {i.train_rows} | {labels} | {i.eval_on} ({i.eval_rows}) "
             f"| {fmt(i.federated_accuracy)} | {fmt(i.centralised_accuracy)} | "
             f"{fmt(i.epsilon_spent, '.2f')} / {fmt(i.epsilon_budget, 'g')} | "
-            f"{i.rounds_trained} | {i.mean_bytes_sent:,.0f} |"
+            f"{i.rounds_trained} | {i.mean_bytes_sent:,.0f} | "
+            f"{'`' + i.ledger + '`' if i.ledger else '–'} |"
         )
     lines += ["", f"![label distribution]({plots['labels'].name})", "",
               *_privacy_section(report, plots), "",

@@ -164,6 +164,10 @@ def _run_parser() -> argparse.ArgumentParser:
         "centralised non-private baseline, and a run folder with metrics, "
         "privacy ledgers, the final model, plots and report.md. "
         "`fedshield init` writes a commented example config.",
+        epilog="The run folder is built as OUTPUT.partial and renamed to OUTPUT "
+        "once report.md (written last) exists; on any error it is removed, so "
+        "a folder without .partial is always a complete run. Exit status: 0 "
+        "done, 2 bad config or data (one line on stderr), 1 unexpected failure.",
     )
     p.add_argument("config", type=Path, help="the pilot's TOML config")
     p.add_argument("--output", metavar="DIR",

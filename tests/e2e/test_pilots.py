@@ -38,6 +38,7 @@ def _check_run_folder(out: Path, institutions: int, baseline: bool = True) -> st
         assert f"]({png})" in report
     assert "| federated (DP-SGD + secure aggregation) |" in report
     assert ("centralised, non-private" in report) is baseline
+    assert "`ledgers/client-0.ledger.jsonl`" in report  # names to ledger files
     resolved = (out / "config.toml").read_text()
     assert "[secure_aggregation]" in resolved and "dropout_rate" in resolved
     return report
