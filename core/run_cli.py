@@ -32,26 +32,28 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "PilotProgress", "apply_override", "init_main", "main", "run_main", "summary_lines"
+    "PilotProgress", "apply_overrides", "init_main", "main", "run_main", "summary_lines"
 ]
 
 
-def apply_override(cfg: PilotConfig, assignment: str) -> PilotConfig:
-    """Apply one ``--set table.key=value`` (value in TOML syntax; a bare word
-    is a string) on top of `cfg`, validated exactly like the file."""
-    target, sep, text = assignment.partition("=")
-    name, dot, key = target.strip().partition(".")
-    if not sep or not dot:
-        raise ConfigError(
-            f"--set needs TABLE.KEY=VALUE (e.g. federation.rounds=3); found "
-            f"{assignment!r}"
-        )
-    try:
-        value = tomllib.loads(f"x = {text.strip()}")["x"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
+def apply_overrides(cfg: PilotConfig, assignments: Sequence[str]) -> PilotConfig:
+    """Apply ``--set table.key=value`` assignments (value in TOML syntax; a
+    bare word is a string) on top of `cfg`, then validate the result exactly
+    like a file (all at once, so related fields can change together)."""
     tables = to_plain(cfg)
-    tables.setdefault(name, {})[key] = value  # unknown names: parse_config says
+    for assignment in assignments:
+        target, sep, text = assignment.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(
+                f"--set needs TABLE.KEY=VALUE (e.g. federation.rounds=3); found "
+                f"{assignment!r}"
+            )
+        try:
+            value = tomllib.loads(f"x = {text.strip()}")["x"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        tables.setdefault(name, {})[key] = value  # unknown names: parse_config
     return parse_config(tables)
 
 
@@ -205,10 +207,8 @@ def run_main(argv: list[str]) -> int:
         return args
     try:
         cfg = load_config(args.config)
-        for assignment in args.overrides:
-            cfg = apply_override(cfg, assignment)
-        if args.output:
-            cfg = apply_override(cfg, f"run.output_dir={json.dumps(args.output)}")
+        output = [f"run.output_dir={json.dumps(args.output)}"] if args.output else []
+        cfg = apply_overrides(cfg, [*args.overrides, *output])
         from core.pilot import run_pilot  # torch & co. only once the config is good
 
         progress = PilotProgress(quiet=args.quiet, as_json=args.json)
