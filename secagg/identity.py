@@ -27,6 +27,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature as _BadSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -73,7 +74,9 @@ class Consortium:
     """
 
     members: tuple[tuple[int, bytes], ...]
-    _loaded: dict[int, Ed25519PublicKey] = field(init=False, repr=False, compare=False)
+    _loaded: Mapping[int, Ed25519PublicKey] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         ids = [i for i, _ in self.members]
@@ -94,7 +97,8 @@ class Consortium:
                 loaded[i] = Ed25519PublicKey.from_public_bytes(k)
             except ValueError as exc:
                 raise ConfigError(f"identity key of client {i} is invalid") from exc
-        object.__setattr__(self, "_loaded", loaded)
+        # Read-only view: the registry cannot change after construction.
+        object.__setattr__(self, "_loaded", MappingProxyType(loaded))
 
     @classmethod
     def from_keys(cls, keys: Mapping[int, bytes | Ed25519PublicKey]) -> Consortium:
