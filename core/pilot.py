@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import dp
+import secagg
 from core import data as cdata
 from core.aggregation import PlainAggregator
 from core.config import FederationConfig, LocalTrainingConfig
@@ -181,7 +182,9 @@ def _aggregator(cfg: PilotConfig, clients: list[ClientDataset]) -> Aggregator:
     return SecureAggregator(SecureAggregationConfig(
         clip=sa.clip, value_bits=sa.value_bits, ring_bits=sa.ring_bits,
         max_weight=sa.max_weight or max(c.num_examples for c in clients),
-        threshold_fraction=sa.threshold_fraction, dropout_rate=sa.dropout_rate,
+        mode=secagg.SecurityMode(sa.mode.value),
+        dropout_tolerance=sa.dropout_tolerance,
+        corrupt_fraction=sa.corrupt_fraction, dropout_rate=sa.dropout_rate,
         seed=cfg.run.seed))
 
 

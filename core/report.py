@@ -289,7 +289,10 @@ def write_markdown(
     if gap is not None:
         lines += [f"The federated model's test accuracy is {abs(gap):.1f} "
                   f"percentage points {'below' if gap >= 0 else 'above'} the "
-                  "centralised one's.", ""]
+                  "centralised one's."
+                  + (" DP noise comes from a CSPRNG and is deliberately not "
+                     "seeded, so reruns of this config differ by a point or two."
+                     if cfg.privacy.enabled else ""), ""]
     if report.stopped_early:
         lines += [f"**Stopped early:** {report.stopped_early}", ""]
     lines += [f"![test accuracy by round]({plots['accuracy'].name})", "",
@@ -351,9 +354,12 @@ def _privacy_section(report: PilotReport, plots: Mapping[str, Path]) -> list[str
     if sa.enabled:
         lines += [f"Secure aggregation ({sa.mode.value}, pairwise masks, "
                   f"{sa.ring_bits}-bit ring, update coordinates clipped to "
-                  f"±{sa.clip:g}, threshold {sa.threshold_fraction:g} of the "
-                  f"cohort, simulated dropout rate {sa.dropout_rate:g}). "
-                  "The coordinator saw only these sums:", ""]
+                  f"±{sa.clip:g}, surviving {sa.dropout_tolerance:g} of the "
+                  "cohort dropping out with "
+                  f"{sa.corrupt_fraction:g} assumed corrupt, simulated dropout "
+                  f"rate {sa.dropout_rate:g}). "
+                  "The coordinator saw only these sums (plus the example-"
+                  "weighted sums of the training metrics, e.g. loss):", ""]
     else:
         lines += ["**Secure aggregation is disabled**: the coordinator saw every "
                   "institution's update. Sums per round:", ""]

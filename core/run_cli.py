@@ -282,8 +282,9 @@ epsilon_budget = 8.0            # an institution stops before exceeding it
 
 [secure_aggregation]
 enabled = true
-mode = "semi-honest"            # "hardened" is not implemented yet
-threshold_fraction = 0.67       # Shamir threshold as a share of the cohort
+mode = "semi-honest"            # or "hardened": signed identities + consistency
+dropout_tolerance = 0.3         # share of the cohort that may drop (sets t)
+corrupt_fraction = 0.0          # share assumed to collude with the coordinator
 ring_bits = 48                  # ring Z_2^k; must hold the weighted sum
 value_bits = 16                 # quantisation of each update coordinate
 clip = 1.0                      # update coordinates clipped to [-clip, clip]

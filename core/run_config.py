@@ -74,7 +74,7 @@ class SecAggMode(enum.Enum):
     """The secure aggregation threat model."""
 
     SEMI_HONEST = "semi-honest"
-    HARDENED = "hardened"  # malicious-server variant: not implemented yet
+    HARDENED = "hardened"  # signed identities and the ConsistencyCheck round
 
 
 def _check_str(owner: str, name: str, value: object, *, empty: bool = True) -> None:
@@ -260,11 +260,16 @@ class PrivacySection:
 class SecureAggregationSection:
     """Pairwise-mask secure aggregation, one session per round. `ring_bits`
     must hold value_bits + log2(max_weight) + log2(cohort) + 1 (checked once
-    the split is known); `dropout_rate` simulates institutions vanishing."""
+    the split is known). The threshold and graph follow from the dropouts the
+    session must survive (`dropout_tolerance`) and the share of institutions
+    assumed to collude with the coordinator (`corrupt_fraction`); `hardened`
+    mode adds signed identities and the ConsistencyCheck round.
+    `dropout_rate` simulates institutions vanishing."""
 
     enabled: bool = True
     mode: SecAggMode = SecAggMode.SEMI_HONEST
-    threshold_fraction: float = 0.67
+    dropout_tolerance: float = 0.3
+    corrupt_fraction: float = 0.0
     ring_bits: int = 48
     value_bits: int = 16
     clip: float = 1.0
@@ -275,12 +280,10 @@ class SecureAggregationSection:
         _check_bool("secure_aggregation", "enabled", self.enabled)
         owner = "secure_aggregation"
         v.check_enum(owner, "mode", self.mode, SecAggMode)
-        if self.mode is SecAggMode.HARDENED:
-            raise ConfigError(f"{owner}.mode = 'hardened' is not implemented yet "
-                              "(secagg has the semi-honest protocol only); use "
-                              "'semi-honest'")
-        v.check_float(owner, "threshold_fraction", self.threshold_fraction, low=0,
-                      high=1, low_open=True)
+        v.check_float(owner, "dropout_tolerance", self.dropout_tolerance, low=0,
+                      high=0.5)
+        v.check_float(owner, "corrupt_fraction", self.corrupt_fraction, low=0,
+                      high=0.5, high_open=True)
         _ints(owner, self, ring_bits=8, value_bits=2, max_weight=0)
         if self.ring_bits > 62:  # secagg's ring lives in int64 arithmetic
             raise ConfigError(f"{owner}.ring_bits must be <= 62; found "

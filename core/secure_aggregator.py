@@ -16,21 +16,21 @@ before a random protocol round; below the threshold the round aborts with
 `core.errors.RoundAborted` and the federation carries on.
 
 >>> cfg = SecureAggregationConfig(clip=1.0)
->>> cfg.threshold_for(5)
+>>> cfg.session_config(num_clients=5, vector_length=10, context=b"").threshold
 4
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import secagg
 from core import _validate as v
@@ -54,10 +54,17 @@ class SecureAggregationConfig:
 
     `clip` bounds each coordinate of Δ (values outside are clipped and
     counted), `value_bits` its quantised precision, `ring_bits` the ring
-    Z_2^k, `max_weight` the public cap on a client's example count (a larger
-    count is capped, so choose it above every client's size), and
-    `threshold_fraction` the Shamir threshold as a share of the cohort
-    (t = max(2, ⌈fraction·n⌉)). `dropout_rate` simulates clients vanishing
+    Z_2^k, and `max_weight` the public cap on a client's example count (a
+    larger count is capped, so choose it above every client's size).
+
+    The graph and threshold are never free knobs: they come from
+    `secagg.SecAggConfig.for_cohort` given the cohort size, the dropout rate
+    the session must survive (`dropout_tolerance`, δ) and the share of
+    clients assumed to collude with the server (`corrupt_fraction`, α) — the
+    complete graph with t = ⌈(1−δ)n⌉ below `complete_below` clients, a
+    SecAgg+ Harary graph above. `mode` HARDENED adds Ed25519 identities,
+    signed keys bound to the model and the ConsistencyCheck round, and
+    demands 2t > n + αn. `dropout_rate` simulates clients vanishing
     mid-protocol with a seeded generator (scheduling, not a secret).
     """
 
@@ -65,7 +72,10 @@ class SecureAggregationConfig:
     value_bits: int = 16
     ring_bits: int = 32
     max_weight: int = 1000
-    threshold_fraction: float = 0.67
+    mode: secagg.SecurityMode = secagg.SecurityMode.SEMI_HONEST
+    dropout_tolerance: float = 0.3
+    corrupt_fraction: float = 0.0
+    complete_below: int = 500
     metric_bound: float = 16.0
     dropout_rate: float = 0.0
     seed: int = 0
@@ -76,14 +86,20 @@ class SecureAggregationConfig:
         v.check_int(owner, "value_bits", self.value_bits, minimum=2)
         v.check_int(owner, "ring_bits", self.ring_bits, minimum=8)
         v.check_int(owner, "max_weight", self.max_weight, minimum=1)
+        v.check_enum(owner, "mode", self.mode, secagg.SecurityMode)
+        # Above one half, a client's default policy (t >= n/2) would refuse.
+        v.check_float(
+            owner, "dropout_tolerance", self.dropout_tolerance, low=0, high=0.5
+        )
         v.check_float(
             owner,
-            "threshold_fraction",
-            self.threshold_fraction,
+            "corrupt_fraction",
+            self.corrupt_fraction,
             low=0,
-            high=1,
-            low_open=True,
+            high=0.5,
+            high_open=True,
         )
+        v.check_int(owner, "complete_below", self.complete_below, minimum=2)
         v.check_float(owner, "metric_bound", self.metric_bound, low=0, low_open=True)
         v.check_float(
             owner, "dropout_rate", self.dropout_rate, low=0, high=1, high_open=True
@@ -95,9 +111,30 @@ class SecureAggregationConfig:
         """Build from plain values, refusing unknown fields."""
         return v.from_mapping(cls, data)
 
-    def threshold_for(self, cohort: int) -> int:
-        """The Shamir threshold t for a cohort of `cohort` clients."""
-        return min(cohort, max(2, math.ceil(self.threshold_fraction * cohort)))
+    def session_config(
+        self, *, num_clients: int, vector_length: int, context: bytes
+    ) -> secagg.SecAggConfig:
+        """The secagg session of a round with `num_clients` clients."""
+        return secagg.SecAggConfig.for_cohort(
+            num_clients=num_clients,
+            vector_length=vector_length,
+            corrupt_fraction=self.corrupt_fraction,
+            dropout_fraction=self.dropout_tolerance,
+            complete_below=self.complete_below,
+            mode=self.mode,
+            bits=self.ring_bits,
+            clip=self.clip,
+            value_bits=self.value_bits,
+            max_weight=self.max_weight,
+            context=context,
+        )
+
+    def client_policy(self) -> secagg.ClientPolicy:
+        """What every simulated client accepts: this config's own assumptions."""
+        return secagg.ClientPolicy(
+            assumed_corrupt_fraction=self.corrupt_fraction,
+            max_dropout_fraction=max(self.dropout_tolerance, self.dropout_rate),
+        )
 
 
 class SecureAggregator:
@@ -106,6 +143,10 @@ class SecureAggregator:
     def __init__(self, config: SecureAggregationConfig | None = None) -> None:
         self.config = config if config is not None else SecureAggregationConfig()
         self.last_session: secagg.SessionResult | None = None
+        # Hardened mode: each institution's long-term Ed25519 identity key,
+        # made once per client from the OS CSPRNG (a simulated consortium
+        # registry). They are secrets, so they are never checkpointed.
+        self._identity_keys: dict[int, Ed25519PrivateKey] = {}
 
     def aggregate(
         self, context: RoundContext, updates: Sequence[ClientUpdate]
@@ -125,25 +166,28 @@ class SecureAggregator:
             )
         dim = updates[0].delta.numel()
         n = len(updates)
+        model_hash = _model_hash(context)
         try:
-            session_cfg = secagg.SecAggConfig(
+            session_cfg = cfg.session_config(
                 num_clients=n,
-                threshold=cfg.threshold_for(n),
                 vector_length=dim + len(keys),
-                bits=cfg.ring_bits,
-                clip=cfg.clip,
-                value_bits=cfg.value_bits,
-                max_weight=cfg.max_weight,
-                context=_session_context(context),
+                context=_session_context(context, model_hash),
             )
             inputs = {u.client_id: self._encode(u, keys) for u in updates}
             weights = {
                 u.client_id: min(u.num_examples, cfg.max_weight) for u in updates
             }
             result = secagg.run_session(
-                inputs, weights, session_cfg, drop=self._dropouts(context, updates)
+                inputs,
+                weights,
+                session_cfg,
+                drop=self._dropouts(context, updates),
+                policy=cfg.client_policy(),
+                identities=self._identities(session_cfg, inputs, model_hash),
             )
-        except secagg.TooFewSurvivors as exc:
+        except secagg.ProtocolError as exc:
+            # Too few survivors, or a client refused the round: the session
+            # fails closed and the federation carries on without this round.
             raise RoundAborted(f"secure aggregation aborted: {exc}") from exc
         except secagg.ConfigError as exc:
             raise RoundAborted(f"secure aggregation refused its config: {exc}") from exc
@@ -166,6 +210,30 @@ class SecureAggregator:
             bytes_up=sum(result.bytes_sent.values()),
             bytes_down=sum(result.bytes_received.values()) + n * model_bytes,
             metrics=metrics,
+        )
+
+    def _identities(
+        self,
+        session_cfg: secagg.SecAggConfig,
+        ids: Iterable[int],
+        model_hash: bytes,
+    ) -> secagg.Identities | None:
+        if session_cfg.mode is not secagg.SecurityMode.HARDENED:
+            return None
+        wanted = sorted(ids)
+        fresh = [i for i in wanted if i not in self._identity_keys]
+        if fresh:
+            _, keys = secagg.make_consortium(fresh)
+            self._identity_keys.update(keys)
+        registry = secagg.Consortium.from_keys(
+            {i: k.public_key() for i, k in self._identity_keys.items()}
+        )
+        # Every simulated client received the same global model; a real client
+        # hashes the model it actually received.
+        return secagg.Identities(
+            consortium=registry,
+            keys={i: self._identity_keys[i] for i in wanted},
+            model_hash=model_hash,
         )
 
     def _encode(self, update: ClientUpdate, keys: Sequence[str]) -> torch.Tensor:
@@ -204,10 +272,16 @@ class SecureAggregator:
             )
 
 
-def _session_context(context: RoundContext) -> bytes:
-    # Binding the model the clients trained from (and the round) into the
-    # session id means clients handed different models cannot complete a
-    # session together.
+def _model_hash(context: RoundContext) -> bytes:
+    """SHA-256 of the global model the clients trained from."""
     params = context.global_params.detach().to(torch.float32).cpu().contiguous()
-    digest = hashlib.sha256(params.numpy().tobytes()).digest()
-    return b"fedshield/core/v1/round" + struct.pack("<Q", context.round_index) + digest
+    return hashlib.sha256(params.numpy().tobytes()).digest()
+
+
+def _session_context(context: RoundContext, model_hash: bytes) -> bytes:
+    # Binding the model (and the round, so an advert cannot be replayed into
+    # a later round with the same model) into the session id means clients
+    # handed different models cannot complete a session together.
+    return (
+        b"fedshield/core/v1/round" + struct.pack("<Q", context.round_index) + model_hash
+    )

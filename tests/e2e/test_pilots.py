@@ -127,11 +127,13 @@ def test_csv_source_with_site_column(
     cfg.write_text(
         '[data]\nsource = "csv"\npath = "data.csv"\nlabel = "outcome"\n'
         'site = "region"\n[split]\nmethod = "natural"\n[federation]\nrounds = 3\n'
+        '[secure_aggregation]\nmode = "hardened"\n'
         f'[run]\noutput_dir = "{(tmp_path / "out").as_posix()}"\n'
     )
     assert run_main([str(cfg), "--quiet"]) == 0, capsys.readouterr().err
     report = _check_run_folder(tmp_path / "out", institutions=4)
     assert "| client north |" in report
+    assert "Secure aggregation (hardened" in report
     assert float(_summary(capsys.readouterr().out).group(1)) > 0.8
 
 

@@ -79,12 +79,19 @@ def test_out_of_range_value_names_the_field(
     assert "privacy.delta must be in (0, 1)" in err
 
 
-def test_hardened_mode_is_refused_clearly(
+def test_dropout_tolerance_above_half_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    err = _run_bad(tmp_path, capsys, '[secure_aggregation]\nmode = "hardened"')
-    assert "'hardened' is not implemented yet" in err
-    assert "semi-honest" in err
+    err = _run_bad(tmp_path, capsys, "[secure_aggregation]\ndropout_tolerance = 0.8")
+    assert "secure_aggregation.dropout_tolerance" in err
+
+
+def test_unknown_secagg_mode_lists_the_allowed_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _run_bad(tmp_path, capsys, '[secure_aggregation]\nmode = "paranoid"')
+    assert "secure_aggregation.mode" in err
+    assert "hardened" in err
 
 
 def test_noise_and_target_are_exclusive(

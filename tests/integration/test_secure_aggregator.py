@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import secagg
 from core.aggregation import PlainAggregator
 from core.errors import ConfigError, RoundAborted
 from core.interfaces import ClientUpdate, RoundContext
@@ -84,7 +85,7 @@ def test_survivors_are_aggregated_exactly_when_some_drop() -> None:
     # client vanishing before Unmasking still counts: its input arrived).
     for seed in range(50):
         cfg = SecureAggregationConfig(
-            dropout_rate=0.3, threshold_fraction=0.5, seed=seed
+            dropout_rate=0.3, dropout_tolerance=0.5, seed=seed
         )
         result = SecureAggregator(cfg).aggregate(_context(updates), updates)
         if result.dropped:
@@ -106,8 +107,10 @@ def test_metric_schema_must_match() -> None:
 
 
 def test_bad_config_names_the_field() -> None:
-    with pytest.raises(ConfigError, match="threshold_fraction"):
-        SecureAggregationConfig(threshold_fraction=1.5)
+    with pytest.raises(ConfigError, match="dropout_tolerance"):
+        SecureAggregationConfig(dropout_tolerance=0.7)
+    with pytest.raises(ConfigError, match="mode"):
+        SecureAggregationConfig(mode="paranoid")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="dropout_rate"):
         SecureAggregationConfig(dropout_rate=1.0)
 
@@ -117,3 +120,28 @@ def test_bit_budget_overflow_aborts_with_the_knob_to_turn() -> None:
     agg = SecureAggregator(SecureAggregationConfig(value_bits=24, max_weight=2**10))
     with pytest.raises(RoundAborted, match="bit budget"):
         agg.aggregate(_context(updates), updates)
+
+
+def test_hardened_mode_recovers_the_mean_with_signed_identities() -> None:
+    updates = _updates(6, seed=2)
+    cfg = SecureAggregationConfig(
+        mode=secagg.SecurityMode.HARDENED, corrupt_fraction=0.1, dropout_tolerance=0.2
+    )
+    agg = SecureAggregator(cfg)
+    first = agg.aggregate(_context(updates), updates)
+    plain = PlainAggregator().aggregate(_context(updates), updates)
+    step = cfg.clip / (2 ** (cfg.value_bits - 1) - 1)
+    assert float((first.mean_delta - plain.mean_delta).abs().max()) < step
+    # Identities are long-term: the same keys sign the next round's session.
+    keys = dict(agg._identity_keys)
+    agg.aggregate(_context(updates, round_index=2), updates)
+    assert agg._identity_keys == keys
+
+
+def test_hardened_threshold_that_cannot_exceed_corrupt_majority_is_refused() -> None:
+    updates = _updates(4)
+    cfg = SecureAggregationConfig(
+        mode=secagg.SecurityMode.HARDENED, corrupt_fraction=0.45, dropout_tolerance=0.5
+    )
+    with pytest.raises(RoundAborted, match="refused its config"):
+        SecureAggregator(cfg).aggregate(_context(updates), updates)
