@@ -15,6 +15,7 @@ refused rather than deleted.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -60,7 +61,7 @@ from core.run_config import ModelKind, PilotConfig, to_toml
 from core.secure_aggregator import SecureAggregationConfig, SecureAggregator
 from core.trainer import LocalTrainer
 
-__all__ = ["build_model", "run_pilot"]
+__all__ = ["build_model", "expected_rounds", "run_pilot"]
 
 
 def build_model(cfg: PilotConfig, num_features: int, num_classes: int) -> nn.Module:
@@ -153,6 +154,13 @@ def _check_sizes(cfg: PilotConfig, data: PilotData) -> int:
     return per_round
 
 
+def expected_rounds(cfg: PilotConfig, institutions: int) -> int:
+    """Rounds an institution expects to train in: σ is calibrated for these,
+    so institutions sampled in only some rounds do not leave ε unspent."""
+    per_round = cfg.federation.clients_per_round or institutions
+    return max(1, math.ceil(cfg.federation.rounds * per_round / institutions))
+
+
 def _trainer(cfg: PilotConfig, model: nn.Module, clients: list[ClientDataset],
              ledgers: Path) -> Trainer:
     t, p = cfg.training, cfg.privacy
@@ -163,7 +171,8 @@ def _trainer(cfg: PilotConfig, model: nn.Module, clients: list[ClientDataset],
         return LocalTrainer(model, config=local, seed=cfg.run.seed)
     dpc = dp.DPConfig(
         delta=p.delta, max_grad_norm=p.max_grad_norm, epsilon_budget=p.epsilon_budget,
-        planned_rounds=cfg.federation.rounds, batch_size=t.batch_size,
+        planned_rounds=expected_rounds(cfg, len(clients)),
+        batch_size=t.batch_size,
         local_epochs=t.local_epochs,
         noise_multiplier=p.noise_multiplier or None,
         target_epsilon=p.target_epsilon or None,
@@ -285,6 +294,7 @@ def _run(cfg: PilotConfig, data: PilotData, per_round: int, folder: Path,
         centralised=None if central is None else _scores(central, data),
         majority_rate=float(np.bincount(data.y_test).max() / len(data.y_test)),
         rounds_completed=result.rounds_completed, stopped_early=result.stopped_early,
+        planned_rounds=expected_rounds(cfg, k),
         seconds=time.perf_counter() - started, num_params=fed.spec.numel,
         class_names=data.class_names,
         institutions=_institutions(cfg, data, final, central, trainer, observed),

@@ -102,6 +102,7 @@ class PilotReport:
     majority_rate: float
     rounds_completed: int
     stopped_early: str | None
+    planned_rounds: int  # rounds each institution's σ was calibrated for
     seconds: float
     num_params: int
     class_names: tuple[str, ...]
@@ -339,8 +340,11 @@ def _privacy_section(report: PilotReport, plots: Mapping[str, Path]) -> list[str
     p = cfg.privacy
     lines = ["## Privacy", ""]
     if p.enabled:
-        how = (f"σ calibrated per institution so the planned {cfg.federation.rounds}"
-               f" rounds reach ε={p.target_epsilon:g}" if p.target_epsilon > 0
+        how = (f"σ calibrated per institution so that the {report.planned_rounds} "
+               "rounds it is "
+               f"expected to train in reach ε={p.target_epsilon:g} (sampled "
+               "more often, it spends more, up to the budget)"
+               if p.target_epsilon > 0
                else f"noise multiplier σ={p.noise_multiplier:g}")
         lines += [f"DP-SGD on every institution: per-example clip norm "
                   f"{p.max_grad_norm:g}, {how}, δ={p.delta:g}, budget "

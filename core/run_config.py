@@ -161,14 +161,11 @@ class DataSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SplitSection:
-    """How training rows become institutions.
-
-    `num_clients` is ignored by the natural split (one client per site);
-    there, sites with fewer than `min_site_rows` training rows are pooled
-    into one client named "other" (tiny states, cottage hospitals).
-    `client_label` names institutions: "bank" gives "bank 1", "bank 2", …
-    (synthetic splits) or "bank CA", "bank TX" (natural split by state).
-    """
+    """How training rows become institutions. `num_clients` is ignored by the
+    natural split (one client per site), where sites with fewer than
+    `min_site_rows` training rows are pooled into one client, "other".
+    `client_label` names institutions: "bank 1", "bank 2", … (synthetic
+    splits) or "bank CA", "bank TX" (natural split by state)."""
 
     method: SplitMethod = SplitMethod.DIRICHLET
     num_clients: int = 5
@@ -260,11 +257,9 @@ class PrivacySection:
 class SecureAggregationSection:
     """Pairwise-mask secure aggregation, one session per round. `ring_bits`
     must hold value_bits + log2(max_weight) + log2(cohort) + 1 (checked once
-    the split is known). The threshold and graph follow from the dropouts the
-    session must survive (`dropout_tolerance`) and the share of institutions
-    assumed to collude with the coordinator (`corrupt_fraction`); `hardened`
-    mode adds signed identities and the ConsistencyCheck round.
-    `dropout_rate` simulates institutions vanishing."""
+    the split is known); threshold and graph follow from `dropout_tolerance`
+    and `corrupt_fraction` (share assumed to collude with the coordinator);
+    `hardened` adds signed identities and the ConsistencyCheck round."""
 
     enabled: bool = True
     mode: SecAggMode = SecAggMode.SEMI_HONEST
