@@ -139,8 +139,9 @@ def summary_lines(report: PilotReport) -> list[str]:
     dropped = sum(c.dropped for c in done)
     lines.append(
         "coordinator saw only sums: Σ weights and Σ weighted updates, "
-        f"{len(done)} rounds; {dropped} dropouts survived, "
-        f"{sum(1 for c in report.coordinator if c.aborted)} rounds aborted"
+        f"{len(done)} rounds; {dropped} dropouts survived; aborted rounds "
+        f"(too few survivors, model unchanged): "
+        f"{sum(1 for c in report.coordinator if c.aborted)}"
     )
     sent = [i.mean_bytes_sent for i in report.institutions if i.mean_bytes_sent]
     if sent:
