@@ -152,8 +152,8 @@ class MetricsLog:
 class ConsoleReporter:
     """Prints round lines (unless quiet) and drives an optional progress bar.
 
-    tqdm is an optional extra: when it is missing, or the stream is not a
-    terminal, there is simply no bar.
+    tqdm is an optional extra: when it is missing, or stderr (where the bar
+    draws) is not a terminal, there is simply no bar.
     """
 
     def __init__(self, *, stream: TextIO | None = None, quiet: bool = False) -> None:
@@ -163,7 +163,9 @@ class ConsoleReporter:
 
     def start(self, *, first_round: int, total_rounds: int) -> None:
         """Open the progress bar for rounds `first_round`..`total_rounds`."""
-        if self._quiet or not self._stream.isatty():
+        # The bar draws on stderr, so stdout stays clean round lines (or JSON)
+        # for scripts; it is shown only when stderr is a terminal.
+        if self._quiet or not sys.stderr.isatty():
             return
         try:
             from tqdm import tqdm
@@ -175,6 +177,7 @@ class ConsoleReporter:
             desc="rounds",
             unit="round",
             leave=False,
+            file=sys.stderr,
         )
 
     def round(self, record: RoundRecord) -> None:
