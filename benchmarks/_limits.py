@@ -31,12 +31,14 @@ class Rate:
 
 
 def _keystream(make: Callable[[], Any], words: int) -> Callable[[], object]:
-    zeros, buf = bytes(BLOCK), bytearray(BLOCK)
+    zeros, buf = memoryview(bytes(BLOCK)), memoryview(bytearray(BLOCK))
+    total = 4 * words
 
     def run() -> None:
         enc = make()
-        for _ in range(0, 4 * words, BLOCK):
-            enc.update_into(zeros, buf)
+        for start in range(0, total, BLOCK):
+            n = min(BLOCK, total - start)
+            enc.update_into(zeros[:n], buf[:n])
 
     return run
 

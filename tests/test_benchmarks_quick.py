@@ -66,3 +66,18 @@ def test_our_side_is_measured(tmp_path: Path) -> None:
         assert row["ours"] is not None, row
         assert row["ours"]["cpu_s"] > 0
     assert all(r["ours"] is not None for r in payload["bytes"])
+
+
+def test_profile_hotspots_quick() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile_hotspots", "--quick", "--top", "3"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for case in ("## client", "## session", "## dp"):
+        assert case in proc.stdout
