@@ -205,7 +205,9 @@ def read_ledger(path: Path) -> tuple[LedgerEntry, ...]:
         lineno = index + 1
         try:
             entry, claimed = _entry_from_json(json.loads(raw.decode("ascii")))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
+            # OverflowError: an integer too large for a float field;
+            # RecursionError: absurdly nested JSON.  Both are just bad lines.
             raise LedgerCorruptedError(
                 str(path), lineno, f"unreadable entry: {exc}"
             ) from exc
