@@ -271,6 +271,9 @@ def plot_epsilon(audits: Sequence[ClientAudit], out: Path) -> None:
             linewidth=0.8,
         )
         plotted = True
+    ax.xaxis.set_major_locator(
+        importlib.import_module("matplotlib.ticker").MaxNLocator(integer=True)
+    )
     ax.set_xlabel("round")
     ax.set_ylabel("ε spent (at each ledger's δ)")
     ax.set_title("Privacy spent per client (dashed: budget)")
