@@ -9,6 +9,8 @@ consortium identities (:class:`Consortium`), each client's own model hash in
 the signed keys and the session id, and a ConsistencyCheck round (signed
 survivor list).  ``GraphKind.HARARY`` runs SecAgg+ (:meth:`SecAggConfig.for_cohort`
 computes degree and threshold from the cohort size, α and δ).
+``RingBackend.TORCH`` (the default off the CPU) keeps quantisation, masking
+and summation on the update's device (:mod:`secagg.device_ring`).
 
 >>> import torch
 >>> cfg = SecAggConfig(num_clients=3, threshold=2, vector_length=1, max_weight=3)
@@ -31,6 +33,7 @@ from secagg.config import (
     SecAggConfig,
     SecurityMode,
 )
+from secagg.device_ring import RingBackend
 from secagg.errors import (
     ConfigError,
     ConsistencyError,
@@ -55,6 +58,7 @@ from secagg.local import (
     run_session,
 )
 from secagg.quantize import QuantizedInput, quantize_input
+from secagg.quantize_torch import DeviceQuantizedInput, quantize_tensor
 from secagg.server import SecAggAggregate, SecAggServer
 
 __all__ = [
@@ -63,6 +67,7 @@ __all__ = [
     "ConfigError",
     "ConsistencyError",
     "Consortium",
+    "DeviceQuantizedInput",
     "GraphKind",
     "GraphParameterError",
     "Identities",
@@ -75,6 +80,7 @@ __all__ = [
     "ProtocolError",
     "QuantizedInput",
     "ReconstructionError",
+    "RingBackend",
     "Round",
     "SecAggAggregate",
     "SecAggClient",
@@ -87,6 +93,7 @@ __all__ = [
     "UnknownIdentity",
     "make_consortium",
     "quantize_input",
+    "quantize_tensor",
     "run_quantized_session",
     "run_session",
 ]

@@ -33,7 +33,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg import crypto, prg, shamir
+from secagg import crypto, device_ring, shamir
 from secagg.config import MAX_CLIENT_ID, ClientPolicy, SecAggConfig, neighbours
 from secagg.errors import (
     InvalidInput,
@@ -47,13 +47,11 @@ from secagg.identity import Consortium
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
-    MaskedInput,
     ShareKeys,
     ShareRelay,
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.quantize import QuantizedInput
 from secagg.signed_messages import ConsistencyRequest
 
 __all__ = ["ClientPhase", "SecAggClient", "mask_sign"]
@@ -99,10 +97,11 @@ class SecAggClient:
     Call, in order: :meth:`advertise_keys`, :meth:`share_keys`,
     :meth:`masked_input`, (hardened mode) :meth:`consistency_check`,
     :meth:`unmask`.  ``entropy`` defaults to the OS CSPRNG; inject another
-    source only in tests.  ``device`` only chooses where mask keystreams are
-    computed.  In ``SecurityMode.HARDENED`` the client needs the consortium's
-    identity registry, its own Ed25519 ``identity`` key and ``model_hash``,
-    the SHA-256 of the model *it* received (never a hash the server asserts).
+    source only in tests.  ``device`` and ``backend`` choose where masking
+    runs (:mod:`secagg.device_ring`); the bytes never depend on them.  In
+    ``SecurityMode.HARDENED`` the client needs the consortium's identity
+    registry, its own Ed25519 ``identity`` key and ``model_hash``, the
+    SHA-256 of the model *it* received (never a hash the server asserts).
     """
 
     def __init__(
@@ -116,6 +115,7 @@ class SecAggClient:
         consortium: Consortium | None = None,
         identity: Ed25519PrivateKey | None = None,
         model_hash: bytes | None = None,
+        backend: device_ring.RingBackend | None = None,
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int):
             raise InvalidInput("client_id must be an int")
@@ -129,7 +129,7 @@ class SecAggClient:
         self._config = config
         self._id = client_id
         self._entropy = entropy
-        self._device = torch.device(device)
+        self._masker = device_ring.Masker(device, backend)
         self._state = _State()
 
     @property
@@ -261,7 +261,7 @@ class SecAggClient:
 
     # Round 2 ---------------------------------------------------------------
 
-    def masked_input(self, data: bytes, update: QuantizedInput) -> bytes:
+    def masked_input(self, data: bytes, update: device_ring.AnyQuantized) -> bytes:
         """Open the shares sent to this client (U2); return the masked vector."""
         self._expect(ClientPhase.SHARED, "send a masked input")
         st, cfg, me = self._state, self._config, self._id
@@ -304,8 +304,7 @@ class SecAggClient:
         for v in senders:
             keys.append(st.pair_keys[v])
             signs.append(mask_sign(me, v))
-        masked = prg.apply_masks(update.values, keys, signs, cfg.bits, self._device)
-        out = MaskedInput(sender=me, bits=cfg.bits, values=masked).to_bytes()
+        out = self._masker.message(me, update, keys, signs)
         # Pair keys and the seed are no longer needed: only shares remain.
         self._state = replace(
             st,

@@ -26,9 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from secagg import ring
 from secagg.client import SecAggClient
 from secagg.config import ClientPolicy, Round, SecAggConfig, SecurityMode
+from secagg.device_ring import AnyQuantized, RingBackend, resolve_backend
 from secagg.errors import ConfigError, InvalidInput
 from secagg.identity import Consortium, make_consortium
 from secagg.quantize import QuantizedInput, quantize_input
+from secagg.quantize_torch import quantize_tensor
 from secagg.server import SecAggServer
 
 __all__ = ["Identities", "SessionResult", "run_quantized_session", "run_session"]
@@ -99,7 +101,7 @@ def _identities(
 
 
 def run_quantized_session(
-    quantized: Mapping[int, QuantizedInput],
+    quantized: Mapping[int, AnyQuantized],
     config: SecAggConfig,
     *,
     drop: Mapping[int, Round] | None = None,
@@ -107,6 +109,7 @@ def run_quantized_session(
     entropy: Callable[[int], bytes] = os.urandom,
     device: torch.device | str = "cpu",
     identities: Identities | None = None,
+    backend: RingBackend | None = None,
 ) -> SessionResult:
     """Run a session over already-quantised inputs (see :func:`run_session`)."""
     if len(quantized) > config.num_clients:
@@ -126,12 +129,13 @@ def run_quantized_session(
     def client(i: int) -> SecAggClient:
         if ident is None:
             return SecAggClient(
-                config, i, policy=policy, entropy=entropy, device=device
-            )
+                config, i, policy=policy, entropy=entropy, device=device,
+                backend=backend,
+            )  # fmt: skip
         return SecAggClient(
             config, i, policy=policy, entropy=entropy, device=device,
             consortium=ident.consortium, identity=ident.keys[i],
-            model_hash=ident.model_hash,
+            model_hash=ident.model_hash, backend=backend,
         )  # fmt: skip
 
     clients = {i: client(i) for i in sorted(quantized)}
@@ -142,6 +146,7 @@ def run_quantized_session(
         device=device,
         consortium=None if ident is None else ident.consortium,
         model_hash=None if ident is None else ident.model_hash,
+        backend=backend,
     )
 
     def deliver(i: int, msg: bytes) -> None:
@@ -189,6 +194,7 @@ def run_session(
     policy: ClientPolicy | None = None,
     device: torch.device | str = "cpu",
     identities: Identities | None = None,
+    backend: RingBackend | None = None,
 ) -> SessionResult:
     """Run one complete session in process and return the decoded sum.
 
@@ -205,13 +211,23 @@ def run_session(
     :class:`~secagg.errors.TooFewSurvivors` when fewer than ``threshold``
     clients remain at any round.  ``policy`` is every client's own
     :class:`ClientPolicy` (default: threshold at least half the cohort).
+    ``device`` and ``backend`` (:mod:`secagg.device_ring`) choose where
+    quantisation, masking and summation run; ``RingBackend.TORCH`` (the
+    default off the CPU) quantises each input on ``device`` too.
     """
     xs, ws = _by_id(inputs), _by_id(weights)
     if set(xs) != set(ws):
         raise InvalidInput("inputs and weights must name the same clients")
     drops = drop or {}
+    on_device = resolve_backend(device, backend) is RingBackend.TORCH
+
+    def quantize(x: Vector, w: int) -> AnyQuantized:
+        if on_device:
+            return quantize_tensor(torch.as_tensor(x).to(device), w, config)
+        return quantize_input(x, w, config)
+
     quantized = {
-        i: quantize_input(xs[i], ws[i], config)  # type: ignore[arg-type]
+        i: quantize(xs[i], ws[i])  # type: ignore[arg-type]
         for i in sorted(xs)
         if i not in drops or drops[i] > Round.MASKED_INPUT
     }
@@ -232,4 +248,5 @@ def run_session(
         policy=policy,
         device=device,
         identities=identities,
+        backend=backend,
     )

@@ -219,20 +219,32 @@ class MaskedInput:
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
-        head = header(MessageType.MASKED_INPUT) + struct.pack(
-            "<IBI", self.sender, self.bits, self.values.shape[0]
-        )
+        head = self.frame(self.sender, self.bits, self.values.shape[0])
         return b"".join((head, ring.to_wire(self.values, self.bits)))
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> MaskedInput:
-        """Decode; :class:`InvalidMessage` on any malformation."""
+    @staticmethod
+    def frame(sender: int, bits: int, length: int) -> bytes:
+        """The bytes before the payload (the device path writes its own payload)."""
+        return header(MessageType.MASKED_INPUT) + struct.pack(
+            "<IBI", sender, bits, length
+        )
+
+    @staticmethod
+    def parse_frame(data: bytes) -> tuple[int, int, int, memoryview]:
+        """``(sender, bits, length, payload)``, the payload not yet decoded."""
         r = Reader(data, MessageType.MASKED_INPUT)
         sender, bits, length = r.u32(), r.u8(), r.u32()
+        check_id(sender, "sender")
         if not ring.MIN_BITS <= bits <= ring.MAX_BITS:
             raise InvalidMessage("ring bits out of range")
         payload = r.view(length * ring.wire_width(bits))
         r.finish()
+        return sender, bits, length, payload
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaskedInput:
+        """Decode; :class:`InvalidMessage` on any malformation."""
+        sender, bits, length, payload = cls.parse_frame(data)
         try:
             values = ring.from_wire(payload, length, bits)
         except ValueError as exc:

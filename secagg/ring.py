@@ -11,30 +11,51 @@ Wire format: each coordinate is ``ceil(k/8)`` little-endian bytes; for ``k`` not
 a multiple of 8 the unused high bits must be zero (a decoder refuses anything
 else).  ``k = 32`` therefore uploads exactly 4 bytes per coordinate.
 
+The ``*_t`` helpers are the same ring on torch tensors (the device path):
+int64 lanes holding ``[0, 2^k)`` with an explicit ``& (2^k - 1)`` after every
+operation, since torch's ``uint32`` lacks add and shifts.  With k <= 62 a sum
+or difference of two reduced lanes never overflows int64, and ``&`` of a
+negative int64 is its residue mod 2^k (two's complement), so results are
+bit-identical to the numpy containers.
+
 >>> v = encode_signed(np.array([-1, 2], dtype=np.int64), 16)
 >>> decode_centered(add(v, v, 16), 16).tolist()
 [-2, 4]
+>>> t = encode_signed_t(torch.tensor([-1, 2]), 16)
+>>> bytes(to_wire_t(t, 16)) == bytes(to_wire(v, 16))
+True
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import numpy.typing as npt
+import torch
 
 __all__ = [
     "MAX_BITS",
     "MIN_BITS",
     "RingArray",
     "add",
+    "add_t",
     "container_dtype",
     "decode_centered",
+    "decode_centered_t",
     "encode_signed",
+    "encode_signed_t",
     "from_int64",
     "from_wire",
+    "from_wire_t",
     "modulus_mask",
+    "neg_t",
     "reduce",
+    "reduce_t",
     "sub",
+    "sub_t",
     "to_wire",
+    "to_wire_t",
     "wire_width",
     "zeros",
 ]
@@ -129,5 +150,88 @@ def from_wire(data: bytes | memoryview, length: int, bits: int) -> RingArray:
         padded[:, :width] = raw
         out = padded.view(dtype).reshape(length)
     if bits % 8 and np.any(out >> dtype.type(bits)):
+        raise ValueError("ring coordinate exceeds 2^bits")
+    return out
+
+
+# torch ring (device path) ----------------------------------------------------
+
+
+def reduce_t(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Reduce an int64 tensor into ``[0, 2^bits)`` in place and return it."""
+    return x.bitwise_and_(modulus_mask(bits))
+
+
+def add_t(a: torch.Tensor, b: torch.Tensor, bits: int) -> torch.Tensor:
+    """``a + b`` in Z_2^bits for reduced int64 tensors (a new tensor)."""
+    return reduce_t(a + b, bits)
+
+
+def sub_t(a: torch.Tensor, b: torch.Tensor, bits: int) -> torch.Tensor:
+    """``a - b`` in Z_2^bits for reduced int64 tensors (a new tensor)."""
+    return reduce_t(a - b, bits)
+
+
+def neg_t(a: torch.Tensor, bits: int) -> torch.Tensor:
+    """``-a`` in Z_2^bits (a new tensor)."""
+    return reduce_t(-a, bits)
+
+
+def encode_signed_t(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Centred encoding of signed int64 values into the ring (a new tensor)."""
+    return reduce_t(values.to(torch.int64, copy=True), bits)
+
+
+def decode_centered_t(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Centred lift of a ring tensor onto ``[-2^(bits-1), 2^(bits-1))``."""
+    v = reduce_t(x.clone(), bits)
+    return torch.where(v >= (1 << (bits - 1)), v - (1 << bits), v)
+
+
+def _check_little_endian() -> None:
+    # The byte views below read int64 lanes as their in-memory bytes.
+    if sys.byteorder != "little":  # pragma: no cover - no such host in use
+        raise RuntimeError("the torch ring path needs a little-endian host")
+
+
+def to_wire_t(x: torch.Tensor, bits: int) -> memoryview:
+    """Serialise a reduced int64 ring tensor exactly as :func:`to_wire` does.
+
+    The low ``wire_width(bits)`` bytes of each lane are cut out on the tensor's
+    device, so the single device-to-host copy is the wire payload itself.
+    """
+    _check_little_endian()
+    width = wire_width(bits)
+    lanes = x.to(torch.int64).contiguous().view(torch.uint8).reshape(-1, 8)
+    payload = lanes if width == 8 else lanes[:, :width]
+    host = payload.contiguous().to("cpu")
+    return host.numpy().reshape(-1).data.cast("B")
+
+
+def from_wire_t(
+    data: bytes | memoryview, length: int, bits: int, device: torch.device | str
+) -> torch.Tensor:
+    """Parse wire bytes into an int64 ring tensor on ``device`` (one upload).
+
+    Raises ``ValueError`` on a wrong length or a coordinate >= 2^bits, as
+    :func:`from_wire` does.
+    """
+    _check_little_endian()
+    width = wire_width(bits)
+    if len(data) != length * width:
+        raise ValueError("ring vector has the wrong length")
+    # One host copy into a writable buffer (torch refuses read-only memory),
+    # then one host-to-device copy.
+    raw = torch.empty(length * width, dtype=torch.uint8)
+    raw.numpy()[:] = np.frombuffer(data, dtype=np.uint8)
+    dev = raw.to(device).reshape(length, width)
+    if width == 8:
+        out = dev.view(torch.int64).reshape(length)
+    else:
+        padded = torch.zeros((length, 8), dtype=torch.uint8, device=dev.device)
+        padded[:, :width] = dev
+        out = padded.view(torch.int64).reshape(length)
+    # A negative lane (bit 63 set) also fails: its arithmetic shift is non-zero.
+    if bits % 8 and bool((out >> bits).any()):
         raise ValueError("ring coordinate exceeds 2^bits")
     return out

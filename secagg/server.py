@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from secagg import crypto, identity, prg, ring, shamir
+from secagg import crypto, identity, ring, shamir
 from secagg.client import mask_sign
 from secagg.config import Round, SecAggConfig, SecurityMode, neighbours
+from secagg.device_ring import DeviceMaskedInput, MaskGroup, RingBackend, ServerRing
 from secagg.errors import (
     ConfigError,
     InvalidKey,
@@ -44,7 +44,6 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.quantize import dequantize
 from secagg.signed_messages import (
     ConsistencyRequest,
     ConsistencySignature,
@@ -62,7 +61,8 @@ class SecAggAggregate:
     """What the server learns: sums only, plus who took part.
 
     ``survivors`` are the clients whose masked input is in the sum (U3);
-    ``responders`` those that answered Unmasking.
+    ``responders`` those that answered Unmasking.  ``ring_sum`` is on the
+    host; ``weighted_sum`` on the server's device (``RingBackend.TORCH``).
     """
 
     ring_sum: ring.RingArray
@@ -75,7 +75,12 @@ class SecAggAggregate:
 
 
 class SecAggServer:
-    """The aggregator of one session (transport-agnostic: bytes in, bytes out)."""
+    """The aggregator of one session (transport-agnostic: bytes in, bytes out).
+
+    ``device`` and ``backend`` choose where the ring sum lives
+    (:mod:`secagg.device_ring`); ``chunk_elems`` caps the (key, element)
+    pairs of one eager mask batch on the ``TORCH`` back end.
+    """
 
     def __init__(
         self,
@@ -84,6 +89,8 @@ class SecAggServer:
         device: torch.device | str = "cpu",
         consortium: Consortium | None = None,
         model_hash: bytes | None = None,
+        backend: RingBackend | None = None,
+        chunk_elems: int | None = None,
     ):
         hardened = config.mode is SecurityMode.HARDENED
         if hardened != (consortium is not None and model_hash is not None):
@@ -96,13 +103,12 @@ class SecAggServer:
         self._advert_sigs: dict[int, bytes] = {}
         self._survivor_sigs: dict[int, bytes] = {}
         self._config = config
-        self._device = torch.device(device)
+        self._ring = ServerRing(config, device, backend, chunk_elems)
         self._round: Round | None = Round.ADVERTISE_KEYS
         self._keys: dict[int, KeyEntry] = {}
         self._session = b""
         self._graph: dict[int, frozenset[int]] = {}
         self._shares: dict[int, dict[int, bytes]] = {}  # sender -> receiver -> ct
-        self._sum = ring.zeros(config.encoded_length, config.bits)
         self._masked: set[int] = set()
         self._responses: dict[int, UnmaskResponse] = {}
         self._dropped: frozenset[int] = frozenset()
@@ -130,7 +136,7 @@ class SecAggServer:
         elif rnd is Round.SHARE_KEYS:
             self._receive_shares(sender, ShareKeys.from_bytes(data))
         elif rnd is Round.MASKED_INPUT:
-            self._receive_masked(sender, MaskedInput.from_bytes(data))
+            self._receive_masked(sender, self._ring.parse(data))
         elif rnd is Round.CONSISTENCY_CHECK:
             self._receive_signature(sender, ConsistencySignature.from_bytes(data))
         elif rnd is Round.UNMASKING:
@@ -190,7 +196,9 @@ class SecAggServer:
             )
         self._shares[sender] = dict(msg.ciphertexts)
 
-    def _receive_masked(self, sender: int, msg: MaskedInput) -> None:
+    def _receive_masked(
+        self, sender: int, msg: MaskedInput | DeviceMaskedInput
+    ) -> None:
         self._check_sender(sender, msg.sender)
         if sender not in self._shares:
             raise ProtocolError(f"client {sender} did not share keys")
@@ -200,8 +208,8 @@ class SecAggServer:
             raise ProtocolError(
                 f"masked input of client {sender} does not match the configuration"
             )
-        # Validated: now fold it into the running sum (wraps mod 2^32 / 2^64).
-        np.add(self._sum, msg.values, out=self._sum)
+        # Validated: now fold it into the running sum.
+        self._ring.add(msg.values)
         self._masked.add(sender)
 
     def _receive_unmask(self, sender: int, msg: UnmaskResponse) -> None:
@@ -324,7 +332,6 @@ class SecAggServer:
         """Close Unmasking: remove all masks and return the decoded sum."""
         if self._round is not Round.UNMASKING:
             raise ProtocolError("unmask() is only valid after the Unmasking round")
-        cfg = self._config
         self._require(len(self._responses), "answered the Unmasking request")
         seed_index, key_index = self._share_index()
         keys: list[bytes] = []
@@ -333,7 +340,12 @@ class SecAggServer:
             seed = self._reconstruct(u, seed_index.get(u, {}))
             keys.append(crypto.self_mask_key(seed, self._session, u))
             signs.append(-1)
+        # One mask group for the self masks, then one per dropped client (all
+        # its surviving neighbours at once).
+        groups: list[MaskGroup] = [(keys, signs)]
         for v in sorted(self._dropped):
+            keys, signs = [], []
+            groups.append((keys, signs))
             s_sk = crypto.private_from_bytes(self._reconstruct(v, key_index.get(v, {})))
             if crypto.public_bytes(s_sk) != self._keys[v].s_pk:
                 raise ReconstructionError(
@@ -345,11 +357,10 @@ class SecAggServer:
                 keys.append(crypto.pair_mask_key(shared, self._session, u, v))
                 # u added mask_sign(u, v) · PRG; take it away.
                 signs.append(-mask_sign(u, v))
-        total = prg.apply_masks(self._sum, keys, signs, cfg.bits, self._device)
-        decoded = dequantize(total, cfg)
+        decoded = self._ring.unmask(groups)
         result = SecAggAggregate(
-            ring_sum=total,
-            weighted_sum=torch.from_numpy(decoded.weighted_sum),
+            ring_sum=decoded.ring_sum,
+            weighted_sum=decoded.weighted_sum,
             total_weight=decoded.total_weight,
             clipped=decoded.clipped,
             survivors=frozenset(self._masked),

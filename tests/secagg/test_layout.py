@@ -60,6 +60,7 @@ def test_module_doctests() -> None:
         "secagg.messages",
         "secagg.prg",
         "secagg.quantize",
+        "secagg.quantize_torch",
         "secagg.ring",
         "secagg.shamir",
         "secagg.signed_messages",

@@ -164,7 +164,7 @@ def _server_snapshot(srv: SecAggServer) -> tuple[object, ...]:
         dict(srv._keys),
         {k: dict(v) for k, v in srv._shares.items()},
         set(srv._masked),
-        srv._sum.copy().tolist(),
+        srv._ring.snapshot(),
         dict(srv._responses),
         dict(srv._advert_sigs),
         dict(srv._survivor_sigs),
