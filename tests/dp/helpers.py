@@ -1,86 +1,57 @@
-"""Shared fixtures for the ``dp`` tests: a tiny model, data and configs.
-
-Test data may come from seeded torch generators; DP noise and Poisson
-sampling always come from :class:`dp.ChaCha20Random`.
-"""
+"""Small models, data and configs shared by the dp tests."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-import dp
-from dp.ledger_format import GENESIS_SHA256, LedgerEntry
+from dp import ChaCha20Random, DPConfig, PrivateClient
 
-ROWS = 60
-FEATURES = 4
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+N_EXAMPLES = 200
+FEATURES = 6
 
 
-def tiny_dataset(rows: int = ROWS, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, FEATURES, generator=g)
-    y = (x[:, 0] > 0).long()
+def dataset(n: int = N_EXAMPLES, seed: int = 0) -> TensorDataset:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, FEATURES, generator=gen)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     return TensorDataset(x, y)
 
 
-def tiny_model() -> nn.Module:
-    return nn.Sequential(nn.Linear(FEATURES, 2))
+def model(seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    m = nn.Sequential(nn.Linear(FEATURES, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return m
 
 
-def config(**overrides: object) -> dp.DPConfig:
+def config(**overrides: object) -> DPConfig:
     base: dict[str, object] = {
-        "delta": 1e-3,
+        "noise_multiplier": 1.1,
+        "delta": 1e-4,
         "max_grad_norm": 1.0,
-        "epsilon_budget": 50.0,
+        "epsilon_budget": 10.0,
         "planned_rounds": 3,
-        "batch_size": 10,
-        "noise_multiplier": 1.0,
+        "batch_size": 20,
     }
     base.update(overrides)
-    return dp.DPConfig(**base)  # type: ignore[arg-type]
+    return DPConfig(**base)  # type: ignore[arg-type]
 
 
-def write_ledger(
-    path: Path,
-    *,
-    client_id: str = "c1",
-    rounds: int = 4,
-    run: dp.StepRun | None = None,
-    delta: float = 1e-5,
-    accountant: dp.Accountant = dp.Accountant.RDP,
-    budget: float = 50.0,
-) -> tuple[dp.LedgerEntry, ...]:
-    """A valid ledger of ``rounds`` charges written by :class:`dp.PrivacyLedger`."""
-    step = run if run is not None else dp.StepRun(1.1, 0.01, 100)
-    ledger = dp.PrivacyLedger.open(path, missing_ok=True)
-    for r in range(rounds):
-        eps = dp.epsilon_for_history([step] * (r + 1), delta, accountant)
-        ledger.append(
-            client_id=client_id,
-            round_idx=r,
-            run=step,
-            delta=delta,
-            accountant=accountant,
-            epsilon=eps,
-            epsilon_budget=budget,
-            max_grad_norm=1.0,
-            now=T0 + dt.timedelta(seconds=r),
-        )
-    return ledger.entries
+def test_rng(tag: int = 1) -> ChaCha20Random:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return ChaCha20Random.insecure_from_key_for_testing(bytes([tag]) * 32)
 
 
-def rechain(entries: list[LedgerEntry]) -> bytes:
-    """Serialize ``entries`` with a freshly computed, valid hash chain."""
-    out = b""
-    prev = GENESIS_SHA256
-    for seq, e in enumerate(entries):
-        e = dataclasses.replace(e, seq=seq, prev_sha256=prev)
-        out += e.line_bytes()
-        prev = e.entry_sha256
-    return out
+def client(
+    path: Path, cfg: DPConfig | None = None, *, rng_tag: int | None = None
+) -> PrivateClient:
+    rng = test_rng(rng_tag) if rng_tag is not None else None
+    return PrivateClient("client-a", N_EXAMPLES, cfg or config(), path, rng=rng)
