@@ -10,7 +10,7 @@ import pytest
 import dp
 from dp.cli import audit_main
 from dp.ledger_audit import Verdict, audit_ledger
-from tests.dp.helpers import config, rechain, tiny_dataset, tiny_model, write_ledger
+from tests.dp.tinykit import config, rechain, tiny_dataset, tiny_model, write_ledger
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

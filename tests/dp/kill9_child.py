@@ -1,6 +1,6 @@
 """Child process for the kill -9 test: train rounds forever, report each one.
 
-``python -m tests.dp.crash_child LEDGER`` opens a :class:`dp.PrivateClient`
+``python -m tests.dp.kill9_child LEDGER`` opens a :class:`dp.PrivateClient`
 on LEDGER (resuming whatever it holds), prints ``resumed <ε>`` and then, after
 each round's ``train_round`` returns, ``round <r> <ε>``; the parent kills it
 with SIGKILL at a random moment.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import dp
-from tests.dp.helpers import config, tiny_dataset, tiny_model
+from tests.dp.tinykit import config, tiny_dataset, tiny_model
 
 
 def main(path: str) -> None:

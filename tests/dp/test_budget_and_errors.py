@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import dp
-from tests.dp.helpers import FEATURES, config, tiny_dataset, tiny_model
+from tests.dp.tinykit import FEATURES, config, tiny_dataset, tiny_model
 
 
 def test_budget_refusal_leaves_the_ledger_bytes_unchanged(tmp_path: Path) -> None:

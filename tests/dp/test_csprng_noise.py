@@ -1,0 +1,149 @@
+"""Secure noise: statistical tests of ChaCha20Random, and DP-SGD uses only it.
+
+Every test below that *accepts* a distribution runs at a false-rejection rate
+of α = 1e-4 (two-sided, α/2 per tail) on a fresh OS-keyed generator, so the
+whole file fails spuriously with probability below 1e-3; the rejections of a
+wrong σ (2/3·σ, 3/2·σ) sit hundreds of standard deviations out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import dp
+from dp.noise import ChaCha20Random
+from tests.dp.tinykit import config, tiny_dataset, tiny_model
+
+ALPHA = 1e-4
+N = 200_000
+SIGMA = 2.0
+
+
+def _variance_test_accepts(x: np.ndarray, sigma: float) -> bool:
+    """Two-sided χ² test of Var = σ² with known mean 0: Σx²/σ² ~ χ²(n)."""
+    stat = float(np.sum(x * x)) / sigma**2
+    low = stats.chi2.ppf(ALPHA / 2, x.size)
+    high = stats.chi2.isf(ALPHA / 2, x.size)
+    return bool(low <= stat <= high)
+
+
+def _ks_accepts(x: np.ndarray, sigma: float) -> bool:
+    return bool(stats.kstest(x, "norm", args=(0.0, sigma)).pvalue >= ALPHA)
+
+
+@pytest.fixture(scope="module")
+def noise() -> np.ndarray:
+    x = ChaCha20Random().gaussian_noise(SIGMA, (N,))
+    assert x.shape == (N,) and x.dtype == np.float64
+    return x
+
+
+@pytest.mark.parametrize("test", [_variance_test_accepts, _ks_accepts])
+def test_noise_has_the_right_sigma_and_not_a_wrong_one(
+    noise: np.ndarray, test: Callable[[np.ndarray, float], bool]
+) -> None:
+    assert test(noise, SIGMA)
+    assert not test(noise, SIGMA * 2 / 3)
+    assert not test(noise, SIGMA * 3 / 2)
+
+
+def test_standard_normal_is_standard_and_uncorrelated() -> None:
+    x = ChaCha20Random().standard_normal(N + 1)  # odd n: the last pair is cut
+    assert x.shape == (N + 1,)
+    assert _variance_test_accepts(x, 1.0) and _ks_accepts(x, 1.0)
+    # Lag-1 correlation of i.i.d. samples is ~N(0, 1/n).
+    r = float(np.corrcoef(x[:-1], x[1:])[0, 1])
+    assert abs(r) * np.sqrt(N) < stats.norm.isf(ALPHA / 2)
+    assert abs(float(x.mean())) * np.sqrt(N) < stats.norm.isf(ALPHA / 2)
+
+
+def test_uniform_is_strictly_inside_the_unit_interval_and_uniform() -> None:
+    u = ChaCha20Random().uniform(N)
+    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
+    assert stats.kstest(u, "uniform").pvalue >= ALPHA
+
+
+def test_bernoulli_rate() -> None:
+    hits = int(ChaCha20Random().bernoulli(N, 0.1).sum())
+    assert stats.binomtest(hits, N, 0.1).pvalue >= ALPHA
+    assert not ChaCha20Random().bernoulli(100, 0.0).any()
+    assert ChaCha20Random().bernoulli(100, 1.0).all()
+
+
+def test_fixed_key_is_reproducible_and_warns() -> None:
+    with pytest.warns(RuntimeWarning, match="test use only"):
+        a = ChaCha20Random.insecure_from_key_for_testing(bytes(32))
+    with pytest.warns(RuntimeWarning):
+        b = ChaCha20Random.insecure_from_key_for_testing(bytes(32))
+    assert np.array_equal(a.gaussian_noise(1.0, (5, 7)), b.gaussian_noise(1.0, (5, 7)))
+    assert not np.array_equal(
+        ChaCha20Random().standard_normal(8), ChaCha20Random().standard_normal(8)
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda r: r.gaussian_noise(float("nan"), (3,)), "std must be finite"),
+        (lambda r: r.gaussian_noise(-1.0, (3,)), "std must be finite"),
+        (lambda r: r.bernoulli(3, 1.5), "p must be in"),
+        (lambda r: r.random_bytes(-1), "n must be >= 0"),
+    ],
+)
+def test_bad_arguments(call: Callable[[ChaCha20Random], Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        call(ChaCha20Random())
+
+
+def test_dp_step_draws_noise_and_batches_only_from_the_csprng(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tiny_dataset()
+    model = tiny_model()
+    client = dp.PrivateClient("c1", len(data), config(), tmp_path / "c1.jsonl")
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch RNG used during a DP step")
+
+    for name in ("normal", "randn", "rand", "randint", "randperm", "bernoulli"):
+        monkeypatch.setattr(torch, name, forbidden)
+    monkeypatch.setattr(torch.Tensor, "normal_", forbidden)
+    import opacus.optimizers.optimizer as opacus_optimizer
+
+    monkeypatch.setattr(opacus_optimizer, "_generate_noise", forbidden)
+    calls: list[float] = []
+    real = ChaCha20Random.gaussian_noise
+
+    def spy(self: ChaCha20Random, std: float, shape: tuple[int, ...]) -> np.ndarray:
+        calls.append(std)
+        return real(self, std, shape)
+
+    monkeypatch.setattr(ChaCha20Random, "gaussian_noise", spy)
+    torch_state = torch.random.get_rng_state()
+    numpy_state = np.random.get_state()[1].copy()  # type: ignore[index]
+    res = client.train_round(model, data, round_idx=0, lr=0.5)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state)  # type: ignore[index]
+    # One draw per parameter tensor (weight, bias) per step, at std σ·C.
+    assert calls == [1.0 * 1.0] * (2 * res.steps)
+
+
+def test_noise_reaches_the_update(tmp_path: Path) -> None:
+    # Same data, same (zero) start, two clients: only the CSPRNG noise and
+    # batches differ, so the updates must differ.
+    data = tiny_dataset()
+    states = []
+    for name in ("a", "b"):
+        client = dp.PrivateClient(name, len(data), config(), tmp_path / f"{name}.jsonl")
+        model = tiny_model()
+        for param in model.parameters():
+            torch.nn.init.zeros_(param)
+        states.append(client.train_round(model, data, round_idx=0, lr=0.5).state_dict)
+    assert not torch.equal(states[0]["0.weight"], states[1]["0.weight"])
