@@ -147,3 +147,23 @@ def test_noise_reaches_the_update(tmp_path: Path) -> None:
             torch.nn.init.zeros_(param)
         states.append(client.train_round(model, data, round_idx=0, lr=0.5).state_dict)
     assert not torch.equal(states[0]["0.weight"], states[1]["0.weight"])
+
+
+def test_keystream_is_chacha20_of_zeros_across_block_boundaries() -> None:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    from dp.noise import _BLOCK_WORDS
+
+    key = bytes(range(32))
+    with pytest.warns(RuntimeWarning):
+        rng = ChaCha20Random.insecure_from_key_for_testing(key)
+    n = 2 * _BLOCK_WORDS + 3
+    words = rng._words(n)
+    ref = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    assert words.tobytes() == ref.update(bytes(8 * n))
+    assert rng.random_bytes(16) == ref.update(bytes(16))  # one shared stream
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 1001])
+def test_standard_normal_returns_exactly_n(n: int) -> None:
+    assert ChaCha20Random().standard_normal(n).shape == (n,)
