@@ -44,7 +44,7 @@ def config(**overrides: object) -> DPConfig:
     return DPConfig(**base)  # type: ignore[arg-type]
 
 
-def test_rng(tag: int = 1) -> ChaCha20Random:
+def fixed_rng(tag: int = 1) -> ChaCha20Random:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return ChaCha20Random.insecure_from_key_for_testing(bytes([tag]) * 32)
@@ -53,5 +53,5 @@ def test_rng(tag: int = 1) -> ChaCha20Random:
 def client(
     path: Path, cfg: DPConfig | None = None, *, rng_tag: int | None = None
 ) -> PrivateClient:
-    rng = test_rng(rng_tag) if rng_tag is not None else None
+    rng = fixed_rng(rng_tag) if rng_tag is not None else None
     return PrivateClient("client-a", N_EXAMPLES, cfg or config(), path, rng=rng)
