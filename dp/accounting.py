@@ -17,13 +17,13 @@ joined (notes §4.1).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from dp.config import Accountant, DPConfig, check_noise_multiplier
 from dp.errors import AccountingError, DPConfigError
@@ -42,8 +42,11 @@ __all__ = [
 #: most about ``2 * PRV_EPS_ERROR`` above the true ε (Gopi et al. 2021).
 PRV_EPS_ERROR = 0.01
 
-#: Calibration bisects σ until ε is within this distance *below* the target.
+#: Calibration searches σ until ε is within this distance *below* the target.
 CALIBRATION_TOLERANCE = 0.01
+
+#: Above this noise multiplier a target is declared unreachable (as Opacus).
+MAX_NOISE_MULTIPLIER = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +125,91 @@ def epsilon_for_history(
     return eps
 
 
+def _epsilon_or_inf(
+    sigma: float, q: float, steps: int, delta: float, accountant: Accountant
+) -> float:
+    try:
+        return epsilon_for_history([StepRun(sigma, q, steps)], delta, accountant)
+    except AccountingError:
+        # PRV's known failures are at very large ε (opacus#591): for the
+        # search, "too large to compute" is on the too-little-noise side.
+        return math.inf
+
+
+@functools.lru_cache(maxsize=1024)
+def _calibrated_sigma(
+    target: float, delta: float, q: float, steps: int, accountant: Accountant
+) -> tuple[float, float]:
+    """(σ, ε(σ)) with target − tolerance ≤ ε(σ) ≤ target; pure, hence cached.
+
+    ε(σ) is continuous and decreasing.  The search keeps a bracket
+    ``lo`` (ε > target) < ``hi`` (ε ≤ target), found by doubling/halving from
+    σ = 1, and shrinks it with the Illinois variant of regula falsi on
+    log ε(σ) − log target (bisection where ε(lo) is infinite), until ε(hi) is
+    within the tolerance.  This is the contract of Opacus's
+    ``get_noise_multiplier`` (which bisects [0, 20] in ~13 evaluations); it
+    takes ~4–7 evaluations.  Institutions with the same ceil(n/B) share q and
+    the step count, so the cache serves them without any evaluation.
+    """
+
+    def eps(sigma: float) -> float:
+        return _epsilon_or_inf(sigma, q, steps, delta, accountant)
+
+    lo, hi = 1.0, 1.0
+    e_lo, e_hi = math.inf, eps(1.0)
+    if e_hi > target:
+        lo, e_lo = hi, e_hi
+        while e_hi > target:
+            if hi >= MAX_NOISE_MULTIPLIER:
+                raise ValueError(f"no noise multiplier <= {MAX_NOISE_MULTIPLIER:g}")
+            lo, e_lo = hi, e_hi
+            hi = min(2 * hi, MAX_NOISE_MULTIPLIER)
+            e_hi = eps(hi)
+    else:
+        # Below 1e-3 no realistic schedule stays under a target; stop there
+        # rather than halve towards 0 (ε(hi) <= target holds either way).
+        while target - e_hi > CALIBRATION_TOLERANCE and hi > 1e-3:
+            lo = hi / 2
+            e_lo = eps(lo)
+            if e_lo > target:
+                break
+            hi, e_hi = lo, e_lo
+    g_lo = math.log(e_lo / target) if math.isfinite(e_lo) else math.inf
+    g_hi = math.log(e_hi / target) if e_hi > 0 else -math.inf
+    kept = 0  # +1: lo was kept last time, -1: hi was
+    while target - e_hi > CALIBRATION_TOLERANCE:
+        mid = (lo + hi) / 2
+        if math.isfinite(g_lo) and math.isfinite(g_hi) and g_lo != g_hi:
+            guess = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+            if lo < guess < hi:
+                mid = guess
+        if not lo < mid < hi:  # the bracket cannot shrink in floating point
+            break
+        e_mid = eps(mid)
+        g_mid = math.log(e_mid / target) if math.isfinite(e_mid) else math.inf
+        if e_mid > target:
+            lo, e_lo, g_lo = mid, e_mid, g_mid
+            if kept == -1:
+                g_hi /= 2
+            kept = -1
+        else:
+            hi, e_hi, g_hi = mid, e_mid, g_mid
+            if kept == 1:
+                g_lo /= 2
+            kept = 1
+    return hi, e_hi
+
+
 def calibrate_noise_multiplier(config: DPConfig, num_examples: int) -> float:
     """σ for the whole planned schedule, or ``config.noise_multiplier`` if given.
 
-    With ``target_epsilon`` set, σ is the smallest noise multiplier (to within
-    the bisection tolerance) such that ``planned_rounds × local_epochs ×
-    ceil(n/B)`` steps at q = 1/ceil(n/B) cost at most ``target_epsilon`` at δ,
-    with the configured accountant.  It is computed once per client, never per
-    round: per-round calibration would spend the target every round.
+    With ``target_epsilon`` set, σ is a noise multiplier such that
+    ``planned_rounds × local_epochs × ceil(n/B)`` steps at q = 1/ceil(n/B) cost
+    at most ``target_epsilon`` at δ with the configured accountant, and at
+    least ``target_epsilon − CALIBRATION_TOLERANCE`` (so σ is within the
+    search tolerance of the smallest such σ).  It is computed once per client,
+    never per round: per-round calibration would spend the target every round.
+    Results are cached by (target, δ, q, steps, accountant).
     """
     target = config.target_epsilon
     if target is None:
@@ -137,30 +217,19 @@ def calibrate_noise_multiplier(config: DPConfig, num_examples: int) -> float:
     q = sample_rate_for(num_examples, config.batch_size)
     total_steps = config.planned_rounds * steps_per_round(config, num_examples)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            sigma = float(
-                get_noise_multiplier(
-                    target_epsilon=target,
-                    target_delta=config.delta,
-                    sample_rate=q,
-                    steps=total_steps,
-                    accountant=config.accountant.value,
-                    epsilon_tolerance=CALIBRATION_TOLERANCE,
-                )
-            )
+        sigma, eps = _calibrated_sigma(
+            float(target), float(config.delta), q, total_steps, config.accountant
+        )
     except ValueError as exc:
         raise DPConfigError(
             f"target_epsilon={config.target_epsilon!r} at delta={config.delta!r} "
             f"cannot be met for {total_steps} steps at q={q:.6g} with any noise "
-            f"multiplier <= 1e6 ({exc}); raise target_epsilon or plan fewer steps"
+            f"multiplier <= {MAX_NOISE_MULTIPLIER:g} ({exc}); raise "
+            "target_epsilon or plan fewer steps"
         ) from exc
-    # Opacus's bisection returns the upper end of its bracket; re-check rather
-    # than trust it, since the whole budget logic rests on this inequality.
-    eps = epsilon_for_history(
-        [StepRun(sigma, q, total_steps)], config.delta, config.accountant
-    )
-    if eps > target:
+    # The whole budget logic rests on this inequality: never return a σ whose
+    # own ε (computed by the same accountant) exceeds the target.
+    if not eps <= target:
         raise AccountingError(
             f"calibrated noise_multiplier={sigma!r} gives ε={eps!r} above "
             f"target_epsilon={config.target_epsilon!r}"

@@ -113,3 +113,44 @@ def test_three_rounds_equal_one_accountant_over_all_steps(
     assert dp.epsilon_from_entries(entries, 1e-3, accountant) == pytest.approx(
         expected, rel=1e-9
     )
+
+
+def test_calibration_is_cached_by_its_inputs() -> None:
+    from dp.accounting import _calibrated_sigma
+
+    cfg = dp.DPConfig(
+        target_epsilon=2.0,
+        delta=DELTA,
+        max_grad_norm=1.0,
+        epsilon_budget=2.0,
+        planned_rounds=4,
+        batch_size=16,
+    )
+    _calibrated_sigma.cache_clear()
+    first = dp.calibrate_noise_multiplier(cfg, 200)
+    # 200 and 208 examples give the same ceil(n/B) = 13: same q, same steps.
+    assert dp.calibrate_noise_multiplier(cfg, 208) == first
+    info = _calibrated_sigma.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    eps = dp.epsilon_for_history(
+        [dp.StepRun(first, 1 / 13, 4 * 13)], DELTA, dp.Accountant.RDP
+    )
+    assert 2.0 - CALIBRATION_TOLERANCE <= eps <= 2.0
+
+
+def test_unreachable_target_is_a_config_error() -> None:
+    cfg = dp.DPConfig(
+        target_epsilon=1e-4,
+        delta=DELTA,
+        max_grad_norm=1.0,
+        epsilon_budget=1.0,
+        planned_rounds=1000,
+        batch_size=1,
+        local_epochs=1000,
+    )
+    with pytest.raises(dp.DPConfigError) as info:
+        dp.calibrate_noise_multiplier(cfg, 1)
+    assert str(info.value).startswith(
+        "target_epsilon=0.0001 at delta=1e-05 cannot be met for 1000000 steps at q=1"
+    )
+    assert "raise target_epsilon or plan fewer steps" in str(info.value)
