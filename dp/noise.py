@@ -57,8 +57,10 @@ REKEY_BYTES = 1 << 30
 _KEY_BYTES = 32
 _TWO_POW_MINUS_53 = 2.0**-53
 _TWO_POW_MINUS_52 = 2.0**-52
-#: 64-bit words of keystream encrypted per call (4 MiB of reused zero plaintext).
+#: 64-bit words of keystream encrypted per cipher call (4 MiB).
 _BLOCK_WORDS = 1 << 19
+#: Read-only plaintext shared by every generator: the keystream is ChaCha20(0).
+_ZEROS = bytes(8 * _BLOCK_WORDS)
 
 
 class ChaCha20Random:
@@ -68,7 +70,7 @@ class ChaCha20Random:
     reproducible output use :meth:`insecure_from_key_for_testing`, which warns.
     """
 
-    __slots__ = ("_bytes_under_key", "_stream", "_zeros")
+    __slots__ = ("_bytes_under_key", "_stream")
 
     def __init__(self) -> None:
         self._init(os.urandom(_KEY_BYTES))
@@ -76,8 +78,6 @@ class ChaCha20Random:
     def _init(self, key: bytes) -> None:
         self._stream = self._cipher(key)
         self._bytes_under_key = 0
-        # Plaintext for update_into: the keystream is ChaCha20(zeros).
-        self._zeros = bytes(8 * _BLOCK_WORDS)
 
     @classmethod
     def insecure_from_key_for_testing(cls, key: bytes) -> ChaCha20Random:
@@ -118,7 +118,7 @@ class ChaCha20Random:
         """``n`` keystream words, encrypted block by block straight into place."""
         words = np.empty(n, dtype="<u8")
         raw = words.data.cast("B")
-        zeros = memoryview(self._zeros)
+        zeros = memoryview(_ZEROS)
         for start in range(0, 8 * n, 8 * _BLOCK_WORDS):
             nbytes = min(8 * _BLOCK_WORDS, 8 * n - start)
             self._reserve(nbytes)
