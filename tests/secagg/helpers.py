@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import (
@@ -15,11 +17,22 @@ from secagg import (
     Round,
     SecAggClient,
     SecAggConfig,
+    SecAggError,
     SecAggServer,
     SecurityMode,
     make_consortium,
     quantize_input,
 )
+
+#: RFC 8439 Appendix A.1 block vectors: (key, nonce, counter, first 16 bytes),
+#: shared by the tests of every ChaCha20 back end.
+RFC8439_A1 = [
+    (bytes(32), bytes(12), 0, "76b8e0ada0f13d90405d6ae55386bd28"),
+    (bytes(32), bytes(12), 1, "9f07e7be5551387a98ba977c732d080d"),
+    (bytes(31) + b"\x01", bytes(12), 1, "3aeb5224ecf849929b9d828db1ced4dd"),
+    (b"\x00\xff" + bytes(30), bytes(12), 2, "72d54dfbf12ec44b362692df94137f32"),
+    (bytes(32), bytes(11) + b"\x02", 0, "c2c64d378cd536374ae204b9ef933fcd"),
+]
 
 LENIENT = ClientPolicy(min_cohort=1, min_threshold=1, min_threshold_fraction=0.0)
 #: The model hash every honest party of a hardened test session holds.
@@ -132,3 +145,17 @@ def drive(
         consortium=consortium,
         keys=keys,
     )
+
+
+def refuses(
+    client: SecAggClient,
+    call: Callable[[], bytes],
+    error: type[SecAggError],
+    message: str,
+) -> None:
+    """`call` raises `error` matching `message` and the client is unchanged."""
+    before = client._state
+    with pytest.raises(error, match=message):
+        call()
+    assert client._state is before
+    assert client.holds_secrets

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -58,22 +58,17 @@ from secagg.signed_messages import (
     SignedKeyEntry,
     SignedUnmaskRequest,
 )
-from tests.secagg.helpers import LENIENT, MODEL, Drive, config, drive, quantized
+from tests.secagg.helpers import (
+    LENIENT,
+    MODEL,
+    Drive,
+    config,
+    drive,
+    quantized,
+    refuses,
+)
 
 HARD = SecurityMode.HARDENED
-
-
-def _refuses(
-    client: SecAggClient,
-    call: Callable[[], bytes],
-    error: type[SecAggError],
-    message: str,
-) -> None:
-    before = client._state
-    with pytest.raises(error, match=message):
-        call()
-    assert client._state is before
-    assert client.holds_secrets
 
 
 def _shares_of(owner: int, responses: Iterable[bytes]) -> tuple[int, int]:
@@ -130,14 +125,14 @@ def test_model_inconsistency_is_refused_at_share_keys() -> None:
     adverts = {i: c.advertise_keys() for i, c in clients.items()}
     everyone = _directory(adverts, range(4))
     for i in (0, 1, 2):
-        _refuses(
+        refuses(
             clients[i],
             lambda i=i: clients[i].share_keys(everyone),  # type: ignore[misc]
             InvalidSignature,
             "signature of client 3 does not verify",
         )
     target = clients[3]
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(everyone),
         InvalidSignature,
@@ -146,7 +141,7 @@ def test_model_inconsistency_is_refused_at_share_keys() -> None:
     # Hiding the others from the target does not help: it accepts only keys
     # signed over its own model, and alone it is below the threshold.
     alone = _directory(adverts, [3])
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(alone),
         TooFewSurvivors,
@@ -184,14 +179,14 @@ def test_model_hash_in_the_session_id_still_fails_closed_without_signatures(
     assert clients[0]._state.pair_keys[3] != clients[3]._state.pair_keys[0]
     assert clients[0]._state.pair_keys[1] == clients[1]._state.pair_keys[0]
     relays = _relays(outputs)
-    _refuses(
+    refuses(
         clients[0],
         lambda: clients[0].masked_input(relays[0], quantized(clients[0]._config)),
         InvalidShare,
         "share from client 3 to client 0 failed to authenticate",
     )
     target = clients[3]
-    _refuses(
+    refuses(
         target,
         lambda: target.masked_input(relays[3], quantized(target._config)),
         InvalidShare,
@@ -231,7 +226,7 @@ def test_sybils_are_refused() -> None:
     digest = run.cfg.digest()
     # Sybils with server-made identities surround the target.
     flood = [genuine[0]] + [_sybil_entry(i, digest, server_key) for i in (7, 8, 9)]
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(_edit(run.requests[0], flood)),
         UnknownIdentity,
@@ -239,7 +234,7 @@ def test_sybils_are_refused() -> None:
     )
     # A Sybil posing as member 2 with keys the server controls.
     posing = [*genuine[:2], _sybil_entry(2, digest, server_key), genuine[3]]
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(_edit(run.requests[0], posing)),
         InvalidSignature,
@@ -268,7 +263,7 @@ def test_duplicate_identity_and_key_replay_are_refused() -> None:
         )
         + raw_entry
     )
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(twice),
         InvalidMessage,
@@ -283,7 +278,7 @@ def test_duplicate_identity_and_key_replay_are_refused() -> None:
         s_pk=e1.s_pk,
         signature=identity.sign(run.keys[2], payload),
     )
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(
             _edit(run.requests[0], [*genuine[:2], replayed, genuine[3]])
@@ -313,7 +308,7 @@ def test_replay_of_an_earlier_rounds_advert_is_refused() -> None:
     )
     forged = _edit(run.requests[0], [genuine[0], as_entry, *genuine[2:]])
     target = run.clients[0]
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(forged),
         InvalidSignature,
@@ -332,7 +327,7 @@ def test_replay_of_an_earlier_rounds_advert_is_refused() -> None:
     own_entry = SignedKeyEntry(
         client_id=0, c_pk=own.c_pk, s_pk=own.s_pk, signature=own.signature
     )
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(_edit(run.requests[0], [own_entry, *genuine[1:]])),
         InvalidKey,
@@ -401,7 +396,7 @@ def test_split_view_of_the_survivors_is_refused() -> None:
         client = run.clients[i]
         for request, error, message in attempts:
             data = request.to_bytes()
-            _refuses(client, lambda c=client, d=data: c.unmask(d), error, message)  # type: ignore[misc]
+            refuses(client, lambda c=client, d=data: c.unmask(d), error, message)  # type: ignore[misc]
     seeds, keys = _shares_of(u, responses)
     assert seeds == 3 and keys == 0  # b_u only: y_u stays masked by s_u's masks
 
@@ -533,7 +528,7 @@ def test_forged_or_missing_consistency_signatures_are_refused() -> None:
     )
     cases.append((dup, InvalidMessage, "strictly increasing"))
     for data, error, message in cases:
-        _refuses(target, lambda d=data: target.unmask(d), error, message)  # type: ignore[misc]
+        refuses(target, lambda d=data: target.unmask(d), error, message)  # type: ignore[misc]
     # Nothing was released; the genuine evidence is still accepted.
     genuine = SignedUnmaskRequest(
         survivors=every, dropped=(), signatures=tuple(sorted(sigs.items()))
@@ -552,7 +547,7 @@ def test_too_many_declared_dropouts_are_refused() -> None:
     few = ConsistencyRequest(survivors=tuple(range(7))).to_bytes()
     for i in range(7):
         client = run.clients[i]
-        _refuses(
+        refuses(
             client,
             lambda c=client: c.consistency_check(few),  # type: ignore[misc]
             PolicyViolation,
@@ -569,7 +564,7 @@ def test_too_many_dropouts_refused_early_and_in_semi_honest_mode() -> None:
     entries = SignedKeyDirectory.from_bytes(run.requests[0]).entries
     small = SignedKeyDirectory(entries=entries[:7]).to_bytes()
     target = run.clients[0]
-    _refuses(
+    refuses(
         target,
         lambda: target.share_keys(small),
         PolicyViolation,
@@ -578,7 +573,7 @@ def test_too_many_dropouts_refused_early_and_in_semi_honest_mode() -> None:
     semi = drive(config(n=10, t=6), Round.UNMASKING, policy=policy)
     request = UnmaskRequest(survivors=tuple(range(7)), dropped=(7, 8, 9)).to_bytes()
     client = semi.clients[0]
-    _refuses(
+    refuses(
         client,
         lambda: client.unmask(request),
         PolicyViolation,
@@ -606,7 +601,7 @@ def test_server_supplied_neighbours_are_ignored() -> None:
         receiver=0,
         ciphertexts=tuple((v, bytes(SHARE_CIPHERTEXT_BYTES)) for v in chosen),
     ).to_bytes()
-    _refuses(
+    refuses(
         target,
         lambda: target.masked_input(fake, quantized(cfg)),
         ProtocolError,

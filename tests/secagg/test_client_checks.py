@@ -35,21 +35,7 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from tests.secagg.helpers import config, drive, quantized
-
-
-def _refuses(
-    client: SecAggClient,
-    call: Callable[[], bytes],
-    error: type[SecAggError],
-    message: str,
-) -> None:
-    before = client._state
-    with pytest.raises(error, match=message):
-        call()
-    assert client._state is before
-    assert client.holds_secrets
-
+from tests.secagg.helpers import config, drive, quantized, refuses
 
 # Check 1: configuration within the client's own policy ----------------------
 
@@ -132,14 +118,14 @@ def test_share_keys_checks(
     run = drive(config(n=4, t=3), Round.SHARE_KEYS)
     client = run.clients[0]
     forged = _directory(run.requests[0], edit)
-    _refuses(client, lambda: client.share_keys(forged), error, message)
+    refuses(client, lambda: client.share_keys(forged), error, message)
 
 
 def test_share_keys_twice_is_refused() -> None:
     run = drive(config(n=4, t=3), Round.SHARE_KEYS)
     client = run.clients[0]
     client.share_keys(run.requests[0])
-    _refuses(
+    refuses(
         client,
         lambda: client.share_keys(run.requests[0]),
         ProtocolError,
@@ -180,20 +166,20 @@ def test_masked_input_checks() -> None:
     def call(data: bytes) -> Callable[[], bytes]:
         return lambda: client.masked_input(data, q)
 
-    _refuses(
+    refuses(
         client,
         call(run.requests[1]),
         ProtocolError,
         "share relay is addressed to client 1, not 0",
     )
     stranger = _relay(msg, lambda c: c.append((7, bytes(SHARE_CIPHERTEXT_BYTES))))
-    _refuses(
+    refuses(
         client,
         call(stranger),
         ProtocolError,
         r"shares relayed from clients that are not my neighbours: \[7\]",
     )
-    _refuses(
+    refuses(
         client,
         call(_relay(msg, lambda c: c.__delitem__(slice(1, None)))),
         TooFewSurvivors,
@@ -203,20 +189,20 @@ def test_masked_input_checks() -> None:
     def flip(c: list[tuple[int, bytes]]) -> None:
         c[1] = (c[1][0], bytes([c[1][1][0] ^ 1]) + c[1][1][1:])
 
-    _refuses(
+    refuses(
         client,
         call(_relay(msg, flip)),
         InvalidShare,
         "share from client 2 to client 0 failed to authenticate",
     )
-    _refuses(
+    refuses(
         client,
         call(_relay(msg, _forged_share(run.clients))),
         InvalidShare,
         "share relayed from client 1 names the wrong sender or receiver",
     )
     wrong = quantize_input(np.zeros(8), 1, config(n=4, t=3, bits=40))
-    _refuses(
+    refuses(
         client,
         lambda: client.masked_input(msg, wrong),
         InvalidInput,
@@ -252,14 +238,14 @@ def test_unmask_list_checks(
     run = drive(config(n=5, t=3), Round.UNMASKING)
     client = run.clients[0]
     data = _request(survivors, dropped)
-    _refuses(client, lambda: client.unmask(data), error, message)
+    refuses(client, lambda: client.unmask(data), error, message)
 
 
 def test_unmask_refuses_neighbour_that_never_shared() -> None:
     run = drive(config(n=5, t=3), Round.UNMASKING, absent={4: Round.SHARE_KEYS})
     client = run.clients[0]
     data = _request((0, 1, 2), (4,))
-    _refuses(
+    refuses(
         client,
         lambda: client.unmask(data),
         ProtocolError,

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from secagg import SecAggError, prg, ring
+from tests.secagg.helpers import RFC8439_A1
 
 KEY_00_1F = bytes(range(32))
 
@@ -37,16 +38,7 @@ def test_rfc8439_2_4_2_encryption() -> None:
     assert ct[-2:].hex() == "874d"
 
 
-@pytest.mark.parametrize(
-    ("key", "nonce", "counter", "first16"),
-    [
-        (bytes(32), bytes(12), 0, "76b8e0ada0f13d90405d6ae55386bd28"),
-        (bytes(32), bytes(12), 1, "9f07e7be5551387a98ba977c732d080d"),
-        (bytes(31) + b"\x01", bytes(12), 1, "3aeb5224ecf849929b9d828db1ced4dd"),
-        (b"\x00\xff" + bytes(30), bytes(12), 2, "72d54dfbf12ec44b362692df94137f32"),
-        (bytes(32), bytes(11) + b"\x02", 0, "c2c64d378cd536374ae204b9ef933fcd"),
-    ],
-)
+@pytest.mark.parametrize(("key", "nonce", "counter", "first16"), RFC8439_A1)
 def test_rfc8439_appendix_a1(
     key: bytes, nonce: bytes, counter: int, first16: str
 ) -> None:

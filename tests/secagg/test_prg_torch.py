@@ -17,6 +17,7 @@ from secagg.prg_torch import (
     ring_mask,
     signed_mask_sum,
 )
+from tests.secagg.helpers import RFC8439_A1
 
 CPU = torch.device("cpu")
 RING_BITS = [8, 16, 32, 40, 62]
@@ -76,16 +77,7 @@ def test_encryption_rfc8439_2_4_2():
     assert cipher[-2:].hex() == "874d"
 
 
-@pytest.mark.parametrize(
-    ("key", "nonce", "counter", "first16"),
-    [
-        (bytes(32), bytes(12), 0, "76b8e0ada0f13d90405d6ae55386bd28"),
-        (bytes(32), bytes(12), 1, "9f07e7be5551387a98ba977c732d080d"),
-        (bytes(31) + b"\x01", bytes(12), 1, "3aeb5224ecf849929b9d828db1ced4dd"),
-        (b"\x00\xff" + bytes(30), bytes(12), 2, "72d54dfbf12ec44b362692df94137f32"),
-        (bytes(32), bytes(11) + b"\x02", 0, "c2c64d378cd536374ae204b9ef933fcd"),
-    ],
-)
+@pytest.mark.parametrize(("key", "nonce", "counter", "first16"), RFC8439_A1)
 def test_block_rfc8439_appendix_a1(key, nonce, counter, first16):
     words = chacha20_words(key, 16, device=CPU, counter=counter, nonce=nonce)
     assert as_bytes(words)[:16].hex() == first16
