@@ -11,9 +11,14 @@ from zero.  Each :meth:`PrivateClient.train_round` is:
 2. **charge**: append the round's entry to the ledger, fsync'd (write-ahead, so
    a crash at any later point leaves the charge on record; over-counting a
    round whose update never left is safe, under-counting never happens);
-3. **train** a copy of the model with CSPRNG DP-SGD through Opacus;
+3. **train** the client's private copy of the model with CSPRNG DP-SGD
+   through Opacus;
 4. check that Opacus's accountant counted exactly the charged steps, and only
    then return the trained weights.
+
+The Opacus engine, the wrapped model copy, the DP optimizer and the
+accountant are made once per client (on its first round) and reused by every
+later round; only a model of another architecture rebuilds them.
 """
 
 from __future__ import annotations
@@ -36,14 +41,8 @@ from dp.accounting import (
     steps_per_epoch,
     steps_per_round,
 )
-from dp.config import DPConfig, check_noise_multiplier
-from dp.engine import (
-    CSPRNGPrivacyEngine,
-    LocalOptimizer,
-    LossFn,
-    check_private_compatible,
-    run_dp_sgd,
-)
+from dp.config import DPConfig, GradSampleMode, check_noise_multiplier
+from dp.engine import CSPRNGPrivacyEngine, LocalOptimizer, LossFn
 from dp.errors import (
     AccountingError,
     BudgetExceededError,
@@ -53,7 +52,8 @@ from dp.errors import (
 )
 from dp.ledger import PrivacyLedger
 from dp.ledger_format import LedgerEntry
-from dp.noise import ChaCha20Random
+from dp.local_training import DPSGDSettings, LocalDPTrainer
+from dp.noise import SecureRandom
 
 __all__ = ["PrivateClient", "PrivateRoundResult"]
 
@@ -81,13 +81,62 @@ class PrivateRoundResult:
     train_loss: float
 
 
+def _check_identity(client_id: object, num_examples: object) -> None:
+    if not isinstance(client_id, str) or not client_id:
+        raise DPConfigError(
+            f"client_id must be a non-empty string; found {client_id!r}"
+        )
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int):
+        raise DPConfigError(f"num_examples must be an int; found {num_examples!r}")
+    if num_examples < 1:
+        raise DPConfigError(f"num_examples must be >= 1; found {num_examples!r}")
+
+
+def _check_delta(config: DPConfig, num_examples: int) -> None:
+    if not config.delta < 1.0 / num_examples:
+        raise InvalidDeltaError(
+            f"delta must be below 1/n_local = 1/{num_examples} = "
+            f"{1.0 / num_examples:.3g} (e.g. <= {0.1 / num_examples:.3g}), or "
+            f"a mechanism could publish a whole record; found {config.delta!r}"
+        )
+
+
+def _resolve_sigma(
+    config: DPConfig, num_examples: int, noise_multiplier: float | None
+) -> float:
+    if noise_multiplier is None:
+        return calibrate_noise_multiplier(config, num_examples)
+    sigma = check_noise_multiplier(noise_multiplier)
+    if config.noise_multiplier is not None and sigma != config.noise_multiplier:
+        raise DPConfigError(
+            f"noise_multiplier={sigma!r} contradicts "
+            f"config.noise_multiplier={config.noise_multiplier!r}"
+        )
+    return sigma
+
+
+def _check_round_args(round_idx: object, lr: object, last_round: int) -> None:
+    if isinstance(round_idx, bool) or not isinstance(round_idx, int) or round_idx < 0:
+        raise DPConfigError(f"round_idx must be an int >= 0; found {round_idx!r}")
+    if round_idx < last_round:
+        raise DPConfigError(
+            f"round_idx must be >= the last charged round ({last_round}); "
+            f"found {round_idx}"
+        )
+    if isinstance(lr, bool) or not isinstance(lr, int | float):
+        raise DPConfigError(f"lr must be a real number; found {lr!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise DPConfigError(f"lr must be finite and > 0; found {lr!r}")
+
+
 class PrivateClient:
     """DP-SGD, budget and ledger for one client across all rounds of a federation.
 
     ``noise_multiplier`` overrides the configured one (e.g. a value the
     coordinator already calibrated with :func:`calibrate_noise_multiplier`);
     by default it is ``config.noise_multiplier`` or calibrated here, once, for
-    the whole planned schedule.
+    the whole planned schedule.  ``rng`` defaults to a fresh OS-keyed
+    :class:`~dp.noise.SecureRandom`.
     """
 
     def __init__(
@@ -98,31 +147,11 @@ class PrivateClient:
         ledger_path: Path | str,
         *,
         noise_multiplier: float | None = None,
-        rng: ChaCha20Random | None = None,
+        rng: SecureRandom | None = None,
     ) -> None:
-        if not isinstance(client_id, str) or not client_id:
-            raise DPConfigError(
-                f"client_id must be a non-empty string; found {client_id!r}"
-            )
-        if isinstance(num_examples, bool) or not isinstance(num_examples, int):
-            raise DPConfigError(f"num_examples must be an int; found {num_examples!r}")
-        if num_examples < 1:
-            raise DPConfigError(f"num_examples must be >= 1; found {num_examples!r}")
-        if not config.delta < 1.0 / num_examples:
-            raise InvalidDeltaError(
-                f"delta must be below 1/n_local = 1/{num_examples} = "
-                f"{1.0 / num_examples:.3g} (e.g. <= {0.1 / num_examples:.3g}), or "
-                f"a mechanism could publish a whole record; found {config.delta!r}"
-            )
-        if noise_multiplier is None:
-            sigma = calibrate_noise_multiplier(config, num_examples)
-        else:
-            sigma = check_noise_multiplier(noise_multiplier)
-            if config.noise_multiplier is not None and sigma != config.noise_multiplier:
-                raise DPConfigError(
-                    f"noise_multiplier={sigma!r} contradicts "
-                    f"config.noise_multiplier={config.noise_multiplier!r}"
-                )
+        _check_identity(client_id, num_examples)
+        _check_delta(config, num_examples)
+        sigma = _resolve_sigma(config, num_examples, noise_multiplier)
         self._client_id = client_id
         self._n = num_examples
         self._config = config
@@ -145,8 +174,17 @@ class PrivateClient:
         self._ledger = ledger
         self._engine = CSPRNGPrivacyEngine(
             accountant=config.accountant,
-            rng=rng if rng is not None else ChaCha20Random(),
+            rng=rng if rng is not None else SecureRandom(),
             normaliser=float(config.batch_size),
+        )
+        self._trainer = LocalDPTrainer(
+            self._engine,
+            DPSGDSettings(
+                noise_multiplier=sigma,
+                max_grad_norm=config.max_grad_norm,
+                steps_per_epoch=steps_per_epoch(num_examples, config.batch_size),
+                grad_sample_mode=config.grad_sample_mode,
+            ),
         )
         self._projection: tuple[int, float] | None = None
 
@@ -174,6 +212,12 @@ class PrivateClient:
     def steps_per_round(self) -> int:
         """DP-SGD steps charged per round."""
         return self._round_run.steps
+
+    @property
+    def grad_sample_mode(self) -> GradSampleMode | None:
+        """How this client clips (``config.grad_sample_mode`` unless it fell
+        back to hooks); ``None`` before its first round."""
+        return self._trainer.grad_sample_mode
 
     @property
     def ledger(self) -> PrivacyLedger:
@@ -204,48 +248,8 @@ class PrivateClient:
         """Whether one more round fits in the budget."""
         return self.projected_epsilon() <= self._config.epsilon_budget
 
-    def train_round(
-        self,
-        model: nn.Module,
-        dataset: Dataset[Any],
-        *,
-        round_idx: int,
-        lr: float,
-        loss_fn: LossFn | None = None,
-        optimizer: LocalOptimizer = LocalOptimizer.SGD,
-    ) -> PrivateRoundResult:
-        """Train one round privately; see the module docstring for the order.
-
-        ``dataset`` yields ``(input, target)`` pairs and must have exactly
-        ``num_examples`` items.  ``loss_fn`` returns per-example losses
-        (default: cross-entropy with ``reduction="none"``).  Raises
-        :class:`BudgetExceededError` before touching anything when the round
-        would exceed the budget; :class:`DPConfigError` for bad arguments;
-        :class:`UnsupportedModelError` for a model Opacus cannot privatise.
-        """
-        if (
-            isinstance(round_idx, bool)
-            or not isinstance(round_idx, int)
-            or round_idx < 0
-        ):
-            raise DPConfigError(f"round_idx must be an int >= 0; found {round_idx!r}")
-        entries = self._ledger.entries
-        last_round = entries[-1].round if entries else 0
-        if round_idx < last_round:
-            raise DPConfigError(
-                f"round_idx must be >= the last charged round ({last_round}); "
-                f"found {round_idx}"
-            )
-        if len(dataset) != self._n:  # type: ignore[arg-type]
-            raise DPConfigError(
-                f"dataset must have num_examples={self._n} items, the size the "
-                f"sample rate was fixed for; found {len(dataset)}"  # type: ignore[arg-type]
-            )
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-            raise DPConfigError(f"lr must be a real number; found {lr!r}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise DPConfigError(f"lr must be finite and > 0; found {lr!r}")
-        check_private_compatible(model)
+    def _charge(self, round_idx: int) -> tuple[float, LedgerEntry]:
+        """Refuse past the budget, else append the round's entry (fsync'd)."""
         self._ledger.verify()
         before = self.epsilon_spent()
         projected = self.projected_epsilon()
@@ -279,28 +283,53 @@ class PrivateClient:
                 "mechanism": self._config.accountant.value,
             }
         )
-        outcome = run_dp_sgd(
-            engine=self._engine,
-            model=model,
-            dataset=dataset,
-            noise_multiplier=self._sigma,
-            max_grad_norm=self._config.max_grad_norm,
-            sample_rate=self._q,
-            steps_per_epoch=steps_per_epoch(self._n, self._config.batch_size),
-            epochs=self._config.local_epochs,
-            lr=float(lr),
-            loss_fn=loss_fn
-            if loss_fn is not None
-            else nn.CrossEntropyLoss(reduction="none"),
-            optimizer=optimizer,
-            grad_sample_mode=self._config.grad_sample_mode,
-        )
+        return before, entry
+
+    def _check_counted(self) -> None:
         counted = [StepRun(s, q, k) for s, q, k in self._engine.accountant.history]
         if merge_runs(counted) != merge_runs(self._ledger.history):
             raise AccountingError(
                 f"Opacus accountant counted {counted} but the ledger charged "
                 f"{merge_runs(self._ledger.history)}; withholding the update"
             )
+
+    def train_round(
+        self,
+        model: nn.Module,
+        dataset: Dataset[Any],
+        *,
+        round_idx: int,
+        lr: float,
+        loss_fn: LossFn | None = None,
+        optimizer: LocalOptimizer = LocalOptimizer.SGD,
+    ) -> PrivateRoundResult:
+        """Train one round privately; see the module docstring for the order.
+
+        ``dataset`` yields ``(input, target)`` pairs and must have exactly
+        ``num_examples`` items.  ``loss_fn`` returns per-example losses
+        (default: cross-entropy with ``reduction="none"``).  Raises
+        :class:`BudgetExceededError` before touching anything when the round
+        would exceed the budget; :class:`DPConfigError` for bad arguments;
+        :class:`UnsupportedModelError` for a model Opacus cannot privatise.
+        """
+        entries = self._ledger.entries
+        _check_round_args(round_idx, lr, entries[-1].round if entries else 0)
+        if len(dataset) != self._n:  # type: ignore[arg-type]
+            raise DPConfigError(
+                f"dataset must have num_examples={self._n} items, the size the "
+                f"sample rate was fixed for; found {len(dataset)}"  # type: ignore[arg-type]
+            )
+        self._trainer.prepare(model, dataset, optimizer)
+        before, entry = self._charge(round_idx)
+        outcome = self._trainer.run(
+            model,
+            dataset,
+            epochs=self._config.local_epochs,
+            lr=float(lr),
+            loss_fn=loss_fn or nn.CrossEntropyLoss(reduction="none"),
+            kind=optimizer,
+        )
+        self._check_counted()
         return PrivateRoundResult(
             client_id=self._client_id,
             round_idx=round_idx,

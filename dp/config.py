@@ -38,14 +38,18 @@ class Accountant(enum.Enum):
 
 
 class GradSampleMode(enum.Enum):
-    """How Opacus computes per-sample gradients.
+    """How per-example gradients are clipped.
 
-    Only modes that work with the plain ``DPOptimizer`` noise path (which we
-    replace with CSPRNG noise) and with empty Poisson batches are offered:
-    ``"ew"`` cannot handle empty batches, and ``"ghost"`` needs a different
-    optimizer and criterion wrapper, so neither is offered.
+    ``GHOST`` (the default) is Opacus's fast gradient clipping: per-example
+    gradient norms without materialising per-example gradients, then one
+    backward pass of the clipped loss.  Where a model does not allow it (tied
+    weights, a Linear or Embedding module called twice per forward pass) the
+    client falls back to ``HOOKS`` and logs why.  ``HOOKS`` and ``FUNCTORCH``
+    materialise per-example gradients.  Opacus's ``"ew"`` cannot handle empty
+    Poisson batches and is not offered.
     """
 
+    GHOST = "ghost"
     HOOKS = "hooks"
     FUNCTORCH = "functorch"
 
@@ -98,7 +102,7 @@ class DPConfig:
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
     accountant: Accountant = Accountant.RDP
-    grad_sample_mode: GradSampleMode = GradSampleMode.HOOKS
+    grad_sample_mode: GradSampleMode = GradSampleMode.GHOST
 
     def __post_init__(self) -> None:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):

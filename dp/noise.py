@@ -1,109 +1,172 @@
 """CSPRNG-backed randomness for DP-SGD: Gaussian noise and Poisson sampling.
 
-Opacus's ``secure_mode`` needs ``torchcsprng``, which no longer installs
-(notes §2.7), and ``torch.Generator`` (Philox / Mersenne Twister) is not a
-cryptographic generator: its state can be recovered from outputs.  Everything
-random that DP-SGD's guarantee rests on comes from :class:`ChaCha20Random`
-instead:
+Opacus's ``secure_mode`` needs ``torchcsprng``, which no longer installs, and
+``torch.Generator`` (Philox / Mersenne Twister) is not a cryptographic
+generator: its state can be recovered from outputs.  Everything random that
+DP-SGD's guarantee rests on comes from :class:`SecureRandom` instead:
 
-* **Keystream.** ChaCha20 (pyca ``cryptography``) keyed with 32 bytes from
-  ``os.urandom``, encrypting zeros.  A key is never reused with the same nonce:
+* **Keystream.** A stream cipher (pyca ``cryptography``) keyed with 32 bytes
+  from ``os.urandom``, encrypting zeros: AES-256-CTR where the CPU has AES
+  instructions (AES-NI / ARMv8 AES; several times faster there), ChaCha20
+  elsewhere (:class:`Keystream`).  A key is never reused with the same nonce:
   each generator has its own random key, and after ``REKEY_BYTES`` of output it
   replaces its key with the next 32 keystream bytes ("fast key erasure"), long
-  before the 32-bit block counter could wrap.
+  before a block counter could wrap (2²⁶ AES blocks, 2²⁴ ChaCha20 blocks).
 * **Uniforms.** Each 64-bit little-endian word ``w`` becomes
   ``((w >> 11) + 0.5) · 2⁻⁵³``: all 53 mantissa bits are random and the value
   lies strictly inside (0, 1), so ``log(u)`` never sees 0.
-* **Gaussians.** Marsaglia's polar method on pairs of those uniforms, in
-  float64: a pair (x, y) uniform on (−1, 1)² is kept when 0 < s = x² + y² < 1
-  (probability π/4) and gives the two independent N(0, 1) samples
-  x·√(−2 ln s / s) and y·√(−2 ln s / s).  It is exact like Box–Muller but
-  needs no sin/cos, which dominated the cost (numpy's float64 trig is not
-  vectorised); keystream is encrypted in fixed-size blocks from one reused
-  zero buffer straight into the output array, with no per-call allocation.
-* **Floating-point attack defence.** A single Box–Muller float output reveals
-  more than its distribution suggests: the set of values it can take is sparse
-  and structured, so ``signal + noise`` can betray ``signal`` (Mironov 2012;
-  Holohan & Braghin 2021, arXiv 2107.10138, who show it for both the
-  Box–Muller and the polar method; the Opacus-specific attack is
-  arXiv 2112.05307).  As in Opacus's secure mode we use the "2n-sample" fix with
-  n = 2: every output is the sum of four independent N(0, σ²) samples, halved,
-  which is exactly N(0, σ²) in distribution but raises the attack cost to about
-  2^(53·3) (arXiv 2107.10138 §5.1).  We prefer this over a discrete Gaussian
-  because DP-SGD's analysis (and Opacus's accountants) are for the continuous
-  Gaussian, and over a ziggurat because its tables add attack surface.
+* **Gaussians.** Marsaglia's polar method in float64: a word, read as a signed
+  integer, gives ``x = ((w >> 10) | 1) · 2⁻⁵³``, uniform on the odd multiples
+  of 2⁻⁵³ in (−1, 1) (53 random bits; never 0).  A pair (x, y) is kept when
+  s = x² + y² < 1 (probability π/4) and gives the two independent N(0, 1)
+  samples x·√(−2 ln s / s) and y·√(−2 ln s / s).  It is exact like Box–Muller
+  but needs no sin/cos.  Work proceeds in chunks of a few thousand pairs so
+  that every numpy pass stays in the CPU cache.
+* **Floating-point attack defence.** A single Box–Muller or polar float output
+  reveals more than its distribution suggests: the set of values it can take
+  is sparse and structured, so ``signal + noise`` can betray ``signal``
+  (Mironov 2012; Holohan & Braghin 2021, arXiv 2107.10138; the Opacus-specific
+  attack is arXiv 2112.05307).  As in Opacus's secure mode we use the
+  "2n-sample" fix with n = 2: every output is the sum of four independent
+  N(0, σ²) samples, halved, which is exactly N(0, σ²) in distribution but
+  raises the attack cost to about 2^(53·3) (arXiv 2107.10138 §5.1).  We prefer
+  this over a discrete Gaussian because DP-SGD's analysis (and Opacus's
+  accountants) are for the continuous Gaussian, and over a ziggurat because
+  its tables add attack surface.
 * **Poisson sampling.** Inclusion is ``u < q`` with the same 53-bit uniforms.
 
->>> rng = ChaCha20Random.insecure_from_key_for_testing(bytes(32))
+>>> rng = SecureRandom.insecure_from_key_for_testing(bytes(32))
 >>> rng.gaussian_noise(1.0, (3,)).shape
 (3,)
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import math
 import os
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms
+from cryptography.hazmat.primitives.ciphers import (
+    Cipher,
+    CipherContext,
+    algorithms,
+    modes,
+)
 
-__all__ = ["REKEY_BYTES", "ChaCha20Random"]
+__all__ = [
+    "REKEY_BYTES",
+    "ChaCha20Random",
+    "Keystream",
+    "SecureRandom",
+    "cpu_has_aes",
+    "default_keystream",
+]
 
 #: Bytes of keystream produced under one key before it is replaced.
 REKEY_BYTES = 1 << 30
 
 _KEY_BYTES = 32
 _TWO_POW_MINUS_53 = 2.0**-53
-_TWO_POW_MINUS_52 = 2.0**-52
 #: 64-bit words of keystream encrypted per cipher call (4 MiB).
 _BLOCK_WORDS = 1 << 19
-#: Read-only plaintext shared by every generator: the keystream is ChaCha20(0).
+#: Read-only plaintext shared by every generator: the keystream is E(0).
 _ZEROS = bytes(8 * _BLOCK_WORDS)
+#: Polar pairs tried per chunk: 4 float64 arrays of this size fit in L2.
+_CHUNK_PAIRS = 1 << 15
+#: Outputs per chunk of :meth:`SecureRandom.gaussian_noise_into` (4 normals each).
+_CHUNK_OUT = 1 << 13
 
 
-class ChaCha20Random:
+class Keystream(enum.Enum):
+    """The stream cipher whose keystream all randomness is read from."""
+
+    AES256_CTR = "aes-256-ctr"
+    CHACHA20 = "chacha20"
+
+
+@functools.cache
+def cpu_has_aes() -> bool:
+    """Whether this CPU has AES instructions (read from the OS; False if unknown)."""
+    if sys.platform == "darwin":
+        # Every Apple-silicon Mac has the ARMv8 crypto extensions; Intel Macs
+        # from 2010 on have AES-NI.
+        return True
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return "aes" in value.split()
+    return False
+
+
+def default_keystream() -> Keystream:
+    """AES-256-CTR where the CPU has AES instructions, ChaCha20 elsewhere."""
+    return Keystream.AES256_CTR if cpu_has_aes() else Keystream.CHACHA20
+
+
+def _encryptor(keystream: Keystream, key: bytes) -> CipherContext:
+    # The key is fresh for every stream, so a fixed all-zero nonce (and
+    # initial counter) never repeats a (key, nonce) pair.
+    if keystream is Keystream.AES256_CTR:
+        return Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+
+
+class SecureRandom:
     """Cryptographically secure uniforms, Gaussians and Bernoulli draws.
 
-    Build with ``ChaCha20Random()`` (key from ``os.urandom``).  Tests that need
-    reproducible output use :meth:`insecure_from_key_for_testing`, which warns.
+    Build with ``SecureRandom()`` (key from ``os.urandom``, cipher from
+    :func:`default_keystream`).  Tests that need reproducible output use
+    :meth:`insecure_from_key_for_testing`, which warns.
     """
 
-    __slots__ = ("_bytes_under_key", "_stream")
+    __slots__ = ("_bytes_under_key", "_stream", "keystream")
 
-    def __init__(self) -> None:
-        self._init(os.urandom(_KEY_BYTES))
+    def __init__(self, keystream: Keystream | None = None) -> None:
+        self._init(os.urandom(_KEY_BYTES), keystream)
 
-    def _init(self, key: bytes) -> None:
-        self._stream = self._cipher(key)
+    def _init(self, key: bytes, keystream: Keystream | None) -> None:
+        if keystream is None:
+            keystream = default_keystream()
+        if not isinstance(keystream, Keystream):
+            raise ValueError(
+                "keystream must be a Keystream "
+                f"({', '.join(k.name for k in Keystream)}); found {keystream!r}"
+            )
+        self.keystream = keystream
+        self._stream = _encryptor(keystream, key)
         self._bytes_under_key = 0
 
     @classmethod
-    def insecure_from_key_for_testing(cls, key: bytes) -> ChaCha20Random:
+    def insecure_from_key_for_testing(
+        cls, key: bytes, keystream: Keystream | None = None
+    ) -> SecureRandom:
         """A generator with a caller-chosen key.  Never use outside tests."""
         if len(key) != _KEY_BYTES:
             raise ValueError(f"key must be {_KEY_BYTES} bytes; found {len(key)}")
         warnings.warn(
-            "ChaCha20Random with a fixed key is deterministic: test use only",
+            f"{cls.__name__} with a fixed key is deterministic: test use only",
             RuntimeWarning,
             stacklevel=2,
         )
         rng = cls.__new__(cls)
-        rng._init(key)
+        rng._init(key, keystream)
         return rng
-
-    @staticmethod
-    def _cipher(key: bytes) -> CipherContext:
-        # The key is fresh for every stream, so a fixed all-zero nonce (and
-        # initial counter) never repeats a (key, nonce) pair.
-        return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
 
     def _reserve(self, n: int) -> None:
         """Account for ``n`` bytes about to be drawn; re-key first if needed."""
         if self._bytes_under_key + n > REKEY_BYTES:
             new_key = self._stream.update(bytes(_KEY_BYTES))
-            self._stream = self._cipher(new_key)
+            self._stream = _encryptor(self.keystream, new_key)
             self._bytes_under_key = 0
         self._bytes_under_key += n
 
@@ -125,70 +188,89 @@ class ChaCha20Random:
             self._stream.update_into(zeros[:nbytes], raw[start : start + nbytes])
         return words
 
-    def _grid(self, n: int) -> npt.NDArray[np.float64]:
-        """``n`` integers k + 1/2 with k uniform in [0, 2⁵³), as float64."""
-        words = self._words(n)
-        np.right_shift(words, np.uint64(11), out=words)
-        grid = words.astype(np.float64)
-        grid += 0.5
-        return grid
-
     def uniform(self, n: int) -> npt.NDArray[np.float64]:
         """``n`` i.i.d. uniforms on the open interval (0, 1), 53 random bits each."""
-        u = self._grid(n)
+        words = self._words(n)
+        np.right_shift(words, np.uint64(11), out=words)
+        u = words.astype(np.float64)
+        u += 0.5
         u *= _TWO_POW_MINUS_53
         return u
+
+    def _polar_chunk(self, dest: npt.NDArray[np.float64], pairs: int) -> int:
+        """Try ``pairs`` polar pairs; write up to ``dest.size`` normals; count them."""
+        w = self._words(2 * pairs).view(np.int64)
+        # Arithmetic shift keeps the sign: odd integers in (−2⁵³, 2⁵³), exact
+        # in float64, so x and y are never 0 and s > 0 always.
+        np.right_shift(w, 10, out=w)
+        np.bitwise_or(w, 1, out=w)
+        xy = w.astype(np.float64)
+        xy *= _TWO_POW_MINUS_53
+        x, y = xy[:pairs], xy[pairs:]
+        s = x * x
+        s += y * y
+        # Compact once by index: np.take is several times faster than
+        # boolean-mask indexing of three arrays.
+        kept = np.flatnonzero(s < 1.0)
+        s = s.take(kept)
+        factor = np.log(s)
+        factor *= -2.0
+        factor /= s
+        np.sqrt(factor, out=factor)
+        take = min(2 * kept.size, dest.size)
+        first = min(kept.size, take)
+        rest = take - first
+        np.multiply(x.take(kept[:first]), factor[:first], out=dest[:first])
+        np.multiply(y.take(kept[:rest]), factor[:rest], out=dest[first:take])
+        return take
+
+    def _normals_into(self, dest: npt.NDArray[np.float64]) -> None:
+        """Fill the contiguous float64 array ``dest`` with i.i.d. N(0, 1)."""
+        n = dest.size
+        filled = 0
+        while filled < n:
+            # π/4 of pairs are kept; try ~5 % more than expected to be needed.
+            pairs = min(int((n - filled + 1) // 2 * 1.34) + 16, _CHUNK_PAIRS)
+            filled += self._polar_chunk(dest[filled:], pairs)
 
     def standard_normal(self, n: int) -> npt.NDArray[np.float64]:
         """``n`` i.i.d. N(0, 1) samples by the polar method (see the module doc)."""
         if n < 0:
             raise ValueError(f"n must be >= 0; found {n}")
         out = np.empty(n, dtype=np.float64)
-        filled = 0
-        while filled < n:
-            pairs = (n - filled + 1) // 2
-            # π/4 of pairs are kept; draw ~5 % more than expected needed.
-            tries = int(pairs * 1.34) + 64
-            xy = self._grid(2 * tries)
-            # x = 2u − 1 on the grid (2k + 1)·2⁻⁵³ − 1: odd numerators, so
-            # never exactly 0 and s > 0 always; the check below is belt and braces.
-            xy *= _TWO_POW_MINUS_52
-            xy -= 1.0
-            x, y = xy[:tries], xy[tries:]
-            s = x * x
-            s += y * y
-            # Compact once by index: np.take is several times faster than
-            # boolean-mask indexing of three arrays.
-            kept = np.flatnonzero((s < 1.0) & (s > 0.0))
-            s = s.take(kept)
-            factor = np.log(s)
-            factor *= -2.0
-            factor /= s
-            np.sqrt(factor, out=factor)
-            got = kept.size
-            take = min(2 * got, n - filled)
-            first = min(got, take)
-            rest = take - first
-            dest = out[filled : filled + take]
-            np.multiply(x.take(kept[:first]), factor[:first], out=dest[:first])
-            np.multiply(y.take(kept[:rest]), factor[:rest], out=dest[first:])
-            filled += take
+        self._normals_into(out)
         return out
+
+    def gaussian_noise_into(self, std: float, out: npt.NDArray[np.floating]) -> None:
+        """Overwrite the contiguous float array ``out`` with N(0, std²) noise.
+
+        Each value is the sum of 4 float64 N(0, std²) draws, halved, then
+        rounded once to ``out``'s dtype.  The stream is consumed exactly as by
+        :meth:`gaussian_noise` of the same size.
+        """
+        if not (math.isfinite(std) and std >= 0):
+            raise ValueError(f"std must be finite and >= 0; found {std!r}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous array")
+        flat = out.reshape(-1)
+        n = flat.size
+        scale = 0.5 * std
+        buf = np.empty(4 * min(n, _CHUNK_OUT), dtype=np.float64)
+        for start in range(0, n, _CHUNK_OUT):
+            m = min(_CHUNK_OUT, n - start)
+            four = buf[: 4 * m]
+            self._normals_into(four)
+            acc = np.add.reduce(four.reshape(4, m), axis=0)
+            acc *= scale
+            flat[start : start + m] = acc
 
     def gaussian_noise(
         self, std: float, shape: tuple[int, ...]
     ) -> npt.NDArray[np.float64]:
-        """N(0, std²) noise of ``shape``: the sum of 4 N(0, std²) draws, halved."""
-        if not (math.isfinite(std) and std >= 0):
-            raise ValueError(f"std must be finite and >= 0; found {std!r}")
-        n = math.prod(shape)
-        four = self.standard_normal(4 * n).reshape(4, n)
-        noise = four[0] + four[1]
-        noise += four[2]
-        noise += four[3]
-        noise *= 0.5 * std
-        shaped: npt.NDArray[np.float64] = noise.reshape(shape)
-        return shaped
+        """float64 N(0, std²) noise of ``shape``: the sum of 4 draws, halved."""
+        out = np.empty(shape, dtype=np.float64)
+        self.gaussian_noise_into(std, out)
+        return out
 
     def bernoulli(self, n: int, p: float) -> npt.NDArray[np.bool_]:
         """``n`` independent draws that are True with probability ``p``."""
@@ -196,3 +278,15 @@ class ChaCha20Random:
             raise ValueError(f"p must be in [0, 1]; found {p!r}")
         mask: npt.NDArray[np.bool_] = self.uniform(n) < p
         return mask
+
+
+class ChaCha20Random(SecureRandom):
+    """A :class:`SecureRandom` that always uses the ChaCha20 keystream."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(Keystream.CHACHA20)
+
+    def _init(self, key: bytes, keystream: Keystream | None) -> None:
+        super()._init(key, Keystream.CHACHA20)

@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 import dp
-from dp.noise import ChaCha20Random
+from dp.noise import ChaCha20Random, SecureRandom
 from tests.dp.tinykit import config, tiny_dataset, tiny_model
 
 ALPHA = 1e-4
@@ -119,13 +119,13 @@ def test_dp_step_draws_noise_and_batches_only_from_the_csprng(
 
     monkeypatch.setattr(opacus_optimizer, "_generate_noise", forbidden)
     calls: list[float] = []
-    real = ChaCha20Random.gaussian_noise
+    real = SecureRandom.gaussian_noise_into
 
-    def spy(self: ChaCha20Random, std: float, shape: tuple[int, ...]) -> np.ndarray:
+    def spy(self: SecureRandom, std: float, out: np.ndarray) -> None:
         calls.append(std)
-        return real(self, std, shape)
+        real(self, std, out)
 
-    monkeypatch.setattr(ChaCha20Random, "gaussian_noise", spy)
+    monkeypatch.setattr(SecureRandom, "gaussian_noise_into", spy)
     torch_state = torch.random.get_rng_state()
     numpy_state = np.random.get_state()[1].copy()  # type: ignore[index]
     res = client.train_round(model, data, round_idx=0, lr=0.5)

@@ -1,0 +1,314 @@
+"""What DP-SGD costs a client: plain SGD, vanilla Opacus, and fedshield's round.
+
+One interleaved run times one local epoch four ways at each model size d:
+
+* ``plain``         torch SGD, shuffled batches of 32, mean cross-entropy;
+* ``opacus_hooks``  vanilla Opacus 1.6 ``make_private`` (per-sample gradients
+                    by hooks, Poisson batches, torch-RNG noise);
+* ``opacus_ghost``  vanilla Opacus 1.6 ``make_private(grad_sample_mode=
+                    "ghost")`` (fast gradient clipping, two backward passes);
+* ``private_round`` ``dp.PrivateClient.train_round``: the whole private round
+                    a fedshield client runs (budget check, fsync'd ledger
+                    charge, CSPRNG Poisson batches and CSPRNG noise, DP-SGD).
+
+Workload: MLP 784-h-10 with h chosen for about d parameters, 600 synthetic
+examples, expected batch 32, one epoch (19 steps), SGD lr 0.05, σ = 1.0,
+C = 1.0.  Each contender's objects are built once, untimed (an Opacus user
+calls ``make_private`` once; a fedshield client keeps its ``PrivateClient``);
+then one warm-up pass and ``repeats`` timed passes, round-robin over all
+contenders at every d, so the load of other tenants spreads evenly.  Median
+wall and CPU (``time.process_time``: every thread of the process) per
+contender.  Run from the repository root::
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.dp_overhead
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from benchmarks._harness import (
+    RESULTS_DIR,
+    Job,
+    Summary,
+    fmt,
+    interleave,
+    machine_info,
+    pin_threads,
+    print_table,
+    ratio,
+    write_json,
+)
+
+FEATURES, CLASSES, BATCH, LR, SIGMA, CLIP = 784, 10, 32, 0.05, 1.0, 1.0
+CONTENDERS = ("plain", "opacus_hooks", "opacus_ghost", "private_round")
+#: Targets: private round / Opacus ghost at every d; private round / plain at 1M.
+GHOST_TARGET, PLAIN_TARGET, PLAIN_TARGET_D = 1.3, 4.0, 1_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure."""
+
+    dims: tuple[int, ...]
+    examples: int
+    repeats: int
+
+
+FULL = Plan(dims=(100_000, 1_000_000), examples=600, repeats=7)
+QUICK = Plan(dims=(2_000, 20_000), examples=64, repeats=1)
+
+
+def hidden_for(d: int) -> int:
+    """h such that 784·h + h + 10·h + 10 is the closest to d."""
+    return max(1, round((d - CLASSES) / (FEATURES + 1 + CLASSES)))
+
+
+def make_model(d: int) -> nn.Module:
+    torch.manual_seed(0)  # initial weights: benchmark input, not secret
+    h = hidden_for(d)
+    return nn.Sequential(nn.Linear(FEATURES, h), nn.ReLU(), nn.Linear(h, CLASSES))
+
+
+def make_data(examples: int) -> TensorDataset:
+    """Seeded synthetic data labelled by a fixed random linear teacher."""
+    rng = np.random.default_rng(7)
+    teacher = rng.standard_normal((FEATURES, CLASSES)).astype(np.float32)
+    x = rng.standard_normal((examples, FEATURES), dtype=np.float32)
+    y = np.argmax(x @ teacher, axis=1).astype(np.int64)
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def _loader(data: TensorDataset) -> DataLoader[Any]:
+    # Benchmark shuffling, not a privacy mechanism: a seeded torch generator.
+    return DataLoader(
+        data, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
+
+
+def _epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loader: DataLoader[Any],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+) -> int:
+    steps = 0
+    for x, y in loader:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+        steps += 1
+    return steps
+
+
+def plain_job(d: int, data: TensorDataset) -> Job:
+    model = make_model(d)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loader = _loader(data)
+    loss = nn.CrossEntropyLoss()
+    return lambda: lambda: _epoch(model, opt, loader, loss)
+
+
+def opacus_job(d: int, data: TensorDataset, mode: str) -> Job:
+    from opacus import PrivacyEngine
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant="rdp")
+        model = make_model(d)
+        made = engine.make_private(
+            module=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=LR),
+            data_loader=_loader(data),
+            criterion=nn.CrossEntropyLoss(),
+            noise_multiplier=SIGMA,
+            max_grad_norm=CLIP,
+            poisson_sampling=True,
+            grad_sample_mode=mode,
+        )
+    if mode == "ghost":
+        gsm, opt, criterion, loader = made
+    else:
+        (gsm, opt, loader), criterion = made, nn.CrossEntropyLoss()
+
+    def epoch() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _epoch(gsm, opt, loader, criterion)
+
+    return lambda: epoch
+
+
+def private_job(d: int, data: TensorDataset, ledger_dir: Path, rounds: int) -> Job:
+    import dp
+
+    config = dp.DPConfig(
+        delta=1e-5,
+        max_grad_norm=CLIP,
+        epsilon_budget=1e9,  # never decline: this measures cost, not privacy
+        planned_rounds=rounds,
+        batch_size=BATCH,
+        noise_multiplier=SIGMA,
+    )
+    client = dp.PrivateClient(
+        f"bench-{d}", len(data), config, ledger_dir / f"bench-{d}.jsonl"
+    )
+    model = make_model(d)
+    counter = iter(range(10**9))
+
+    def one_round() -> int:
+        res = client.train_round(model, data, round_idx=next(counter), lr=LR)
+        return int(res.steps)
+
+    return lambda: one_round
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    """All four contenders at one d, with ratios."""
+
+    d: int
+    params: int
+    summaries: dict[str, Summary]
+    private_grad_sample_mode: str
+    wall_vs_plain: dict[str, float]
+    cpu_vs_plain: dict[str, float]
+    private_vs_ghost_wall: float
+    private_vs_ghost_cpu: float
+    private_vs_hooks_wall: float
+
+
+def _size_result(d: int, measured: dict[str, Summary], mode: str) -> SizeResult:
+    plain = measured["plain"]
+    priv, ghost = measured["private_round"], measured["opacus_ghost"]
+    return SizeResult(
+        d=d,
+        params=sum(p.numel() for p in make_model(d).parameters()),
+        summaries=measured,
+        private_grad_sample_mode=mode,
+        wall_vs_plain={k: ratio(s.wall_s, plain.wall_s) for k, s in measured.items()},
+        cpu_vs_plain={k: ratio(s.cpu_s, plain.cpu_s) for k, s in measured.items()},
+        private_vs_ghost_wall=ratio(priv.wall_s, ghost.wall_s),
+        private_vs_ghost_cpu=ratio(priv.cpu_s, ghost.cpu_s),
+        private_vs_hooks_wall=ratio(priv.wall_s, measured["opacus_hooks"].wall_s),
+    )
+
+
+def _private_mode(d: int) -> str:
+    """The grad-sample mode the private client ran with (as it logged it)."""
+    import dp
+
+    default = dp.DPConfig.__dataclass_fields__["grad_sample_mode"].default
+    return str(getattr(default, "value", default))
+
+
+def measure(plan: Plan) -> list[SizeResult]:
+    data = make_data(plan.examples)
+    with tempfile.TemporaryDirectory() as ledger_dir:
+        jobs: dict[str, Job] = {}
+        for d in plan.dims:
+            jobs[f"plain@{d}"] = plain_job(d, data)
+            jobs[f"opacus_hooks@{d}"] = opacus_job(d, data, "hooks")
+            jobs[f"opacus_ghost@{d}"] = opacus_job(d, data, "ghost")
+            jobs[f"private_round@{d}"] = private_job(
+                d, data, Path(ledger_dir), plan.repeats + 1
+            )
+        measured = interleave(jobs, plan.repeats, warmup=1)
+    out = []
+    for d in plan.dims:
+        by = {c: measured[f"{c}@{d}"].summary for c in CONTENDERS}
+        out.append(_size_result(d, by, _private_mode(d)))
+    return out
+
+
+def print_results(results: Sequence[SizeResult]) -> None:
+    headers = ["d", "contender", "wall s", "CPU s", "× plain (wall)", "× plain (CPU)"]
+    rows = []
+    for r in results:
+        for c in CONTENDERS:
+            s = r.summaries[c]
+            ratios = [fmt(r.wall_vs_plain[c], 2), fmt(r.cpu_vs_plain[c], 2)]
+            rows.append([f"{r.params:,}", c, fmt(s.wall_s), fmt(s.cpu_s), *ratios])
+    print_table(headers, rows)
+    print()
+    for r in results:
+        print(
+            f"d={r.params:,}: private round / Opacus ghost = "
+            f"{r.private_vs_ghost_wall:.2f}x wall, {r.private_vs_ghost_cpu:.2f}x CPU; "
+            f"/ Opacus hooks = {r.private_vs_hooks_wall:.2f}x wall "
+            f"(private round ran grad_sample_mode={r.private_grad_sample_mode})"
+        )
+
+
+def targets(results: Sequence[SizeResult]) -> list[dict[str, object]]:
+    """Each target with its measured value and whether it is met (wall time)."""
+    out: list[dict[str, object]] = []
+    for r in results:
+        out.append({
+            "target": f"private round <= {GHOST_TARGET}x Opacus ghost, d={r.params:,}",
+            "measured": r.private_vs_ghost_wall,
+            "met": r.private_vs_ghost_wall <= GHOST_TARGET,
+        })  # fmt: skip
+        if r.d == PLAIN_TARGET_D:
+            measured = r.wall_vs_plain["private_round"]
+            out.append({
+                "target": f"private round <= {PLAIN_TARGET}x plain, d={r.params:,}",
+                "measured": measured,
+                "met": measured <= PLAIN_TARGET,
+            })  # fmt: skip
+    for t in out:
+        print(f"target: {t['target']}: {t['measured']:.2f}x -> "
+              f"{'met' if t['met'] else 'MISSED'}")  # fmt: skip
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
+    p.add_argument("--repeats", type=int, default=None, help="timed passes each")
+    p.add_argument("--dims", type=int, nargs="*", help="override d values")
+    p.add_argument("--out", type=Path, default=None, help="JSON path")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    plan = Plan(
+        dims=tuple(args.dims or plan.dims),
+        examples=plan.examples,
+        repeats=args.repeats or plan.repeats,
+    )
+    pin_threads()
+    payload: dict[str, object] = {"machine_start": machine_info(), "plan": plan}
+    payload["quick"] = args.quick
+    results = measure(plan)
+    print_results(results)
+    payload["results"] = results
+    payload["targets"] = targets(results)
+    payload["machine_end"] = machine_info()
+    out = args.out
+    if out is None and not args.quick:
+        out = RESULTS_DIR / "dp_overhead.json"
+    if out is not None:
+        write_json(out, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

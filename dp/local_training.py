@@ -1,0 +1,273 @@
+"""One client's DP-SGD machinery, built once and reused every round.
+
+:class:`LocalDPTrainer` wraps a private copy of the model with Opacus once
+(``make_private`` on a :class:`~dp.engine.CSPRNGPrivacyEngine`: grad-sample
+module, DP optimizer, accountant hook) and, each round, copies the global
+weights into that copy, resets the optimizer state and runs the round's
+DP-SGD steps.  Only a change of architecture or optimizer rebuilds it.
+
+Per-example gradients are clipped by fast gradient clipping (Opacus's
+``"ghost"`` mode) where the model allows it: a first backward pass of the
+summed loss gives every example's gradient norm without materialising
+per-example gradients, and a second pass of ``Σᵢ cᵢ·lossᵢ`` with
+``cᵢ = min(1, C / (‖gᵢ‖ + 10⁻⁶))`` gives the sum of clipped gradients; the
+gradients of the first pass are discarded.  Where the model ties weights
+across modules, or calls a Linear/Embedding module twice in one forward pass,
+it falls back to per-sample gradients by hooks and logs why.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dp.compat import check_private_compatible, ghost_unsupported_reason
+from dp.config import GradSampleMode
+from dp.engine import (
+    CSPRNGDPOptimizer,
+    CSPRNGDPOptimizerFastGradientClipping,
+    CSPRNGPrivacyEngine,
+    LocalOptimizer,
+    LossFn,
+)
+from dp.errors import PrivacyError
+from dp.sampling import poisson_loader
+
+__all__ = ["DPSGDSettings", "LocalDPTrainer", "LocalTrainingOutcome"]
+
+_log = logging.getLogger(__name__)
+
+DPOpt = CSPRNGDPOptimizer | CSPRNGDPOptimizerFastGradientClipping
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalTrainingOutcome:
+    """What one local DP-SGD run produced."""
+
+    state_dict: dict[str, torch.Tensor]
+    steps: int
+    examples_seen: int
+    train_loss: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DPSGDSettings:
+    """What stays fixed across a client's rounds."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    steps_per_epoch: int
+    grad_sample_mode: GradSampleMode
+
+
+@dataclass(frozen=True, slots=True)
+class _Wrapped:
+    """The private copy of the model and everything Opacus attached to it."""
+
+    signature: tuple[object, ...]
+    kind: LocalOptimizer
+    mode: GradSampleMode
+    local: nn.Module
+    gsm: Any  # opacus AbstractGradSampleModule
+    optimizer: DPOpt
+
+
+def _signature(model: nn.Module) -> tuple[object, ...]:
+    """Architecture, parameter shapes, dtypes and devices: what a wrap depends on."""
+    modules = tuple((name, type(m)) for name, m in model.named_modules())
+    tensors = tuple(
+        (k, tuple(v.shape), v.dtype, v.device, getattr(v, "requires_grad", False))
+        for k, v in model.state_dict(keep_vars=True).items()
+    )
+    return modules, tensors
+
+
+def _make_optimizer(
+    kind: LocalOptimizer, params: list[nn.Parameter]
+) -> torch.optim.Optimizer:
+    if kind is LocalOptimizer.SGD:
+        return torch.optim.SGD(params, lr=1.0)
+    return torch.optim.Adam(params, lr=1.0)
+
+
+def _first_input(dataset: Dataset[Any]) -> torch.Tensor | None:
+    first = dataset[0]
+    x = first[0] if isinstance(first, tuple | list) else None
+    return x.unsqueeze(0) if isinstance(x, torch.Tensor) else None
+
+
+def _clipped_backward(gsm: Any, optimizer: DPOpt, losses: torch.Tensor) -> None:
+    """Fast gradient clipping: leave Σᵢ clip(∇lossᵢ) in ``p.grad``."""
+    losses.sum().backward(retain_graph=True)  # hooks record per-example norms
+    coeff = gsm.get_clipping_coef().to(device=losses.device, dtype=losses.dtype)
+    optimizer.zero_grad(set_to_none=True)  # the unclipped sum must not survive
+    gsm.disable_hooks()
+    try:
+        (coeff * losses).sum().backward()
+    finally:
+        gsm.enable_hooks()
+
+
+class LocalDPTrainer:
+    """Reusable DP-SGD for one client: wraps once, trains every round."""
+
+    def __init__(self, engine: CSPRNGPrivacyEngine, settings: DPSGDSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._wrapped: _Wrapped | None = None
+        self.builds = 0
+
+    @property
+    def grad_sample_mode(self) -> GradSampleMode | None:
+        """The per-sample method in use (``None`` before the first round)."""
+        return None if self._wrapped is None else self._wrapped.mode
+
+    def _mode_for(self, model: nn.Module, dataset: Dataset[Any]) -> GradSampleMode:
+        wanted = self._settings.grad_sample_mode
+        if wanted is not GradSampleMode.GHOST:
+            return wanted
+        reason = ghost_unsupported_reason(model, _first_input(dataset))
+        if reason is None:
+            return wanted
+        _log.warning("fast gradient clipping unavailable, using hooks: %s", reason)
+        return GradSampleMode.HOOKS
+
+    def _build(
+        self, model: nn.Module, dataset: Dataset[Any], kind: LocalOptimizer
+    ) -> _Wrapped:
+        check_private_compatible(model)
+        if self._wrapped is not None:
+            self._wrapped.gsm.cleanup()
+            self._wrapped = None
+        mode = self._mode_for(model, dataset)
+        local = copy.deepcopy(model).train()
+        params = [p for p in local.parameters() if p.requires_grad]
+        loader = poisson_loader(
+            dataset,
+            sample_rate=1.0 / self._settings.steps_per_epoch,
+            steps=self._settings.steps_per_epoch,
+            rng=self._engine.rng,
+        )
+        made = self._engine.make_private(
+            module=local,
+            optimizer=_make_optimizer(kind, params),
+            data_loader=loader,
+            noise_multiplier=self._settings.noise_multiplier,
+            max_grad_norm=self._settings.max_grad_norm,
+            loss_reduction="sum",
+            poisson_sampling=True,
+            grad_sample_mode=mode.value,
+        )
+        self.builds += 1
+        return _Wrapped(_signature(model), kind, mode, local, made[0], made[1])
+
+    def prepare(
+        self, model: nn.Module, dataset: Dataset[Any], kind: LocalOptimizer
+    ) -> None:
+        """Wrap ``model`` unless the current wrap fits it; raises if Opacus cannot.
+
+        Raises :class:`~dp.errors.UnsupportedModelError` before anything is
+        trained; call it before charging the round.
+        """
+        w = self._wrapped
+        if w is None or w.kind is not kind or w.signature != _signature(model):
+            self._wrapped = self._build(model, dataset, kind)
+
+    def run(
+        self,
+        model: nn.Module,
+        dataset: Dataset[Any],
+        *,
+        epochs: int,
+        lr: float,
+        loss_fn: LossFn,
+        kind: LocalOptimizer,
+    ) -> LocalTrainingOutcome:
+        """``epochs`` DP-SGD epochs from ``model``'s weights; ``model`` is untouched.
+
+        Each step advances ``engine.accountant`` through Opacus's optimizer
+        hook.  The trained weights come back as a detached ``state_dict`` with
+        ``model``'s own keys.
+        """
+        self.prepare(model, dataset, kind)
+        w = self._wrapped
+        assert w is not None  # prepare() built it
+        w.local.load_state_dict(model.state_dict())
+        inner = w.optimizer.original_optimizer
+        inner.state.clear()  # a fresh optimizer state every round
+        for group in inner.param_groups:
+            group["lr"] = lr
+        loader = poisson_loader(
+            dataset,
+            sample_rate=1.0 / self._settings.steps_per_epoch,
+            steps=self._settings.steps_per_epoch,
+            rng=self._engine.rng,
+        )
+        try:
+            with warnings.catch_warnings():
+                # Opacus's hooks fire on outputs when inputs need no grad; harmless.
+                warnings.filterwarnings(
+                    "ignore", message="Full backward hook is firing"
+                )
+                steps, seen, loss_total = _train_epochs(
+                    w, loader, epochs=epochs, loss_fn=loss_fn
+                )
+        finally:
+            w.optimizer.zero_grad(set_to_none=True)
+        state = {k: v.detach().clone() for k, v in w.local.state_dict().items()}
+        return LocalTrainingOutcome(
+            state_dict=state,
+            steps=steps,
+            examples_seen=seen,
+            train_loss=loss_total / seen if seen else float("nan"),
+        )
+
+
+def _losses(
+    gsm: Any, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
+) -> torch.Tensor:
+    losses = loss_fn(gsm(inputs), targets)
+    if losses.dim() != 1 or losses.shape[0] != targets.shape[0]:
+        raise PrivacyError(
+            "loss_fn must return one loss per example (reduction='none'); "
+            f"found shape {tuple(losses.shape)} for a batch of {targets.shape[0]}"
+        )
+    return losses
+
+
+def _train_epochs(
+    w: _Wrapped, loader: DataLoader[Any], *, epochs: int, loss_fn: LossFn
+) -> tuple[int, int, float]:
+    device = next(p.device for p in w.local.parameters())
+    ghost = w.mode is GradSampleMode.GHOST
+    steps = seen = 0
+    loss_total = 0.0
+    for _ in range(epochs):
+        for inputs, targets in loader:
+            w.optimizer.zero_grad(set_to_none=True)
+            batch = int(targets.shape[0])
+            if batch == 0:
+                # The clipped sum of no examples is exactly zero: the step
+                # adds noise only (and no layer sees a zero-length batch).
+                w.optimizer.prepare_empty_step()
+            else:
+                inputs, targets = inputs.to(device), targets.to(device)
+                losses = _losses(w.gsm, inputs, targets, loss_fn)
+                if ghost:
+                    _clipped_backward(w.gsm, w.optimizer, losses)
+                else:
+                    # Summed, not averaged: per-sample gradients must be the
+                    # gradients of single examples for clipping to bound each.
+                    losses.sum().backward()  # type: ignore[no-untyped-call]
+                loss_total += float(losses.detach().sum())
+            w.optimizer.step()
+            steps += 1
+            seen += batch
+    return steps, seen, loss_total
