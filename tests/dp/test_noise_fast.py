@@ -1,0 +1,225 @@
+"""The fast noise paths: AES-256-CTR keystream, cache-sized Gaussians, device noise.
+
+Known answers: the AES-CTR keystream equals an independent computation (AES
+in ECB mode over big-endian counter blocks, itself pinned to NIST SP 800-38A
+F.1.5 / F.5.5), and the torch ChaCha20 block function equals pyca's ChaCha20
+bit for bit.  Statistics: every accepting test runs at α = 1e-4 two-sided, and
+the same samples must reject a σ off by a factor 2/3 or 3/2.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from scipy import stats
+
+import dp.device_noise as device_noise
+import dp.noise as noise_mod
+from dp.device_noise import DeviceGaussian, chacha20_block_words
+from dp.noise import ChaCha20Random, Keystream, SecureRandom
+
+ALPHA = 1e-4
+N = 200_000
+SIGMA = 1.7
+NIST_KEY = bytes.fromhex(
+    "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"
+)
+
+
+def _fixed(keystream: Keystream, key: bytes = bytes(range(32))) -> SecureRandom:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return SecureRandom.insecure_from_key_for_testing(key, keystream)
+
+
+def _variance_ok(x: np.ndarray, sigma: float) -> bool:
+    stat = float(np.sum(x.astype(np.float64) ** 2)) / sigma**2
+    return bool(
+        stats.chi2.ppf(ALPHA / 2, x.size) <= stat <= stats.chi2.isf(ALPHA / 2, x.size)
+    )
+
+
+def _ks_ok(x: np.ndarray, sigma: float) -> bool:
+    return bool(stats.kstest(x.astype(np.float64) / sigma, "norm").pvalue >= ALPHA)
+
+
+def _aes_ctr_oracle(key: bytes, nbytes: int) -> bytes:
+    """AES-256 of the counter blocks 0, 1, 2, ... (128-bit big-endian), by ECB."""
+    blocks = b"".join(i.to_bytes(16, "big") for i in range(-(-nbytes // 16)))
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return (ecb.update(blocks) + ecb.finalize())[:nbytes]
+
+
+def test_the_ecb_oracle_is_nist_aes256() -> None:
+    ecb = Cipher(algorithms.AES(NIST_KEY), modes.ECB()).encryptor()
+    # SP 800-38A F.1.5 (ECB-AES256, block 1) and F.5.5 (CTR-AES256, block 1).
+    assert ecb.update(bytes.fromhex("6bc1bee22e409f96e93d7e117393172a")) == (
+        bytes.fromhex("f3eed1bdb5d2a03c064b5a7e3db181f8")
+    )
+    counter_block = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+    assert ecb.update(counter_block) == bytes.fromhex(
+        "0bdf7df1591716335e9a8b15c860c502"
+    )
+
+
+def test_aes_keystream_is_aes_ctr_of_zeros_across_block_boundaries() -> None:
+    key = bytes(range(1, 33))
+    rng = _fixed(Keystream.AES256_CTR, key)
+    n = 2 * noise_mod._BLOCK_WORDS + 5
+    oracle = _aes_ctr_oracle(key, 8 * n + 24)
+    assert rng._words(n).tobytes() == oracle[: 8 * n]
+    assert rng.random_bytes(24) == oracle[8 * n :]  # one shared stream
+
+
+def test_rekeying_takes_the_next_key_from_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(noise_mod, "REKEY_BYTES", 64)
+    key = bytes(range(32))
+    rng = _fixed(Keystream.AES256_CTR, key)
+    first = rng.random_bytes(64)
+    second = rng.random_bytes(16)  # over the limit: re-key first
+    stream = _aes_ctr_oracle(key, 96)
+    assert first == stream[:64]
+    new_key = stream[64:96]
+    assert second == _aes_ctr_oracle(new_key, 16)
+
+
+def test_default_keystream_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(noise_mod, "cpu_has_aes", lambda: True)
+    assert SecureRandom().keystream is Keystream.AES256_CTR
+    monkeypatch.setattr(noise_mod, "cpu_has_aes", lambda: False)
+    assert SecureRandom().keystream is Keystream.CHACHA20
+    assert ChaCha20Random().keystream is Keystream.CHACHA20
+
+
+@pytest.mark.parametrize("keystream", list(Keystream))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_noise_into_has_the_right_sigma_and_not_a_wrong_one(
+    keystream: Keystream, dtype: type
+) -> None:
+    x = np.empty(N, dtype=dtype)
+    SecureRandom(keystream).gaussian_noise_into(SIGMA, x)
+    assert _variance_ok(x, SIGMA) and _ks_ok(x, SIGMA)
+    for factor in (2 / 3, 3 / 2):
+        assert not _variance_ok(x, factor * SIGMA)
+        assert not _ks_ok(x, factor * SIGMA)
+
+
+@pytest.mark.parametrize("keystream", list(Keystream))
+def test_standard_normal_tails_and_independence(keystream: Keystream) -> None:
+    z = SecureRandom(keystream).standard_normal(N + 3)
+    assert stats.binomtest(int(np.sum(np.abs(z) > 3)), z.size, 0.0026998).pvalue > (
+        ALPHA
+    )
+    r = float(np.corrcoef(z[:-1], z[1:])[0, 1])
+    assert abs(r) * np.sqrt(z.size) < stats.norm.isf(ALPHA / 2)
+
+
+def test_noise_into_float32_is_the_float64_stream_rounded_once() -> None:
+    wide = _fixed(Keystream.AES256_CTR).gaussian_noise(2.5, (3, 40_001))
+    narrow = np.empty((3, 40_001), dtype=np.float32)
+    _fixed(Keystream.AES256_CTR).gaussian_noise_into(2.5, narrow)
+    assert np.array_equal(narrow, wide.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: SecureRandom("aes"), r"keystream must be a Keystream \(AES256_CTR"),  # type: ignore[arg-type]
+        (
+            lambda: SecureRandom().gaussian_noise_into(1.0, np.empty((4, 4))[:, ::2]),
+            "out must be a C-contiguous array",
+        ),
+        (
+            lambda: SecureRandom().gaussian_noise_into(np.inf, np.empty(3)),
+            "std must be finite and >= 0; found inf",
+        ),
+    ],
+)
+def test_bad_arguments(call: object, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        call()  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------- device path
+
+
+@pytest.mark.parametrize(
+    ("counter", "blocks"), [(0, 1), (0, 37), (5, 7), (2**32 - 3, 3)]
+)
+def test_torch_chacha20_equals_pyca_bit_for_bit(counter: int, blocks: int) -> None:
+    key = bytes(range(100, 132))
+    words = chacha20_block_words(key, counter, blocks, "cpu")
+    nonce = counter.to_bytes(4, "little") + bytes(12)
+    ref = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
+    expected = np.frombuffer(ref.update(bytes(64 * blocks)), dtype="<u4")
+    assert words.dtype == torch.int64
+    assert np.array_equal(words.numpy(), expected.astype(np.int64))
+
+
+def test_torch_chacha20_refuses_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="key must be 32 bytes; found 31"):
+        chacha20_block_words(bytes(31), 0, 1, "cpu")
+    with pytest.raises(
+        ValueError, match="32-bit ChaCha20 block counter would overflow"
+    ):
+        chacha20_block_words(bytes(32), 2**32 - 1, 2, "cpu")
+
+
+def test_device_noise_statistics_on_cpu() -> None:
+    x = DeviceGaussian(SecureRandom()).gaussian_noise(
+        SIGMA, (50_000,), device="cpu", dtype=torch.float64
+    )
+    assert x.shape == (50_000,) and x.dtype == torch.float64
+    arr = x.numpy()
+    assert _variance_ok(arr, SIGMA) and _ks_ok(arr, SIGMA)
+    assert not _variance_ok(arr, SIGMA * 3 / 2) and not _variance_ok(arr, SIGMA * 2 / 3)
+
+
+def test_device_uniforms_are_the_keystream_words_with_53_bits() -> None:
+    host = _fixed(Keystream.CHACHA20)
+    gen = DeviceGaussian(host)
+    key = _fixed(Keystream.CHACHA20).random_bytes(32)  # what gen took as its key
+    u = gen.uniform(24, "cpu")
+    words = chacha20_block_words(key, 0, 3, "cpu").numpy()
+    k = ((words[0::2] >> 11) << 32) | words[1::2]
+    assert np.array_equal(u.numpy(), (k.astype(np.float64) + 0.5) * 2.0**-53)
+    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
+
+
+def test_device_stream_rekeys_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_noise, "REKEY_BYTES", 128)  # two blocks per key
+    host = _fixed(Keystream.CHACHA20)
+    twin = _fixed(Keystream.CHACHA20)
+    gen = DeviceGaussian(host)
+    first = gen.uniform(16, "cpu")  # 32 words: both blocks of the first key
+    second = gen.uniform(8, "cpu")  # needs a new key
+    k1, k2 = twin.random_bytes(32), twin.random_bytes(32)
+    w1 = chacha20_block_words(k1, 0, 2, "cpu").numpy()
+    w2 = chacha20_block_words(k2, 0, 1, "cpu").numpy()
+    assert np.array_equal(first.numpy(), _uniforms(w1))
+    assert np.array_equal(second.numpy(), _uniforms(w2))
+
+
+def _uniforms(words: np.ndarray) -> np.ndarray:
+    k = ((words[0::2] >> 11) << 32) | words[1::2]
+    return (k.astype(np.float64) + 0.5) * 2.0**-53
+
+
+@pytest.mark.gpu
+def test_cuda_keystream_and_noise() -> None:
+    key = bytes(range(32))
+    cpu = chacha20_block_words(key, 9, 4097, "cpu")
+    gpu = chacha20_block_words(key, 9, 4097, "cuda")
+    assert torch.equal(gpu.cpu(), cpu)
+    x = DeviceGaussian(SecureRandom()).gaussian_noise(
+        SIGMA, (N,), device="cuda", dtype=torch.float32
+    )
+    assert x.device.type == "cuda" and x.dtype == torch.float32
+    arr = x.cpu().numpy()
+    assert _variance_ok(arr, SIGMA) and _ks_ok(arr, SIGMA)
