@@ -11,6 +11,11 @@ One interleaved run times one local epoch four ways at each model size d:
                     a fedshield client runs (budget check, fsync'd ledger
                     charge, CSPRNG Poisson batches and CSPRNG noise, DP-SGD).
 
+Two parts of the private round are also timed alone, in the same run:
+``of_which_noise`` (the round's CSPRNG Gaussian noise: one draw per parameter
+tensor per step) and ``of_which_accounting`` (the round's ε projection with
+``dp.epsilon_for_history`` over the client's ledger history).
+
 Workload: MLP 784-h-10 with h chosen for about d parameters, 600 synthetic
 examples, expected batch 32, one epoch (19 steps), SGD lr 0.05, σ = 1.0,
 C = 1.0.  Each contender's objects are built once, untimed (an Opacus user
@@ -57,6 +62,9 @@ from benchmarks._harness import (
 
 FEATURES, CLASSES, BATCH, LR, SIGMA, CLIP = 784, 10, 32, 0.05, 1.0, 1.0
 CONTENDERS = ("plain", "opacus_hooks", "opacus_ghost", "private_round")
+#: Parts of the private round, timed alone in the same interleaved run.
+PARTS = ("of_which_noise", "of_which_accounting")
+ROWS = CONTENDERS + PARTS
 #: Targets: private round / Opacus ghost at every d; private round / plain at 1M.
 GHOST_TARGET, PLAIN_TARGET, PLAIN_TARGET_D = 1.3, 4.0, 1_000_000
 
@@ -154,7 +162,59 @@ def opacus_job(d: int, data: TensorDataset, mode: str) -> Job:
     return lambda: epoch
 
 
-def private_job(d: int, data: TensorDataset, ledger_dir: Path, rounds: int) -> Job:
+@dataclass
+class PrivateSide:
+    """One fedshield client at one d, and jobs for the whole round and two parts."""
+
+    client: Any
+    model: nn.Module
+    data: TensorDataset
+    rounds: int = 0
+
+    def round_job(self) -> Job:
+        def one_round() -> int:
+            res = self.client.train_round(
+                self.model, self.data, round_idx=self.rounds, lr=LR
+            )
+            self.rounds += 1
+            return int(res.steps)
+
+        return lambda: one_round
+
+    def accounting_job(self) -> Job:
+        """The round's ε projection alone: its history plus one more round."""
+        import dp
+
+        def project() -> float:
+            history = [*self.client.ledger.history]
+            run = dp.StepRun(self.client.noise_multiplier, self.client.sample_rate,
+                             self.client.steps_per_round)  # fmt: skip
+            cfg = self.client.config
+            return float(dp.epsilon_for_history([*history, run], cfg.delta,
+                                                cfg.accountant))  # fmt: skip
+
+        return lambda: project
+
+    def noise_job(self) -> Job:
+        """The round's CSPRNG noise alone: one draw per parameter tensor per step."""
+        from dp.noise import SecureRandom
+
+        rng = SecureRandom()
+        bufs = [np.empty(tuple(p.shape), np.float32) for p in self.model.parameters()]
+        steps = self.client.steps_per_round
+
+        def draw() -> int:
+            for _ in range(steps):
+                for buf in bufs:
+                    rng.gaussian_noise_into(SIGMA * CLIP, buf)
+            return steps
+
+        return lambda: draw
+
+
+def private_side(
+    d: int, data: TensorDataset, ledger_dir: Path, rounds: int
+) -> PrivateSide:
     import dp
 
     config = dp.DPConfig(
@@ -168,24 +228,18 @@ def private_job(d: int, data: TensorDataset, ledger_dir: Path, rounds: int) -> J
     client = dp.PrivateClient(
         f"bench-{d}", len(data), config, ledger_dir / f"bench-{d}.jsonl"
     )
-    model = make_model(d)
-    counter = iter(range(10**9))
-
-    def one_round() -> int:
-        res = client.train_round(model, data, round_idx=next(counter), lr=LR)
-        return int(res.steps)
-
-    return lambda: one_round
+    return PrivateSide(client, make_model(d), data)
 
 
 @dataclass(frozen=True)
 class SizeResult:
-    """All four contenders at one d, with ratios."""
+    """All four contenders at one d (and two parts of the round), with ratios."""
 
     d: int
     params: int
     summaries: dict[str, Summary]
     private_grad_sample_mode: str
+    private_keystream: str
     wall_vs_plain: dict[str, float]
     cpu_vs_plain: dict[str, float]
     private_vs_ghost_wall: float
@@ -193,14 +247,16 @@ class SizeResult:
     private_vs_hooks_wall: float
 
 
-def _size_result(d: int, measured: dict[str, Summary], mode: str) -> SizeResult:
+def _size_result(d: int, measured: dict[str, Summary], side: PrivateSide) -> SizeResult:
     plain = measured["plain"]
     priv, ghost = measured["private_round"], measured["opacus_ghost"]
+    mode = side.client.grad_sample_mode
     return SizeResult(
         d=d,
-        params=sum(p.numel() for p in make_model(d).parameters()),
+        params=sum(p.numel() for p in side.model.parameters()),
         summaries=measured,
-        private_grad_sample_mode=mode,
+        private_grad_sample_mode=str(getattr(mode, "value", mode)),
+        private_keystream=side.client._engine.rng.keystream.value,
         wall_vs_plain={k: ratio(s.wall_s, plain.wall_s) for k, s in measured.items()},
         cpu_vs_plain={k: ratio(s.cpu_s, plain.cpu_s) for k, s in measured.items()},
         private_vs_ghost_wall=ratio(priv.wall_s, ghost.wall_s),
@@ -209,30 +265,24 @@ def _size_result(d: int, measured: dict[str, Summary], mode: str) -> SizeResult:
     )
 
 
-def _private_mode(d: int) -> str:
-    """The grad-sample mode the private client ran with (as it logged it)."""
-    import dp
-
-    default = dp.DPConfig.__dataclass_fields__["grad_sample_mode"].default
-    return str(getattr(default, "value", default))
-
-
 def measure(plan: Plan) -> list[SizeResult]:
     data = make_data(plan.examples)
     with tempfile.TemporaryDirectory() as ledger_dir:
         jobs: dict[str, Job] = {}
+        sides = {}
         for d in plan.dims:
+            side = sides[d] = private_side(d, data, Path(ledger_dir), 2 * plan.repeats)
             jobs[f"plain@{d}"] = plain_job(d, data)
             jobs[f"opacus_hooks@{d}"] = opacus_job(d, data, "hooks")
             jobs[f"opacus_ghost@{d}"] = opacus_job(d, data, "ghost")
-            jobs[f"private_round@{d}"] = private_job(
-                d, data, Path(ledger_dir), plan.repeats + 1
-            )
+            jobs[f"private_round@{d}"] = side.round_job()
+            jobs[f"of_which_noise@{d}"] = side.noise_job()
+            jobs[f"of_which_accounting@{d}"] = side.accounting_job()
         measured = interleave(jobs, plan.repeats, warmup=1)
     out = []
     for d in plan.dims:
-        by = {c: measured[f"{c}@{d}"].summary for c in CONTENDERS}
-        out.append(_size_result(d, by, _private_mode(d)))
+        by = {c: measured[f"{c}@{d}"].summary for c in ROWS}
+        out.append(_size_result(d, by, sides[d]))
     return out
 
 
@@ -240,7 +290,7 @@ def print_results(results: Sequence[SizeResult]) -> None:
     headers = ["d", "contender", "wall s", "CPU s", "× plain (wall)", "× plain (CPU)"]
     rows = []
     for r in results:
-        for c in CONTENDERS:
+        for c in ROWS:
             s = r.summaries[c]
             ratios = [fmt(r.wall_vs_plain[c], 2), fmt(r.cpu_vs_plain[c], 2)]
             rows.append([f"{r.params:,}", c, fmt(s.wall_s), fmt(s.cpu_s), *ratios])
@@ -251,7 +301,8 @@ def print_results(results: Sequence[SizeResult]) -> None:
             f"d={r.params:,}: private round / Opacus ghost = "
             f"{r.private_vs_ghost_wall:.2f}x wall, {r.private_vs_ghost_cpu:.2f}x CPU; "
             f"/ Opacus hooks = {r.private_vs_hooks_wall:.2f}x wall "
-            f"(private round ran grad_sample_mode={r.private_grad_sample_mode})"
+            f"(private round: grad_sample_mode={r.private_grad_sample_mode}, "
+            f"keystream={r.private_keystream})"
         )
 
 

@@ -105,12 +105,13 @@ def _first_input(dataset: Dataset[Any]) -> torch.Tensor | None:
 
 def _clipped_backward(gsm: Any, optimizer: DPOpt, losses: torch.Tensor) -> None:
     """Fast gradient clipping: leave Σᵢ clip(∇lossᵢ) in ``p.grad``."""
-    losses.sum().backward(retain_graph=True)  # hooks record per-example norms
+    # Hooks record per-example gradient norms.
+    losses.sum().backward(retain_graph=True)  # type: ignore[no-untyped-call]
     coeff = gsm.get_clipping_coef().to(device=losses.device, dtype=losses.dtype)
     optimizer.zero_grad(set_to_none=True)  # the unclipped sum must not survive
     gsm.disable_hooks()
     try:
-        (coeff * losses).sum().backward()
+        (coeff * losses).sum().backward()  # type: ignore[no-untyped-call]
     finally:
         gsm.enable_hooks()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("secagg_vs_flower", "round_overhead", "scaling")
+SCRIPTS = ("secagg_vs_flower", "round_overhead", "scaling", "dp_overhead")
 HAS_FLWR = importlib.util.find_spec("flwr") is not None
 
 
@@ -81,3 +81,20 @@ def test_profile_hotspots_quick() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     for case in ("## client", "## session", "## dp"):
         assert case in proc.stdout
+
+
+def test_dp_overhead_quick_times_every_contender(tmp_path: Path) -> None:
+    out = tmp_path / "dp.json"
+    proc = _run("dp_overhead", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    for res in payload["results"]:
+        assert set(res["summaries"]) == {
+            "plain", "opacus_hooks", "opacus_ghost", "private_round",
+            "of_which_noise", "of_which_accounting",
+        }  # fmt: skip
+        assert all(s["cpu_s"] > 0 for s in res["summaries"].values())
+        assert res["private_grad_sample_mode"] == "ghost"
+    assert payload["targets"]
+    assert all(isinstance(t["met"], bool) for t in payload["targets"])
+    assert "private round / Opacus ghost" in proc.stdout

@@ -104,6 +104,6 @@ def test_the_caller_model_is_never_modified(tmp_path: Path) -> None:
         assert any(not torch.equal(before[k], v) for k, v in res.state_dict.items())
         # Returned weights are copies: editing them cannot reach the client.
         res.state_dict["0.weight"].zero_()
-    assert not torch.equal(
-        c._trainer._wrapped.local.state_dict()["0.weight"], torch.zeros(8, FEATURES)
-    )  # type: ignore[union-attr]
+    wrapped = c._trainer._wrapped
+    assert wrapped is not None
+    assert not torch.equal(wrapped.local.state_dict()["0.weight"], torch.zeros(8, FEATURES))

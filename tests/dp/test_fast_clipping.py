@@ -43,7 +43,8 @@ class EmbedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.conv(self.embed(x).transpose(1, 2)))
-        return self.head(torch.relu(h).flatten(1))
+        out: torch.Tensor = self.head(torch.relu(h).flatten(1))
+        return out
 
 
 class Tied(nn.Module):
@@ -55,7 +56,8 @@ class Tied(nn.Module):
         self.head = nn.Linear(6, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.outer(torch.relu(self.inner(x))))
+        out: torch.Tensor = self.head(self.outer(torch.relu(self.inner(x))))
+        return out
 
 
 class Reused(nn.Module):
@@ -65,7 +67,8 @@ class Reused(nn.Module):
         self.head = nn.Linear(6, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.block(torch.relu(self.block(x))))
+        out: torch.Tensor = self.head(self.block(torch.relu(self.block(x))))
+        return out
 
 
 def token_data(n: int = N_EXAMPLES) -> TensorDataset:
@@ -92,7 +95,7 @@ def oracle_step(
         grads = torch.autograd.grad(
             LOSS(m(x[None]), y[None]).sum(), list(params.values())
         )
-        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+        norm = torch.stack([(g.double() ** 2).sum() for g in grads]).sum().sqrt()
         factor = min(1.0, clip / (float(norm) + 1e-6))
         for k, g in zip(params, grads, strict=True):
             total[k] += factor * g

@@ -102,7 +102,7 @@ def test_default_keystream_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> N
 def test_noise_into_has_the_right_sigma_and_not_a_wrong_one(
     keystream: Keystream, dtype: type
 ) -> None:
-    x = np.empty(N, dtype=dtype)
+    x: np.ndarray = np.empty(N, dtype=dtype)
     SecureRandom(keystream).gaussian_noise_into(SIGMA, x)
     assert _variance_ok(x, SIGMA) and _ks_ok(x, SIGMA)
     for factor in (2 / 3, 3 / 2):
@@ -208,7 +208,8 @@ def test_device_stream_rekeys_from_the_host(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _uniforms(words: np.ndarray) -> np.ndarray:
     k = ((words[0::2] >> 11) << 32) | words[1::2]
-    return (k.astype(np.float64) + 0.5) * 2.0**-53
+    out: np.ndarray = (k.astype(np.float64) + 0.5) * 2.0**-53
+    return out
 
 
 @pytest.mark.gpu
