@@ -9,7 +9,8 @@ Public API (everything else is internal):
 * accounting: :func:`calibrate_noise_multiplier`, :func:`epsilon_for_history`,
   :func:`epsilon_from_entries`, :class:`StepRun`;
 * ledger: :class:`PrivacyLedger`, :class:`LedgerEntry`, :func:`read_ledger`;
-* randomness: :class:`ChaCha20Random`;
+* randomness: :class:`SecureRandom` (AES-256-CTR or ChaCha20, see
+  :class:`Keystream`), :class:`ChaCha20Random`;
 * errors: :class:`PrivacyError` and its subclasses.
 
 ``dp`` never imports ``core`` or ``secagg``.
@@ -45,7 +46,7 @@ from dp.errors import (
 )
 from dp.ledger import PrivacyLedger
 from dp.ledger_format import LedgerEntry, read_ledger
-from dp.noise import ChaCha20Random
+from dp.noise import ChaCha20Random, Keystream, SecureRandom
 
 LedgerCorrupted = LedgerCorruptedError
 
@@ -69,6 +70,7 @@ __all__ = [
     "GradSampleMode",
     "InvalidDeltaError",
     "InvalidNoiseMultiplierError",
+    "Keystream",
     "LedgerCorrupted",
     "LedgerCorruptedError",
     "LedgerEntry",
@@ -79,6 +81,7 @@ __all__ = [
     "PrivacyLedger",
     "PrivateClient",
     "PrivateRoundResult",
+    "SecureRandom",
     "StepRun",
     "UnsupportedModelError",
     "calibrate_noise_multiplier",

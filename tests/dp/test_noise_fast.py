@@ -10,6 +10,7 @@ the same samples must reject a σ off by a factor 2/3 or 3/2.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +20,11 @@ from scipy import stats
 
 import dp.device_noise as device_noise
 import dp.noise as noise_mod
+from dp import PrivateClient
 from dp.device_noise import DeviceGaussian, chacha20_block_words
+from dp.engine import _Noise
 from dp.noise import ChaCha20Random, Keystream, SecureRandom
+from tests.dp.helpers import N_EXAMPLES, config, dataset, fixed_rng, model
 
 ALPHA = 1e-4
 N = 200_000
@@ -224,3 +228,51 @@ def test_cuda_keystream_and_noise() -> None:
     assert x.device.type == "cuda" and x.dtype == torch.float32
     arr = x.cpu().numpy()
     assert _variance_ok(arr, SIGMA) and _ks_ok(arr, SIGMA)
+
+
+def _host_noise_spy(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    calls: list[float] = []
+    real = SecureRandom.gaussian_noise_into
+
+    def spy(self: SecureRandom, std: float, out: np.ndarray) -> None:
+        calls.append(std)
+        real(self, std, out)
+
+    monkeypatch.setattr(SecureRandom, "gaussian_noise_into", spy)
+    return calls
+
+
+def test_the_optimizer_uses_the_device_stream_where_the_model_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On CPU, pretend the parameters live on an accelerator: every draw must
+    # then come from DeviceGaussian, none from the host sampler.
+    host_calls = _host_noise_spy(monkeypatch)
+    device_calls: list[tuple[int, ...]] = []
+    real = DeviceGaussian.gaussian_noise
+
+    def spy(self: DeviceGaussian, std: float, shape: tuple[int, ...], **kw: object):
+        device_calls.append(shape)
+        return real(self, std, shape, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceGaussian, "gaussian_noise", spy)
+    monkeypatch.setattr(_Noise, "on_device", lambda self, device: True)
+    c = PrivateClient("g", N_EXAMPLES, config(), tmp_path / "g.jsonl", rng=fixed_rng(1))
+    m = model()
+    res = c.train_round(m, dataset(), round_idx=0, lr=0.1)
+    assert host_calls == []
+    assert len(device_calls) == 4 * res.steps  # 4 parameter tensors per step
+    assert any(not torch.equal(v, m.state_dict()[k]) for k, v in res.state_dict.items())
+
+
+@pytest.mark.gpu
+def test_a_private_round_on_cuda_draws_noise_on_the_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host_calls = _host_noise_spy(monkeypatch)
+    c = PrivateClient("cu", N_EXAMPLES, config(), tmp_path / "cu.jsonl")
+    m = model().cuda()
+    res = c.train_round(m, dataset(), round_idx=0, lr=0.1)
+    assert host_calls == []
+    assert all(v.device.type == "cuda" for v in res.state_dict.values())
+    assert res.steps == c.steps_per_round
