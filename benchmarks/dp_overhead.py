@@ -14,7 +14,9 @@ One interleaved run times one local epoch four ways at each model size d:
 Two parts of the private round are also timed alone, in the same run:
 ``of_which_noise`` (the round's CSPRNG Gaussian noise: one draw per parameter
 tensor per step) and ``of_which_accounting`` (the round's ε projection with
-``dp.epsilon_for_history`` over the client's ledger history).
+``dp.epsilon_for_history`` over the client's ledger history); and, for
+reference, ``ref_torch_noise``: the same draws made as vanilla Opacus makes
+them (``torch.normal``, one sample per coordinate, not a CSPRNG).
 
 Workload: MLP 784-h-10 with h chosen for about d parameters, 600 synthetic
 examples, expected batch 32, one epoch (19 steps), SGD lr 0.05, σ = 1.0,
@@ -62,8 +64,9 @@ from benchmarks._harness import (
 
 FEATURES, CLASSES, BATCH, LR, SIGMA, CLIP = 784, 10, 32, 0.05, 1.0, 1.0
 CONTENDERS = ("plain", "opacus_hooks", "opacus_ghost", "private_round")
-#: Parts of the private round, timed alone in the same interleaved run.
-PARTS = ("of_which_noise", "of_which_accounting")
+#: Parts of the private round, and Opacus's own (torch RNG) noise for
+#: reference, each timed alone in the same interleaved run.
+PARTS = ("of_which_noise", "of_which_accounting", "ref_torch_noise")
 ROWS = CONTENDERS + PARTS
 #: Targets: private round / Opacus ghost at every d; private round / plain at 1M.
 GHOST_TARGET, PLAIN_TARGET, PLAIN_TARGET_D = 1.3, 4.0, 1_000_000
@@ -201,12 +204,27 @@ class PrivateSide:
 
         rng = SecureRandom()
         bufs = [np.empty(tuple(p.shape), np.float32) for p in self.model.parameters()]
-        steps = self.client.steps_per_round
+        steps: int = self.client.steps_per_round
 
         def draw() -> int:
             for _ in range(steps):
                 for buf in bufs:
                     rng.gaussian_noise_into(SIGMA * CLIP, buf)
+            return steps
+
+        return lambda: draw
+
+    def torch_noise_job(self) -> Job:
+        """For reference: the same draws as vanilla Opacus makes them (torch RNG,
+        one sample per coordinate, ``torch.normal`` as in its ``_generate_noise``)."""
+        shapes = [tuple(p.shape) for p in self.model.parameters()]
+        steps: int = self.client.steps_per_round
+        gen = torch.Generator().manual_seed(0)  # reference timing, not DP noise
+
+        def draw() -> int:
+            for _ in range(steps):
+                for shape in shapes:
+                    torch.normal(0.0, SIGMA * CLIP, size=shape, generator=gen)
             return steps
 
         return lambda: draw
@@ -245,6 +263,8 @@ class SizeResult:
     private_vs_ghost_wall: float
     private_vs_ghost_cpu: float
     private_vs_hooks_wall: float
+    rest_cpu_s: float
+    noise_vs_torch_noise_cpu: float
 
 
 def _size_result(d: int, measured: dict[str, Summary], side: PrivateSide) -> SizeResult:
@@ -262,6 +282,12 @@ def _size_result(d: int, measured: dict[str, Summary], side: PrivateSide) -> Siz
         private_vs_ghost_wall=ratio(priv.wall_s, ghost.wall_s),
         private_vs_ghost_cpu=ratio(priv.cpu_s, ghost.cpu_s),
         private_vs_hooks_wall=ratio(priv.wall_s, measured["opacus_hooks"].wall_s),
+        rest_cpu_s=priv.cpu_s
+        - measured["of_which_noise"].cpu_s
+        - measured["of_which_accounting"].cpu_s,
+        noise_vs_torch_noise_cpu=ratio(
+            measured["of_which_noise"].cpu_s, measured["ref_torch_noise"].cpu_s
+        ),
     )
 
 
@@ -278,6 +304,7 @@ def measure(plan: Plan) -> list[SizeResult]:
             jobs[f"private_round@{d}"] = side.round_job()
             jobs[f"of_which_noise@{d}"] = side.noise_job()
             jobs[f"of_which_accounting@{d}"] = side.accounting_job()
+            jobs[f"ref_torch_noise@{d}"] = side.torch_noise_job()
         measured = interleave(jobs, plan.repeats, warmup=1)
     out = []
     for d in plan.dims:
@@ -303,6 +330,14 @@ def print_results(results: Sequence[SizeResult]) -> None:
             f"/ Opacus hooks = {r.private_vs_hooks_wall:.2f}x wall "
             f"(private round: grad_sample_mode={r.private_grad_sample_mode}, "
             f"keystream={r.private_keystream})"
+        )
+        rest = r.rest_cpu_s
+        vs_ghost = ratio(rest, r.summaries["opacus_ghost"].cpu_s)
+        print(
+            f"d={r.params:,}: computed, CPU: private round minus its noise and ε "
+            f"projection = {rest:.3f} s = {vs_ghost:.2f}x "
+            f"Opacus ghost; CSPRNG noise / torch noise = "
+            f"{r.noise_vs_torch_noise_cpu:.1f}x"
         )
 
 
