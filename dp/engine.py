@@ -181,6 +181,15 @@ class CSPRNGDPOptimizerFastGradientClipping(DPOptimizerFastGradientClipping):  #
         self._noise = _Noise(rng)
         self._normaliser = float(normaliser)
 
+    def accumulate(self) -> None:
+        for p in self.params:
+            if p.summed_grad is not None:
+                p.summed_grad.add_(p.grad.data)
+            else:
+                # Opacus deep-copies here; add_noise replaces p.grad with a new
+                # tensor, so the clipped sum can be taken over without a copy.
+                p.summed_grad = p.grad.detach()
+
     def add_noise(self) -> None:
         _add_noise(self, self._noise)
 
