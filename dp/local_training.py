@@ -147,8 +147,8 @@ class LocalDPTrainer:
         if self._wrapped is not None:
             self._wrapped.gsm.cleanup()
             self._wrapped = None
-        mode = self._mode_for(model, dataset)
         local = copy.deepcopy(model).train()
+        mode = self._mode_for(local, dataset)  # probes the copy, not the caller's
         params = [p for p in local.parameters() if p.requires_grad]
         loader = poisson_loader(
             dataset,
