@@ -37,7 +37,7 @@ from dp.engine import (
     LocalOptimizer,
     LossFn,
 )
-from dp.errors import PrivacyError
+from dp.errors import PrivacyError, UnsupportedModelError
 from dp.sampling import poisson_loader
 
 __all__ = ["DPSGDSettings", "LocalDPTrainer", "LocalTrainingOutcome"]
@@ -234,7 +234,14 @@ class LocalDPTrainer:
 def _losses(
     gsm: Any, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
 ) -> torch.Tensor:
-    losses = loss_fn(gsm(inputs), targets)
+    try:
+        outputs = gsm(inputs)
+    except NotImplementedError as exc:  # Opacus refusing weight reuse mid-round
+        raise UnsupportedModelError(
+            f"fast gradient clipping cannot train this model ({exc}); set "
+            "DPConfig.grad_sample_mode=GradSampleMode.HOOKS"
+        ) from exc
+    losses = loss_fn(outputs, targets)
     if losses.dim() != 1 or losses.shape[0] != targets.shape[0]:
         raise PrivacyError(
             "loss_fn must return one loss per example (reduction='none'); "

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dp import DPConfig, GradSampleMode, PrivateClient
+from dp import DPConfig, GradSampleMode, PrivateClient, UnsupportedModelError
 from dp.config import Accountant
 from dp.engine import (
     CSPRNGDPOptimizerFastGradientClipping,
@@ -216,3 +216,41 @@ def test_unsupported_models_fall_back_to_hooks_and_say_why(
     (record,) = [r for r in caplog.records if r.name == "dp.local_training"]
     assert "fast gradient clipping unavailable, using hooks" in record.getMessage()
     assert re.search(reason, record.getMessage())
+
+
+class ReusedForBatches(nn.Module):
+    """Reuses a Linear only for batches of two or more: the one-example probe
+    cannot see it, so Opacus refuses during the round."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.block(x)
+        if x.shape[0] > 1:
+            h = self.block(torch.relu(h))
+        out: torch.Tensor = self.head(h)
+        return out
+
+
+def test_reuse_the_probe_misses_is_refused_with_a_named_error(tmp_path: Path) -> None:
+    c = PrivateClient("s", N_EXAMPLES, config(), tmp_path / "s.jsonl", rng=fixed_rng(5))
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"^fast gradient clipping cannot train this model \(Parameter tying is "
+        r"not supported with Ghost Clipping\); set "
+        r"DPConfig.grad_sample_mode=GradSampleMode.HOOKS$",
+    ):
+        c.train_round(seeded(ReusedForBatches()), dataset(), round_idx=0, lr=0.1)
+    assert len(c.ledger.entries) == 1  # write-ahead: charged, nothing released
+    hooks = PrivateClient(
+        "h",
+        N_EXAMPLES,
+        config(grad_sample_mode=GradSampleMode.HOOKS),
+        tmp_path / "h.jsonl",
+        rng=fixed_rng(5),
+    )
+    res = hooks.train_round(seeded(ReusedForBatches()), dataset(), round_idx=0, lr=0.1)
+    assert res.steps == hooks.steps_per_round
