@@ -136,7 +136,9 @@ class PrivateClient:
     coordinator already calibrated with :func:`calibrate_noise_multiplier`);
     by default it is ``config.noise_multiplier`` or calibrated here, once, for
     the whole planned schedule.  ``rng`` defaults to a fresh OS-keyed
-    :class:`~dp.noise.SecureRandom`.
+    :class:`~dp.noise.SecureRandom`.  With ``prefetch_noise=True`` the client
+    draws its next round's noise on a background thread as soon as a round
+    ends (CPU float32 models, up to 256 MiB), so that round only adds it.
     """
 
     def __init__(
@@ -148,8 +150,13 @@ class PrivateClient:
         *,
         noise_multiplier: float | None = None,
         rng: SecureRandom | None = None,
+        prefetch_noise: bool = False,
     ) -> None:
         _check_identity(client_id, num_examples)
+        if not isinstance(prefetch_noise, bool):
+            raise DPConfigError(
+                f"prefetch_noise must be True or False; found {prefetch_noise!r}"
+            )
         _check_delta(config, num_examples)
         sigma = _resolve_sigma(config, num_examples, noise_multiplier)
         self._client_id = client_id
@@ -184,6 +191,7 @@ class PrivateClient:
                 max_grad_norm=config.max_grad_norm,
                 steps_per_epoch=steps_per_epoch(num_examples, config.batch_size),
                 grad_sample_mode=config.grad_sample_mode,
+                prefetch_noise=prefetch_noise,
             ),
         )
         self._projection: tuple[int, float] | None = None
@@ -243,6 +251,10 @@ class PrivateClient:
     def budget_left(self) -> float:
         """``epsilon_budget − epsilon_spent()`` (never negative)."""
         return max(0.0, self._config.epsilon_budget - self.epsilon_spent())
+
+    def wait_for_prefetched_noise(self) -> None:
+        """Block until the next round's noise drawn ahead (if any) is ready."""
+        self._trainer.wait_for_prefetched_noise()
 
     def can_train(self) -> bool:
         """Whether one more round fits in the budget."""

@@ -44,6 +44,7 @@ from dp.config import Accountant
 from dp.device_noise import DeviceGaussian
 from dp.errors import PrivacyError
 from dp.noise import SecureRandom
+from dp.noise_prefetch import PrefetchedNoise
 from dp.sampling import PoissonBatchSampler, poisson_loader
 
 __all__ = [
@@ -76,6 +77,8 @@ class _Noise:
     def __init__(self, rng: SecureRandom) -> None:
         self.rng = rng
         self._device: DeviceGaussian | None = None
+        #: This round's noise drawn ahead (float32 CPU parameters only), if any.
+        self.prefetched: PrefetchedNoise | None = None
 
     def on_device(self, device: torch.device) -> bool:
         """Whether noise for ``device`` is drawn there rather than on the host."""
@@ -88,6 +91,8 @@ class _Noise:
             return self._device.gaussian_noise(
                 std, tuple(ref.shape), device=ref.device, dtype=ref.dtype
             )
+        if self.prefetched is not None:
+            return torch.from_numpy(self.prefetched.take(tuple(ref.shape), std))
         if ref.dtype in (torch.float32, torch.float64):
             noise = torch.empty(ref.shape, dtype=ref.dtype)
             self.rng.gaussian_noise_into(std, noise.numpy())
@@ -136,11 +141,11 @@ class CSPRNGDPOptimizer(DPOptimizer):  # type: ignore[misc]
             generator=None,
             secure_mode=False,
         )
-        self._noise = _Noise(rng)
+        self.noise = _Noise(rng)
         self._normaliser = float(normaliser)
 
     def add_noise(self) -> None:
-        _add_noise(self, self._noise)
+        _add_noise(self, self.noise)
 
     def scale_grad(self) -> None:
         for p in self.params:
@@ -178,7 +183,7 @@ class CSPRNGDPOptimizerFastGradientClipping(DPOptimizerFastGradientClipping):  #
             generator=None,
             secure_mode=False,
         )
-        self._noise = _Noise(rng)
+        self.noise = _Noise(rng)
         self._normaliser = float(normaliser)
 
     def accumulate(self) -> None:
@@ -191,7 +196,7 @@ class CSPRNGDPOptimizerFastGradientClipping(DPOptimizerFastGradientClipping):  #
                 p.summed_grad = p.grad.detach()
 
     def add_noise(self) -> None:
-        _add_noise(self, self._noise)
+        _add_noise(self, self.noise)
 
     def scale_grad(self) -> None:
         for p in self.params:

@@ -38,6 +38,7 @@ from dp.engine import (
     LossFn,
 )
 from dp.errors import PrivacyError, UnsupportedModelError
+from dp.noise_prefetch import PREFETCH_MAX_BYTES, PrefetchedNoise
 from dp.sampling import poisson_loader
 
 __all__ = ["DPSGDSettings", "LocalDPTrainer", "LocalTrainingOutcome"]
@@ -65,6 +66,7 @@ class DPSGDSettings:
     max_grad_norm: float
     steps_per_epoch: int
     grad_sample_mode: GradSampleMode
+    prefetch_noise: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ class LocalDPTrainer:
         self._engine = engine
         self._settings = settings
         self._wrapped: _Wrapped | None = None
+        self._prefetched: PrefetchedNoise | None = None
         self.builds = 0
 
     @property
@@ -169,6 +172,43 @@ class LocalDPTrainer:
         self.builds += 1
         return _Wrapped(_signature(model), kind, mode, local, made[0], made[1])
 
+    def _noise_plan(self, w: _Wrapped, epochs: int) -> tuple[float, list[Any], int]:
+        params = list(w.optimizer.params)
+        std = self._settings.noise_multiplier * self._settings.max_grad_norm
+        return (
+            std,
+            [tuple(p.shape) for p in params],
+            self._settings.steps_per_epoch * epochs,
+        )
+
+    def _claim_prefetched(self, w: _Wrapped, epochs: int) -> PrefetchedNoise | None:
+        """The noise drawn ahead for this round, if it fits it exactly."""
+        pre, self._prefetched = self._prefetched, None
+        std, shapes, steps = self._noise_plan(w, epochs)
+        if pre is not None and pre.fits(std=std, shapes=shapes, steps=steps):
+            return pre
+        return None  # a mismatch discards it: noise is never reused
+
+    def _start_prefetch(self, w: _Wrapped, epochs: int) -> None:
+        """Draw the next round's noise on a background thread, if allowed."""
+        std, shapes, steps = self._noise_plan(w, epochs)
+        params = list(w.optimizer.params)
+        if not self._settings.prefetch_noise or not all(
+            p.device.type == "cpu" and p.dtype == torch.float32 for p in params
+        ):
+            return
+        if PrefetchedNoise.nbytes(shapes, steps) > PREFETCH_MAX_BYTES:
+            _log.info("next round's noise exceeds the prefetch cap; drawn inline")
+            return
+        self._prefetched = PrefetchedNoise(
+            self._engine.rng.spawn(), std=std, shapes=shapes, steps=steps
+        )
+
+    def wait_for_prefetched_noise(self) -> None:
+        """Block until the noise drawn ahead for the next round (if any) is ready."""
+        if self._prefetched is not None:
+            self._prefetched.wait()
+
     def prepare(
         self, model: nn.Module, dataset: Dataset[Any], kind: LocalOptimizer
     ) -> None:
@@ -211,6 +251,7 @@ class LocalDPTrainer:
             steps=self._settings.steps_per_epoch,
             rng=self._engine.rng,
         )
+        w.optimizer.noise.prefetched = self._claim_prefetched(w, epochs)
         try:
             with warnings.catch_warnings():
                 # Opacus's hooks fire on outputs when inputs need no grad; harmless.
@@ -220,8 +261,16 @@ class LocalDPTrainer:
                 steps, seen, loss_total = _train_epochs(
                     w, loader, epochs=epochs, loss_fn=loss_fn
                 )
+        except BaseException:
+            # A step cut short leaves Opacus's per-module activations and
+            # forward counters behind; the next round starts from a fresh wrap.
+            w.gsm.cleanup()
+            self._wrapped = None
+            raise
         finally:
             w.optimizer.zero_grad(set_to_none=True)
+            w.optimizer.noise.prefetched = None  # used up or discarded, never reused
+        self._start_prefetch(w, epochs)
         state = {k: v.detach().clone() for k, v in w.local.state_dict().items()}
         return LocalTrainingOutcome(
             state_dict=state,

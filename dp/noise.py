@@ -49,6 +49,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +122,9 @@ def _encryptor(keystream: Keystream, key: bytes) -> CipherContext:
     return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
 
 
+_R = TypeVar("_R", bound="SecureRandom")
+
+
 class SecureRandom:
     """Cryptographically secure uniforms, Gaussians and Bernoulli draws.
 
@@ -148,8 +152,8 @@ class SecureRandom:
 
     @classmethod
     def insecure_from_key_for_testing(
-        cls, key: bytes, keystream: Keystream | None = None
-    ) -> SecureRandom:
+        cls: type[_R], key: bytes, keystream: Keystream | None = None
+    ) -> _R:
         """A generator with a caller-chosen key.  Never use outside tests."""
         if len(key) != _KEY_BYTES:
             raise ValueError(f"key must be {_KEY_BYTES} bytes; found {len(key)}")
@@ -161,6 +165,17 @@ class SecureRandom:
         rng = cls.__new__(cls)
         rng._init(key, keystream)
         return rng
+
+    def spawn(self: _R) -> _R:
+        """A new generator of the same kind keyed by the next 32 bytes of this stream.
+
+        Those bytes are never output, so the child's stream is independent of
+        everything this generator produces afterwards: noise can be drawn on
+        another thread, deterministically for a given parent key.
+        """
+        child = type(self).__new__(type(self))
+        child._init(self.random_bytes(_KEY_BYTES), self.keystream)
+        return child
 
     def _reserve(self, n: int) -> None:
         """Account for ``n`` bytes about to be drawn; re-key first if needed."""

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from dp import LocalOptimizer, PrivateClient
+from dp import GradSampleMode, LocalOptimizer, PrivacyError, PrivateClient
 from dp.engine import CSPRNGPrivacyEngine
 from tests.dp.helpers import FEATURES, N_EXAMPLES, config, dataset, fixed_rng, model
 
@@ -106,4 +106,23 @@ def test_the_caller_model_is_never_modified(tmp_path: Path) -> None:
         res.state_dict["0.weight"].zero_()
     wrapped = c._trainer._wrapped
     assert wrapped is not None
-    assert not torch.equal(wrapped.local.state_dict()["0.weight"], torch.zeros(8, FEATURES))
+    assert not torch.equal(
+        wrapped.local.state_dict()["0.weight"], torch.zeros(8, FEATURES)
+    )
+
+
+@pytest.mark.parametrize("mode", [GradSampleMode.GHOST, GradSampleMode.HOOKS])
+def test_a_round_cut_short_does_not_poison_the_next(
+    tmp_path: Path, mode: GradSampleMode
+) -> None:
+    cfg = config(grad_sample_mode=mode)
+    c = PrivateClient("e", N_EXAMPLES, cfg, tmp_path / "e.jsonl", rng=fixed_rng(4))
+    m = model()
+    c.train_round(m, dataset(), round_idx=0, lr=0.1)
+    # Fails after the forward pass of its first step: Opacus has recorded
+    # activations that no backward pass consumed.
+    with pytest.raises(PrivacyError, match="one loss per example"):
+        c.train_round(m, dataset(), round_idx=1, lr=0.1, loss_fn=nn.CrossEntropyLoss())
+    res = c.train_round(m, dataset(), round_idx=2, lr=0.1)
+    assert res.steps == c.steps_per_round
+    assert c._trainer.builds == 2 and c.grad_sample_mode is mode

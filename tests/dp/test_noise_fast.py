@@ -9,21 +9,26 @@ the same samples must reject a σ off by a factor 2/3 or 3/2.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy import stats
+from torch import nn
 
 import dp.device_noise as device_noise
+import dp.local_training as local_training
 import dp.noise as noise_mod
-from dp import PrivateClient
+from dp import DPConfigError, PrivacyError, PrivateClient
 from dp.device_noise import DeviceGaussian, chacha20_block_words
 from dp.engine import _Noise
 from dp.noise import ChaCha20Random, Keystream, SecureRandom
+from dp.noise_prefetch import PrefetchedNoise
 from tests.dp.helpers import N_EXAMPLES, config, dataset, fixed_rng, model
 
 ALPHA = 1e-4
@@ -276,3 +281,129 @@ def test_a_private_round_on_cuda_draws_noise_on_the_device(
     assert host_calls == []
     assert all(v.device.type == "cuda" for v in res.state_dict.values())
     assert res.steps == c.steps_per_round
+
+
+# ------------------------------------------------------- noise drawn ahead
+
+
+def _thread_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    threads: list[str] = []
+    real = SecureRandom.gaussian_noise_into
+
+    def spy(self: SecureRandom, std: float, out: np.ndarray) -> None:
+        threads.append(threading.current_thread().name)
+        real(self, std, out)
+
+    monkeypatch.setattr(SecureRandom, "gaussian_noise_into", spy)
+    return threads
+
+
+def test_prefetched_noise_is_the_spawned_stream_each_array_once() -> None:
+    parent, twin = _fixed(Keystream.AES256_CTR), _fixed(Keystream.AES256_CTR)
+    shapes = [(3, 5), (5,)]
+    pre = PrefetchedNoise(parent.spawn(), std=0.7, shapes=shapes, steps=2)
+    child = twin.spawn()
+    assert parent.random_bytes(8) == twin.random_bytes(8)  # same parent stream
+    for _ in range(2):
+        for shape in shapes:
+            expected = np.empty(shape, dtype=np.float32)
+            child.gaussian_noise_into(0.7, expected)
+            assert np.array_equal(pre.take(shape, 0.7), expected)
+    assert pre.remaining == 0
+    with pytest.raises(PrivacyError, match=r"draw 4 wants nothing at std 0\.7"):
+        pre.take((5,), 0.7)
+
+
+def test_prefetched_noise_refuses_draws_out_of_step() -> None:
+    pre = PrefetchedNoise(SecureRandom(), std=1.0, shapes=[(4,), (2,)], steps=1)
+    with pytest.raises(
+        PrivacyError,
+        match=r"^prefetched noise out of step: draw 0 wants \(4,\) at std 1\.0; "
+        r"asked for \(2,\) at std 1\.0$",
+    ):
+        pre.take((2,), 1.0)
+    with pytest.raises(PrivacyError, match=r"asked for \(4,\) at std 2\.0$"):
+        pre.take((4,), 2.0)
+
+
+def test_a_failed_prefetch_is_reported_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: SecureRandom, std: float, out: np.ndarray) -> None:
+        raise RuntimeError("keystream exhausted")
+
+    monkeypatch.setattr(SecureRandom, "gaussian_noise_into", broken)
+    pre = PrefetchedNoise(SecureRandom(), std=1.0, shapes=[(4,)], steps=1)
+    with pytest.raises(
+        PrivacyError, match="noise prefetch failed: keystream exhausted"
+    ):
+        pre.take((4,), 1.0)
+
+
+def test_a_prefetching_client_adds_noise_drawn_off_the_critical_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _thread_spy(monkeypatch)
+    ahead = PrivateClient(
+        "p", N_EXAMPLES, config(), tmp_path / "p.jsonl", rng=fixed_rng(3),
+        prefetch_noise=True,
+    )  # fmt: skip
+    inline = PrivateClient(
+        "i", N_EXAMPLES, config(), tmp_path / "i.jsonl", rng=fixed_rng(3)
+    )
+    m = model()
+    first = ahead.train_round(m, dataset(), round_idx=0, lr=0.1)
+    same = inline.train_round(m, dataset(), round_idx=0, lr=0.1)
+    # Round 0 has nothing drawn ahead: inline, hence identical to the plain client.
+    assert all(torch.equal(first.state_dict[k], v) for k, v in same.state_dict.items())
+    draws = 4 * ahead.steps_per_round
+    ahead.wait_for_prefetched_noise()
+    assert threads.count("dp-noise-prefetch") == draws
+    del threads[:]
+    second = ahead.train_round(m, dataset(), round_idx=1, lr=0.1)
+    assert "MainThread" not in threads  # round 1 only added noise drawn ahead
+    assert any(
+        not torch.equal(v, m.state_dict()[k]) for k, v in second.state_dict.items()
+    )
+
+
+def test_prefetched_noise_is_never_reused_after_a_failed_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = PrivateClient(
+        "f", N_EXAMPLES, config(), tmp_path / "f.jsonl", prefetch_noise=True
+    )
+    m = model()
+    c.train_round(m, dataset(), round_idx=0, lr=0.1)
+    c.wait_for_prefetched_noise()
+    drawn_ahead = c._trainer._prefetched
+    assert drawn_ahead is not None
+    with pytest.raises(PrivacyError, match="one loss per example"):
+        c.train_round(m, dataset(), round_idx=1, lr=0.1, loss_fn=nn.CrossEntropyLoss())
+    assert c._trainer._prefetched is None  # claimed by the failed round, discarded
+    assert c._trainer._wrapped is None  # and its half-done step's wrap with it
+    threads = _thread_spy(monkeypatch)
+    c.train_round(m, dataset(), round_idx=2, lr=0.1)
+    assert threads[: 4 * c.steps_per_round] == ["MainThread"] * 4 * c.steps_per_round
+    assert c._trainer._prefetched is not drawn_ahead
+
+
+def test_prefetch_respects_its_memory_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_training, "PREFETCH_MAX_BYTES", 100)
+    c = PrivateClient(
+        "m", N_EXAMPLES, config(), tmp_path / "m.jsonl", prefetch_noise=True
+    )
+    c.train_round(model(), dataset(), round_idx=0, lr=0.1)
+    assert c._trainer._prefetched is None
+
+
+def test_prefetch_flag_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(
+        DPConfigError, match=r"^prefetch_noise must be True or False; found 'yes'$"
+    ):
+        flag: Any = "yes"
+        PrivateClient(
+            "x", N_EXAMPLES, config(), tmp_path / "x.jsonl", prefetch_noise=flag
+        )
