@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from dp import DPConfig, GradSampleMode, PrivateClient, UnsupportedModelError
 from dp.config import Accountant
 from dp.engine import (
+    CSPRNGDPOptimizer,
     CSPRNGDPOptimizerFastGradientClipping,
     CSPRNGPrivacyEngine,
     LocalOptimizer,
@@ -254,3 +255,29 @@ def test_reuse_the_probe_misses_is_refused_with_a_named_error(tmp_path: Path) ->
     )
     res = hooks.train_round(seeded(ReusedForBatches()), dataset(), round_idx=0, lr=0.1)
     assert res.steps == hooks.steps_per_round
+
+
+@pytest.mark.parametrize("mode", [GradSampleMode.HOOKS, GradSampleMode.FUNCTORCH])
+def test_per_sample_modes_also_train_empty_batches_with_embeddings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: GradSampleMode
+) -> None:
+    empties = []
+    real = CSPRNGDPOptimizer.prepare_empty_step
+
+    def spy(self: CSPRNGDPOptimizer) -> None:
+        empties.append(1)
+        real(self)
+
+    monkeypatch.setattr(CSPRNGDPOptimizer, "prepare_empty_step", spy)
+    cfg = DPConfig(
+        noise_multiplier=1.0, delta=1e-3, max_grad_norm=1.0, epsilon_budget=1e3,
+        planned_rounds=10, batch_size=1, grad_sample_mode=mode,
+    )  # fmt: skip
+    c = PrivateClient("e", 3, cfg, tmp_path / "e.jsonl", rng=fixed_rng(2))
+    m = seeded(EmbedConv())
+    for r in range(10):
+        m.load_state_dict(
+            c.train_round(m, token_data(3), round_idx=r, lr=0.1).state_dict
+        )
+    assert c.grad_sample_mode is mode
+    assert 2 <= len(empties) <= 20  # ~9 expected of 30 steps
