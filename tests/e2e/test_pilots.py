@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import dp
-from core import pilot as pilot_module
-from core.run_cli import run_main
+from core.pilot import runner as pilot_module
+from core.pilot.commands import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 PNGS = ("accuracy.png", "loss.png", "epsilon.png", "label_distribution.png")

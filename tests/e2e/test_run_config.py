@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.run_cli import apply_overrides, init_main, run_main
-from core.run_config import (
+from core.pilot.commands import apply_overrides, init_main, run_main
+from core.pilot.schema import (
     DataSource,
     PilotConfig,
     SecAggMode,

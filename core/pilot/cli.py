@@ -70,11 +70,11 @@ def _exit_code(exc: SystemExit) -> int:
 
 
 # Each belongs to another module (the audit to `dp`, the pilot runner to
-# `core.run_cli`) and is imported only when used.
+# `core.pilot.commands`) and is imported only when used.
 _COMMANDS: dict[str, Command] = {
     "audit": _delegate("audit", "dp.cli", "audit_main"),
-    "run": _delegate("run", "core.run_cli", "run_main"),
-    "init": _delegate("init", "core.run_cli", "init_main"),
+    "run": _delegate("run", "core.pilot.commands", "run_main"),
+    "init": _delegate("init", "core.pilot.commands", "init_main"),
 }
 _HELP = {
     "audit": "recompute and check the privacy budget from ledgers "

@@ -3,7 +3,7 @@
 Two self-contained argparse entry points, `run_main(argv)` and
 `init_main(argv)`, each returning the exit status (0 success, 1 an
 unexpected failure, 2 bad input: a one-line ``fedshield run: error: ...`` on
-stderr). ``python -m core.run_cli run|init ...`` runs them directly.
+stderr). ``python -m core.pilot.commands run|init ...`` runs them directly.
 
 Output modes of ``run``: by default a progress bar over rounds (tqdm, on a
 terminal) with the latest test accuracy and ε, a line per round, and a final
@@ -22,9 +22,9 @@ from statistics import mean
 from typing import Any, TextIO
 
 from core.errors import ConfigError
-from core.report import PilotReport, TestScores, describe_mode, fmt
+from core.pilot.report import PilotReport, TestScores, describe_mode, fmt
 from core.reporting import ConsoleReporter, RoundRecord
-from core.run_config import PilotConfig, load_config, parse_config, to_plain
+from core.pilot.schema import PilotConfig, load_config, parse_config, to_plain
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,7 +210,7 @@ def run_main(argv: list[str]) -> int:
         cfg = load_config(args.config)
         output = [f"run.output_dir={json.dumps(args.output)}"] if args.output else []
         cfg = apply_overrides(cfg, [*args.overrides, *output])
-        from core.pilot import run_pilot  # torch & co. only once the config is good
+        from core.pilot.runner import run_pilot  # torch & co. only once the config is good
 
         progress = PilotProgress(quiet=args.quiet, as_json=args.json)
         report = run_pilot(cfg, reporter=progress)
@@ -320,11 +320,11 @@ def init_main(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.run_cli run|init ...``."""
+    """``python -m core.pilot.commands run|init ...``."""
     args = list(sys.argv[1:] if argv is None else argv)
     commands = {"run": run_main, "init": init_main}
     if not args or args[0] not in commands:
-        print("usage: python -m core.run_cli {run,init} ...", file=sys.stderr)
+        print("usage: python -m core.pilot.commands {run,init} ...", file=sys.stderr)
         return 2
     return commands[args[0]](args[1:])
 

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from core.cli import main
+from core.pilot.cli import main
 
 
 def test_audit_without_dp_cli_says_so_and_returns_2(

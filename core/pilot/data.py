@@ -27,7 +27,7 @@ from core.partition import (
     Partition,
     QuantitySkewPartitioner,
 )
-from core.run_config import DataSource, PilotConfig, SplitMethod
+from core.pilot.schema import DataSource, PilotConfig, SplitMethod
 
 __all__ = ["PilotData", "load_pilot_data"]
 

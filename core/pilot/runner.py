@@ -47,8 +47,8 @@ from core.interfaces import (
     TrainTask,
 )
 from core.params import ParamSpec
-from core.pilot_data import PilotData, load_pilot_data
-from core.report import (
+from core.pilot.data import PilotData, load_pilot_data
+from core.pilot.report import (
     CoordinatorRound,
     InstitutionRow,
     PilotReport,
@@ -57,7 +57,7 @@ from core.report import (
     write_plots,
 )
 from core.reporting import ConsoleReporter
-from core.run_config import ModelKind, PilotConfig, to_toml
+from core.pilot.schema import ModelKind, PilotConfig, to_toml
 from core.secure_aggregator import SecureAggregationConfig, SecureAggregator
 from core.trainer import LocalTrainer
 

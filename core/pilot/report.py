@@ -1,6 +1,6 @@
 """What a pilot produced, and how it is shown: PNG plots, ``report.md``, a summary.
 
-`PilotReport` is the result of `core.pilot.run_pilot`: final accuracies,
+`PilotReport` is the result of `core.pilot.runner.run_pilot`: final accuracies,
 per-institution rows, what the coordinator saw each round, and the curves.
 `write_plots` draws four PNGs with matplotlib's Agg backend (no display
 needed), `write_markdown` writes a ``report.md`` that embeds them next to the
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.run_config import PilotConfig, to_toml
+from core.pilot.schema import PilotConfig, to_toml
 
 __all__ = [
     "CoordinatorRound",
