@@ -38,7 +38,12 @@ from torch import Tensor, nn
 from core.aggregation import ServerOptimizer
 from core.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from core.config import FederationConfig
-from core.errors import CheckpointMismatchError, FederationError, RoundAborted
+from core.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    FederationError,
+    RoundAborted,
+)
 from core.evaluation import EvalResult, LossFn, evaluate
 from core.interfaces import (
     AggregateResult,
@@ -105,9 +110,9 @@ class Federation:
     ) -> None:
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"client ids must be unique; found {sorted(ids)}")
+            raise ConfigError(f"client ids must be unique; found {sorted(ids)}")
         if not ids:
-            raise ValueError("a federation needs at least one client")
+            raise ConfigError("a federation needs at least one client; found none")
         self.config = config
         self._clients = {c.client_id: c for c in clients}
         self._trainer = trainer
@@ -384,7 +389,8 @@ class Federation:
         if path is not None:
             return Path(path)
         if self.run_dir is None:
-            raise ValueError(
-                "no checkpoint path given and the federation has no run_dir"
+            raise ConfigError(
+                "no checkpoint path given and the federation has no run_dir; "
+                "pass a path or construct the Federation with run_dir"
             )
         return self.run_dir / CHECKPOINT_NAME

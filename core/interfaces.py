@@ -38,6 +38,8 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from torch import Tensor
 
+from core.errors import DataError, InvalidUpdateError
+
 __all__ = [
     "AggregateResult",
     "Aggregator",
@@ -75,7 +77,7 @@ class ClientDataset:
 
     def __post_init__(self) -> None:
         if self.features.shape[0] != self.labels.shape[0]:
-            raise ValueError(
+            raise DataError(
                 f"ClientDataset {self.client_id}: features has "
                 f"{self.features.shape[0]} rows but labels has "
                 f"{self.labels.shape[0]}; they must be equal"
@@ -113,12 +115,12 @@ class ClientUpdate:
 
     def __post_init__(self) -> None:
         if self.delta.dim() != 1:
-            raise ValueError(
+            raise InvalidUpdateError(
                 f"ClientUpdate.delta must be a 1-D tensor; "
                 f"found shape {tuple(self.delta.shape)}"
             )
         if self.num_examples < 0:
-            raise ValueError(
+            raise InvalidUpdateError(
                 f"ClientUpdate.num_examples must be >= 0; found {self.num_examples}"
             )
         object.__setattr__(self, "metrics", _frozen_metrics(self.metrics))
@@ -180,12 +182,12 @@ class AggregateResult:
 
     def __post_init__(self) -> None:
         if self.mean_delta.dim() != 1:
-            raise ValueError(
+            raise InvalidUpdateError(
                 f"AggregateResult.mean_delta must be a 1-D tensor; "
                 f"found shape {tuple(self.mean_delta.shape)}"
             )
         if self.num_aggregated < 1:
-            raise ValueError(
+            raise InvalidUpdateError(
                 "AggregateResult.num_aggregated must be >= 1 (raise RoundAborted "
                 f"when nothing was aggregated); found {self.num_aggregated}"
             )

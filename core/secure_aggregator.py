@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import secagg
 from core import _validate as v
-from core.errors import RoundAborted
+from core.errors import CheckpointMismatchError, RoundAborted
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
 
 __all__ = ["SecureAggregationConfig", "SecureAggregator"]
@@ -267,7 +267,7 @@ class SecureAggregator:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore; refuses a non-empty state (it is someone else's)."""
         if state:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 "SecureAggregator has no state; found keys " + ", ".join(sorted(state))
             )
 

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 
 from core.errors import ConfigError
 from core.pilot.report import PilotReport, TestScores, describe_mode, fmt
-from core.reporting import ConsoleReporter, RoundRecord
 from core.pilot.schema import PilotConfig, load_config, parse_config, to_plain
+from core.reporting import ConsoleReporter, RoundRecord
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,7 +210,9 @@ def run_main(argv: list[str]) -> int:
         cfg = load_config(args.config)
         output = [f"run.output_dir={json.dumps(args.output)}"] if args.output else []
         cfg = apply_overrides(cfg, [*args.overrides, *output])
-        from core.pilot.runner import run_pilot  # torch & co. only once the config is good
+        from core.pilot.runner import (
+            run_pilot,  # torch & co. only once the config is good
+        )
 
         progress = PilotProgress(quiet=args.quiet, as_json=args.json)
         report = run_pilot(cfg, reporter=progress)

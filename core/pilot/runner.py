@@ -56,8 +56,8 @@ from core.pilot.report import (
     write_markdown,
     write_plots,
 )
-from core.reporting import ConsoleReporter
 from core.pilot.schema import ModelKind, PilotConfig, to_toml
+from core.reporting import ConsoleReporter
 from core.secure_aggregator import SecureAggregationConfig, SecureAggregator
 from core.trainer import LocalTrainer
 
