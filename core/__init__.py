@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         save_checkpoint,
     )
     from core.config import (
+        DropoutSimulation,
         FederationConfig,
         LocalTrainingConfig,
         OptimizerKind,
@@ -123,6 +124,7 @@ _EXPORTS: dict[str, str] = {
     "weighted_metrics": "core.aggregation",
     "load_checkpoint": "core.checkpoint",
     "save_checkpoint": "core.checkpoint",
+    "DropoutSimulation": "core.config",
     "FederationConfig": "core.config",
     "LocalTrainingConfig": "core.config",
     "OptimizerKind": "core.config",
@@ -193,6 +195,7 @@ __all__ = [
     "DPTrainer",
     "DataError",
     "DirichletPartitioner",
+    "DropoutSimulation",
     "EvalResult",
     "Federation",
     "FederationConfig",

@@ -14,8 +14,8 @@ aggregator reports it, and nothing per client.
 
 A client whose example count exceeds the public ``max_weight`` is refused
 (`core.errors.InvalidUpdateError`), never silently capped. Dropouts can be
-simulated (`DropoutSimulation`): a dropped client vanishes before a random
-protocol round; below the threshold the round aborts with
+simulated (`core.config.DropoutSimulation`): a dropped client vanishes before
+a random protocol round; below the threshold the round aborts with
 `core.errors.RoundAborted` and the federation carries on.
 """
 
@@ -24,15 +24,14 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import secagg
 from core import _validate as v
+from core.config import DropoutSimulation
 from core.errors import (
     CheckpointMismatchError,
     InvalidUpdateError,
@@ -40,7 +39,7 @@ from core.errors import (
 )
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
 
-__all__ = ["DropoutSimulation", "SecureAggregator"]
+__all__ = ["SecureAggregator"]
 
 # The rounds before which a simulated dropout may vanish (ADVERTISE_KEYS is
 # excluded: a client that never advertises simply is not in the cohort).
@@ -49,40 +48,6 @@ _DROP_ROUNDS = (
     secagg.Round.MASKED_INPUT,
     secagg.Round.UNMASKING,
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DropoutSimulation:
-    """Simulated network failures, for trying a configuration in process.
-
-    Each round every client vanishes with probability `dropout_rate` before a
-    random protocol round. The draw uses a generator seeded by (`seed`,
-    round): public scheduling randomness, never a secret, so a resumed run
-    drops the same clients as an uninterrupted one.
-    """
-
-    dropout_rate: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        v.check_float(
-            owner, "dropout_rate", self.dropout_rate, low=0, high=1, high_open=True
-        )
-        v.check_int(owner, "seed", self.seed, minimum=0)
-
-    def drops(
-        self, round_index: int, client_ids: Iterable[int]
-    ) -> dict[int, secagg.Round]:
-        """Which clients vanish this round, and before which protocol round."""
-        if self.dropout_rate == 0:
-            return {}
-        rng = np.random.default_rng([self.seed, round_index])
-        drops: dict[int, secagg.Round] = {}
-        for cid in client_ids:
-            if rng.random() < self.dropout_rate:
-                drops[cid] = _DROP_ROUNDS[int(rng.integers(len(_DROP_ROUNDS)))]
-        return drops
 
 
 class SecureAggregator:
@@ -158,7 +123,7 @@ class SecureAggregator:
                 inputs,
                 {u.client_id: u.num_examples for u in updates},
                 session_cfg,
-                drop=self.simulation.drops(context.round_index, inputs),
+                drop=self.simulation.drops(context.round_index, inputs, _DROP_ROUNDS),
                 policy=self.settings.client_policy(),
                 identities=self._identities(session_cfg, inputs, model_hash),
             )

@@ -53,7 +53,9 @@ def read_tables(path: str | Path) -> Tables:
     except FileNotFoundError:
         raise ConfigError(f"config file {str(source)!r} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"config file {str(source)!r} cannot be read: {exc}") from None
+        raise ConfigError(
+            f"config file {str(source)!r} cannot be read: {exc}"
+        ) from None
     try:
         tables = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -131,9 +133,7 @@ def to_tables(cfg: PilotConfig) -> Tables:
     """The config as TOML-ready tables of plain values (unset keys left out)."""
     return {
         table: {
-            key.name: value
-            for key in keys
-            if (value := _value(cfg, key)) is not None
+            key.name: value for key in keys if (value := _value(cfg, key)) is not None
         }
         for table, keys in KEYS.items()
     }

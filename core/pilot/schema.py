@@ -38,12 +38,12 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import dp
 import secagg
-from core.config import FederationConfig, LocalTrainingConfig
 from core import _validate as v
+from core.config import DropoutSimulation, FederationConfig, LocalTrainingConfig
 from core.errors import ConfigError, FederationError
 from core.pilot.sections import (
     DataSection,
@@ -52,24 +52,28 @@ from core.pilot.sections import (
     SplitSection,
     check_bool,
 )
-from core.secure_aggregator import DropoutSimulation
 
 __all__ = [
     "KEYS",
+    "LIBRARY_ERRORS",
     "PILOT_DEFAULTS",
     "FederationSection",
     "KeyDoc",
     "PilotConfig",
     "PrivacySection",
     "SecureAggregationSection",
+    "build",
+    "named_error",
     "parse_config",
 ]
 
-_LIBRARY_ERRORS = (FederationError, dp.PrivacyError, secagg.SecAggError)
+#: What the libraries raise for a value they refuse.
+LIBRARY_ERRORS = (FederationError, dp.PrivacyError, secagg.SecAggError)
 
 
-def _help(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
+def _doc(text: str) -> dict[str, str]:
+    """A field's help text, shown in the config template."""
+    return {"help": text}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +83,9 @@ class FederationSection:
     The library's `seed` is ``run.seed``; pilot runs write no checkpoint.
     """
 
-    clients_per_round: int = _help(0, "0 = every institution every round")
+    clients_per_round: int = field(
+        default=0, metadata=_doc("0 = every institution every round")
+    )
     config: FederationConfig
 
     def __post_init__(self) -> None:
@@ -91,7 +97,7 @@ class FederationSection:
 class PrivacySection:
     """[privacy]: DP-SGD at every institution (`config` is None when off)."""
 
-    enabled: bool = _help(True, "DP-SGD at every institution")
+    enabled: bool = field(default=True, metadata=_doc("DP-SGD at every institution"))
     config: dp.DPConfig | None
 
     def __post_init__(self) -> None:
@@ -105,7 +111,9 @@ class SecureAggregationSection:
     smallest weight bound until the runner derives the real one from the
     data (`max_weight_from_data`)."""
 
-    enabled: bool = _help(True, "pairwise-mask secure aggregation of updates")
+    enabled: bool = field(
+        default=True, metadata=_doc("pairwise-mask secure aggregation of updates")
+    )
     settings: secagg.SecAggSettings | None
     max_weight_from_data: bool
     simulation: DropoutSimulation
@@ -145,6 +153,8 @@ PILOT_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 # Calibrating σ to a target ε is the default unless σ is given.
 _DEFAULT_TARGET_EPSILON = 4.0
 
+T = TypeVar("T")
+
 _LIBRARY_HELP: Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]] = {
     "federation": (("config",), {
         "rounds": "FedAvg rounds",
@@ -176,8 +186,8 @@ _LIBRARY_HELP: Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]] = {
         "ring_bits": "ring Z_2^k; must hold the weighted sum of a cohort",
         "value_bits": "quantisation of each update coordinate",
         "clip": "update coordinates clipped to [-clip, clip]",
-        "max_weight": "largest institution weight (default: the largest "
-        "institution's rows, rounded up to a power of two)",
+        "max_weight": "largest weight (rows) of an institution; unset: the "
+        "largest institution's rows rounded up to a power of two",
         "complete_below": "cohorts this small use the complete graph",
     }),
 }  # fmt: skip
@@ -255,7 +265,7 @@ def _coerce(cls: type[Any], table: str, values: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _named(exc: Exception, table: str, origins: Mapping[str, str]) -> ConfigError:
+def named_error(exc: Exception, table: str, origins: Mapping[str, str]) -> ConfigError:
     """A library's message, with the field it names shown as its TOML key."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     found = [
@@ -268,29 +278,31 @@ def _named(exc: Exception, table: str, origins: Mapping[str, str]) -> ConfigErro
     start, _, name = min(found)
     match = re.match(rf"(\w+\.)?{re.escape(name)}\b", text)
     if start == 0 and match:
-        return ConfigError(origins[name] + text[match.end():])
+        return ConfigError(origins[name] + text[match.end() :])
     return ConfigError(f"{origins[name]}: {text}")
 
 
 def build(
-    cls: type[Any],
+    cls: type[T],
     table: str,
     values: Mapping[str, Any],
     *,
     derived: Mapping[str, tuple[str, Any]] | None = None,
-) -> Any:
+) -> T:
     """``cls(**values)`` with each value validated by `cls`'s owner.
 
     `derived` maps a field filled from elsewhere to (the TOML key it comes
     from, its value), so an error about it names that key.
     """
     extra = dict(derived or {})
-    origins = {k: f"{table}.{k}" for k in values} | {k: o for k, (o, _) in extra.items()}
+    origins = {k: f"{table}.{k}" for k in values} | {
+        k: o for k, (o, _) in extra.items()
+    }
     kwargs = _coerce(cls, table, values) | {k: val for k, (_, val) in extra.items()}
     try:
         return cls(**kwargs)
-    except _LIBRARY_ERRORS as exc:
-        raise _named(exc, table, origins) from None
+    except LIBRARY_ERRORS as exc:
+        raise named_error(exc, table, origins) from None
 
 
 def _split_own(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
 from core import _validate as v
 from core.errors import ConfigError, FederationError
@@ -35,8 +34,9 @@ __all__ = [
 ]
 
 
-def _help(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
+def _doc(text: str) -> dict[str, str]:
+    """A field's help text, shown in the config template."""
+    return {"help": text}
 
 
 class DataSource(enum.Enum):
@@ -78,13 +78,19 @@ def check_bool(owner: str, name: str, value: object) -> None:
 class RunSection:
     """[run]: name, output folder, seed of everything, the baseline switch."""
 
-    name: str = _help("pilot", "shown in the report and the plots")
-    output_dir: str = _help(
-        "runs/pilot", "built as <output_dir>.partial, renamed when done"
+    name: str = field(
+        default="pilot", metadata=_doc("shown in the report and the plots")
     )
-    seed: int = _help(0, "seeds the split, the model, sampling and dropouts")
-    centralised_baseline: bool = _help(
-        True, "also train on the pooled rows, non-privately, for comparison"
+    output_dir: str = field(
+        default="runs/pilot",
+        metadata=_doc("built as <output_dir>.partial, renamed when done"),
+    )
+    seed: int = field(
+        default=0, metadata=_doc("seeds the split, the model, sampling and dropouts")
+    )
+    centralised_baseline: bool = field(
+        default=True,
+        metadata=_doc("also train on the pooled rows, non-privately, for comparison"),
     )
 
     def __post_init__(self) -> None:
@@ -101,18 +107,33 @@ class DataSection:
     Text columns are one-hot encoded; missing numbers get the training median.
     """
 
-    source: DataSource = _help(
-        DataSource.BREAST_CANCER, "breast_cancer (no extra), rdataset or csv"
+    source: DataSource = field(
+        default=DataSource.BREAST_CANCER,
+        metadata=_doc("breast_cancer (no extra), rdataset or csv"),
     )
-    package: str = _help("", 'rdataset: the R package, e.g. "COUNT"')
-    dataset: str = _help("", 'rdataset: the table, e.g. "azpro"')
-    path: str = _help("", "csv: the file, relative to this config")
-    label: str = _help("", 'label column (breast_cancer: "diagnosis")')
-    site: str = _help("", "column naming each row's institution")
-    features: tuple[str, ...] = _help((), "feature columns ([] = all the others)")
-    drop: tuple[str, ...] = _help((), "columns never used as features")
-    test_fraction: float = _help(0.25, "held-out test rows, stratified by label")
-    max_rows: int = _help(0, "> 0: keep a seeded random subset (smoke tests)")
+    package: str = field(
+        default="", metadata=_doc('rdataset: the R package, e.g. "COUNT"')
+    )
+    dataset: str = field(default="", metadata=_doc('rdataset: the table, e.g. "azpro"'))
+    path: str = field(
+        default="", metadata=_doc("csv: the file, relative to this config")
+    )
+    label: str = field(
+        default="", metadata=_doc('label column (breast_cancer: "diagnosis")')
+    )
+    site: str = field(default="", metadata=_doc("column naming each row's institution"))
+    features: tuple[str, ...] = field(
+        default=(), metadata=_doc("feature columns ([] = all the others)")
+    )
+    drop: tuple[str, ...] = field(
+        default=(), metadata=_doc("columns never used as features")
+    )
+    test_fraction: float = field(
+        default=0.25, metadata=_doc("held-out test rows, stratified by label")
+    )
+    max_rows: int = field(
+        default=0, metadata=_doc("> 0: keep a seeded random subset (smoke tests)")
+    )
 
     def __post_init__(self) -> None:
         v.check_enum("data", "source", self.source, DataSource)
@@ -162,14 +183,25 @@ _PARTITIONER_NAMES = {
 class SplitSection:
     """[split]: how the training rows become institutions."""
 
-    method: SplitMethod = _help(
-        SplitMethod.DIRICHLET, "iid, dirichlet, quantity_skew or natural"
+    method: SplitMethod = field(
+        default=SplitMethod.DIRICHLET,
+        metadata=_doc("iid, dirichlet, quantity_skew or natural"),
     )
-    num_clients: int = _help(5, 'institutions (not used by "natural")')
-    alpha: float = _help(0.5, "Dirichlet concentration: small is skewed")
-    min_client_rows: int = _help(20, "redraw the split until each has this many")
-    min_site_rows: int = _help(0, 'natural: pool smaller sites into "other"')
-    client_label: str = _help("client", 'names institutions: "client 1", ...')
+    num_clients: int = field(
+        default=5, metadata=_doc('institutions (not used by "natural")')
+    )
+    alpha: float = field(
+        default=0.5, metadata=_doc("Dirichlet concentration: small is skewed")
+    )
+    min_client_rows: int = field(
+        default=20, metadata=_doc("redraw the split until each has this many")
+    )
+    min_site_rows: int = field(
+        default=0, metadata=_doc('natural: pool smaller sites into "other"')
+    )
+    client_label: str = field(
+        default="client", metadata=_doc('names institutions: "client 1", ...')
+    )
 
     def __post_init__(self) -> None:
         v.check_enum("split", "method", self.method, SplitMethod)
@@ -207,10 +239,10 @@ class SplitSection:
 def _renamed(exc: FederationError) -> ConfigError:
     """The partitioner's message, with its field named as the TOML key."""
     text = str(exc)
-    owner, dot, rest = text.partition(".")
+    _, dot, rest = text.partition(".")
     name = rest.split(" ", 1)[0]
     if dot and name in _PARTITIONER_NAMES:
-        return ConfigError(f"split.{_PARTITIONER_NAMES[name]}{rest[len(name):]}")
+        return ConfigError(f"split.{_PARTITIONER_NAMES[name]}{rest[len(name) :]}")
     return ConfigError(f"split: {text}")
 
 
@@ -218,9 +250,13 @@ def _renamed(exc: FederationError) -> ConfigError:
 class ModelSection:
     """[model]: logistic regression, or an MLP of hidden_layers × hidden_units."""
 
-    kind: ModelKind = _help(ModelKind.LOGISTIC, "logistic or mlp")
-    hidden_units: int = _help(32, "mlp only: units per hidden layer")
-    hidden_layers: int = _help(1, "mlp only: hidden layers")
+    kind: ModelKind = field(
+        default=ModelKind.LOGISTIC, metadata=_doc("logistic or mlp")
+    )
+    hidden_units: int = field(
+        default=32, metadata=_doc("mlp only: units per hidden layer")
+    )
+    hidden_layers: int = field(default=1, metadata=_doc("mlp only: hidden layers"))
 
     def __post_init__(self) -> None:
         v.check_enum("model", "kind", self.kind, ModelKind)
