@@ -145,13 +145,18 @@ class KeyDoc:
     path: tuple[str, ...]
 
 
-#: Values the pilot supplies where the owning library requires one.
+#: Values the pilot supplies where the owning library leaves the choice to
+#: its caller (a required field; target_epsilon, one of a pair that must be
+#: chosen, applies only when noise_multiplier is not given).
 PILOT_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "federation": {"rounds": 10},
-    "privacy": {"delta": 1e-4, "max_grad_norm": 1.0, "epsilon_budget": 8.0},
+    "privacy": {
+        "delta": 1e-4,
+        "max_grad_norm": 1.0,
+        "epsilon_budget": 8.0,
+        "target_epsilon": 4.0,
+    },
 }
-# Calibrating σ to a target ε is the default unless σ is given.
-_DEFAULT_TARGET_EPSILON = 4.0
 
 T = TypeVar("T")
 
@@ -295,9 +300,8 @@ def build(
     from, its value), so an error about it names that key.
     """
     extra = dict(derived or {})
-    origins = {k: f"{table}.{k}" for k in values} | {
-        k: o for k, (o, _) in extra.items()
-    }
+    origins = {f.name: f"{table}.{f.name}" for f in fields(cls)}  # type: ignore[arg-type]
+    origins |= {k: origin for k, (origin, _) in extra.items()}
     kwargs = _coerce(cls, table, values) | {k: val for k, (_, val) in extra.items()}
     try:
         return cls(**kwargs)
@@ -332,8 +336,8 @@ def _privacy(
     if not section.enabled:  # a switched-off table is not validated further
         return section
     defaults = dict(PILOT_DEFAULTS["privacy"])
-    if "noise_multiplier" not in lib:
-        defaults["target_epsilon"] = _DEFAULT_TARGET_EPSILON
+    if "noise_multiplier" in lib:  # σ given: nothing to calibrate
+        del defaults["target_epsilon"]
     if training.momentum or training.weight_decay:
         raise ConfigError(
             "training.momentum and training.weight_decay must be 0 with "

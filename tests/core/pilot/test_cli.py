@@ -1,13 +1,17 @@
-"""The fedshield CLI: the audit subcommand is handed to dp lazily."""
+"""The fedshield CLI: subcommands are handed on lazily, so help is instant."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from core.pilot.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_audit_without_dp_cli_says_so_and_returns_2(
@@ -62,3 +66,33 @@ def test_no_command_or_an_unknown_one_is_a_usage_error(
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("fedshield ")
+
+
+_HEAVY = ("torch", "opacus", "numpy", "dp", "secagg")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["init", "--help"], ["--version"]]
+)
+def test_help_answers_without_importing_torch_or_the_libraries(
+    argv: list[str],
+) -> None:
+    # `python -m core.pilot.cli ...` as a user runs it, then what was loaded.
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['fedshield', *{argv!r}]\n"
+        "try:\n"
+        "    runpy.run_module('core.pilot.cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stderr.split())
+    heavy = sorted(m for m in loaded if m.split(".")[0] in _HEAVY)
+    assert not heavy, f"{argv} imported {heavy[:5]}"
+    assert "usage: fedshield" in done.stdout or "fedshield " in done.stdout
