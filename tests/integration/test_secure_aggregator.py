@@ -25,7 +25,7 @@ def _settings(**overrides: object) -> secagg.SecAggSettings:
 
 def _step(settings: secagg.SecAggSettings) -> float:
     """One quantisation step: clip / (2^(value_bits-1) - 1)."""
-    return float(settings.clip) / (2 ** (settings.value_bits - 1) - 1)
+    return settings.clip / ((1 << (settings.value_bits - 1)) - 1)
 
 
 def test_secure_mean_equals_plain_mean_within_quantisation_error(
