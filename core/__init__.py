@@ -22,98 +22,68 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.aggregation import (
-        PlainAggregator,
-        ServerOptimizer,
-        weighted_mean,
-        weighted_metrics,
-    )
-    from core.checkpoint import (
-        load_checkpoint,
-        save_checkpoint,
-    )
-    from core.config import (
-        DropoutSimulation,
-        FederationConfig,
-        LocalTrainingConfig,
-        OptimizerKind,
-    )
-    from core.data import (
-        TabularSplit,
-        load_breast_cancer_split,
-        load_rdataset,
-        standardise,
-        stratified_split,
-        to_client_datasets,
-        to_dataset,
-    )
-    from core.dp_trainer import (
-        DPTrainer,
-        ledger_path,
-        prepare_dp_model,
-    )
-    from core.errors import (
-        CheckpointMismatchError,
-        ConfigError,
-        DataError,
-        FederationError,
-        InvalidUpdateError,
-        ParamSpecError,
-        PartitionError,
-        RoundAborted,
-    )
-    from core.evaluation import (
-        EvalResult,
-        count_correct,
-        evaluate,
-        evaluate_per_client,
-    )
-    from core.federation import (
-        Federation,
-        FederationResult,
-    )
-    from core.interfaces import (
-        AggregateResult,
-        Aggregator,
-        ClientDataset,
-        ClientDeclined,
-        ClientUpdate,
-        ReportsRoundMetrics,
-        RoundContext,
-        StateDict,
-        Trainer,
-        TrainOutcome,
-        TrainTask,
-    )
-    from core.params import (
-        ParamEntry,
-        ParamSpec,
-    )
-    from core.partition import (
-        DirichletPartitioner,
-        IidPartitioner,
-        NaturalIdPartitioner,
-        Partition,
-        Partitioner,
-        QuantitySkewPartitioner,
-    )
-    from core.reporting import (
-        ConsoleReporter,
-        MetricsLog,
-        RoundRecord,
-        format_round,
-    )
-    from core.sampling import (
-        ClientSampler,
-        cohort_size,
-    )
-    from core.secure_aggregator import (
-        SecureAggregator,
-    )
-    from core.trainer import (
-        LocalTrainer,
-        make_optimizer,
-    )
+    from core.aggregation import PlainAggregator as PlainAggregator
+    from core.aggregation import ServerOptimizer as ServerOptimizer
+    from core.aggregation import weighted_mean as weighted_mean
+    from core.aggregation import weighted_metrics as weighted_metrics
+    from core.checkpoint import load_checkpoint as load_checkpoint
+    from core.checkpoint import save_checkpoint as save_checkpoint
+    from core.config import DropoutSimulation as DropoutSimulation
+    from core.config import FederationConfig as FederationConfig
+    from core.config import LocalTrainingConfig as LocalTrainingConfig
+    from core.config import OptimizerKind as OptimizerKind
+    from core.data import TabularSplit as TabularSplit
+    from core.data import load_breast_cancer_split as load_breast_cancer_split
+    from core.data import load_rdataset as load_rdataset
+    from core.data import standardise as standardise
+    from core.data import stratified_split as stratified_split
+    from core.data import to_client_datasets as to_client_datasets
+    from core.data import to_dataset as to_dataset
+    from core.dp_trainer import DPTrainer as DPTrainer
+    from core.dp_trainer import ledger_path as ledger_path
+    from core.dp_trainer import prepare_dp_model as prepare_dp_model
+    from core.errors import CheckpointMismatchError as CheckpointMismatchError
+    from core.errors import ConfigError as ConfigError
+    from core.errors import DataError as DataError
+    from core.errors import FederationError as FederationError
+    from core.errors import InvalidUpdateError as InvalidUpdateError
+    from core.errors import ParamSpecError as ParamSpecError
+    from core.errors import PartitionError as PartitionError
+    from core.errors import RoundAborted as RoundAborted
+    from core.evaluation import EvalResult as EvalResult
+    from core.evaluation import count_correct as count_correct
+    from core.evaluation import evaluate as evaluate
+    from core.evaluation import evaluate_per_client as evaluate_per_client
+    from core.federation import Federation as Federation
+    from core.federation import FederationResult as FederationResult
+    from core.interfaces import AggregateResult as AggregateResult
+    from core.interfaces import Aggregator as Aggregator
+    from core.interfaces import ClientDataset as ClientDataset
+    from core.interfaces import ClientDeclined as ClientDeclined
+    from core.interfaces import ClientUpdate as ClientUpdate
+    from core.interfaces import ReportsRoundMetrics as ReportsRoundMetrics
+    from core.interfaces import RoundContext as RoundContext
+    from core.interfaces import StateDict as StateDict
+    from core.interfaces import Trainer as Trainer
+    from core.interfaces import TrainOutcome as TrainOutcome
+    from core.interfaces import TrainTask as TrainTask
+    from core.params import ParamEntry as ParamEntry
+    from core.params import ParamSpec as ParamSpec
+    from core.partition import DirichletPartitioner as DirichletPartitioner
+    from core.partition import IidPartitioner as IidPartitioner
+    from core.partition import NaturalIdPartitioner as NaturalIdPartitioner
+    from core.partition import Partition as Partition
+    from core.partition import Partitioner as Partitioner
+    from core.partition import QuantitySkewPartitioner as QuantitySkewPartitioner
+    from core.reporting import ConsoleReporter as ConsoleReporter
+    from core.reporting import MetricsLog as MetricsLog
+    from core.reporting import RoundRecord as RoundRecord
+    from core.reporting import format_round as format_round
+    from core.sampling import ClientSampler as ClientSampler
+    from core.sampling import cohort_size as cohort_size
+    from core.secure_aggregator import SecureAggregator as SecureAggregator
+    from core.trainer import LocalTrainer as LocalTrainer
+    from core.trainer import make_optimizer as make_optimizer
 
 # Where each public name lives; the adapters are the only entries that
 # pull in `dp` or `secagg`.

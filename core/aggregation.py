@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from core.checkpoint import refuse_foreign_state
 from core.errors import CheckpointMismatchError, InvalidUpdateError, RoundAborted
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
 
@@ -99,10 +100,7 @@ class PlainAggregator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore; refuses a non-empty state (it is someone else's)."""
-        if state:
-            raise CheckpointMismatchError(
-                "PlainAggregator has no state; found keys " + ", ".join(sorted(state))
-            )
+        refuse_foreign_state("PlainAggregator", state)
 
 
 class ServerOptimizer:

@@ -58,6 +58,13 @@ __all__ = [
 StateDict: TypeAlias = dict[str, Any]
 
 
+def _check_flat(name: str, tensor: Tensor) -> None:
+    if tensor.dim() != 1:
+        raise InvalidUpdateError(
+            f"{name} must be a 1-D tensor; found shape {tuple(tensor.shape)}"
+        )
+
+
 def _frozen_metrics(metrics: Mapping[str, float]) -> Mapping[str, float]:
     # A private copy, so a caller mutating its dict cannot change an artefact.
     return {str(k): float(v) for k, v in metrics.items()}
@@ -114,11 +121,7 @@ class ClientUpdate:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.delta.dim() != 1:
-            raise InvalidUpdateError(
-                f"ClientUpdate.delta must be a 1-D tensor; "
-                f"found shape {tuple(self.delta.shape)}"
-            )
+        _check_flat("ClientUpdate.delta", self.delta)
         if self.num_examples < 0:
             raise InvalidUpdateError(
                 f"ClientUpdate.num_examples must be >= 0; found {self.num_examples}"
@@ -181,11 +184,7 @@ class AggregateResult:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mean_delta.dim() != 1:
-            raise InvalidUpdateError(
-                f"AggregateResult.mean_delta must be a 1-D tensor; "
-                f"found shape {tuple(self.mean_delta.shape)}"
-            )
+        _check_flat("AggregateResult.mean_delta", self.mean_delta)
         if self.num_aggregated < 1:
             raise InvalidUpdateError(
                 "AggregateResult.num_aggregated must be >= 1 (raise RoundAborted "

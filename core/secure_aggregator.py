@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import secagg
 from core import _validate as v
+from core.checkpoint import refuse_foreign_state
 from core.config import DropoutSimulation
 from core.errors import (
-    CheckpointMismatchError,
     InvalidUpdateError,
     RoundAborted,
 )
@@ -180,10 +180,7 @@ class SecureAggregator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore; refuses a non-empty state (it is someone else's)."""
-        if state:
-            raise CheckpointMismatchError(
-                "SecureAggregator has no state; found keys " + ", ".join(sorted(state))
-            )
+        refuse_foreign_state("SecureAggregator", state)
 
 
 def _metric_names(context: RoundContext, updates: Sequence[ClientUpdate]) -> list[str]:

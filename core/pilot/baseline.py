@@ -49,8 +49,8 @@ def centralised_baseline(
     trainer = LocalTrainer(model, config=cfg.training, seed=cfg.run.seed)
     spec = ParamSpec.from_module(model)
     params = spec.flatten(model)
-    pooled = cdata.to_dataset(0, data.x_train, data.y_train)
-    final = build_model(cfg, data.num_features, data.num_classes)
+    pooled = cdata.to_dataset(0, data.table.x_train, data.table.y_train)
+    final = build_model(cfg, data.table.num_features, data.table.num_classes)
     curve: Curve = []
     for r in range(1, cfg.federation.config.rounds + 1):
         out = trainer.train(
@@ -69,14 +69,14 @@ def score_model(model: nn.Module, data: PilotData) -> TestScores:
     """Accuracy, mean per-class recall and (binary) ROC AUC on the test rows."""
     with torch.no_grad():
         prob = torch.softmax(model(data.test.features), dim=1).numpy()
-    y, pred = data.y_test, prob.argmax(axis=1)
+    y, pred = data.table.y_test, prob.argmax(axis=1)
     recalls = [
         float(np.mean(pred[y == c] == c))
-        for c in range(data.num_classes)
+        for c in range(data.table.num_classes)
         if np.any(y == c)
     ]
     auc = None
-    if data.num_classes == 2 and 0 < y.sum() < len(y):
+    if data.table.num_classes == 2 and 0 < y.sum() < len(y):
         # Mann-Whitney U with average ranks for ties: no scikit-learn needed.
         _, inverse, counts = np.unique(
             prob[:, 1], return_inverse=True, return_counts=True

@@ -41,24 +41,18 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", metavar="DIR", help="run folder (overrides run.output_dir)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="TABLE.KEY=VALUE",
-        help="override one config value, e.g. federation.rounds=3 "
-        "(repeatable; VALUE in TOML syntax)",
-    )
-    p.add_argument(
-        "--unset",
-        dest="removals",
-        action="append",
-        default=[],
-        metavar="TABLE.KEY",
-        help="remove a key of the file, back to its default, e.g. "
-        "privacy.target_epsilon (repeatable)",
-    )
+    overrides = (
+        ("--set", "overrides", "TABLE.KEY=VALUE",
+         "override one config value, e.g. federation.rounds=3 (repeatable; "
+         "VALUE in TOML syntax)"),
+        ("--unset", "removals", "TABLE.KEY",
+         "remove a key of the file, back to its default, e.g. "
+         "privacy.target_epsilon (repeatable)"),
+    )  # fmt: skip
+    for flag, dest, metavar, text in overrides:
+        p.add_argument(
+            flag, dest=dest, action="append", default=[], metavar=metavar, help=text
+        )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--quiet", action="store_true", help="print only the final summary"

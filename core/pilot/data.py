@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import data as cdata
+from core.data import TabularSplit
 from core.errors import ConfigError, FederationError
 from core.interfaces import ClientDataset
 from core.partition import Partition
@@ -33,26 +34,13 @@ OTHER_SITE = "other"
 class PilotData:
     """Standardised train/test rows, the institutions and their eval sets."""
 
-    x_train: npt.NDArray[np.float64]
-    y_train: npt.NDArray[np.int64]
+    table: TabularSplit
     test: ClientDataset
-    y_test: npt.NDArray[np.int64]
-    class_names: tuple[str, ...]
     clients: list[ClientDataset]
     names: tuple[str, ...]
     eval_sets: tuple[ClientDataset, ...]
     eval_on: tuple[str, ...]
     label_counts: dict[str, dict[str, int]]
-
-    @property
-    def num_features(self) -> int:
-        """Columns after one-hot encoding."""
-        return int(self.x_train.shape[1])
-
-    @property
-    def num_classes(self) -> int:
-        """Distinct labels."""
-        return len(self.class_names)
 
 
 def _frame(cfg: PilotConfig) -> tuple[Any, str]:
@@ -151,13 +139,10 @@ def _partition(
         raise ConfigError(f"split: {exc}") from None
 
 
-def load_pilot_data(cfg: PilotConfig) -> PilotData:
-    """Everything the federation needs from the data (see the module doc)."""
-    if cfg.split.method is SplitMethod.NATURAL and not cfg.data.site:
-        raise ConfigError(
-            "split.method = 'natural' needs data.site (the column "
-            "naming each row's institution)"
-        )
+def _rows(
+    cfg: PilotConfig,
+) -> tuple[TabularSplit, npt.NDArray[np.str_] | None, npt.NDArray[np.str_] | None]:
+    """The standardised split, and each training and test row's site."""
     frame, y, classes, sites = _table(cfg)
     train, test = cdata.stratified_split(
         y, test_size=cfg.data.test_fraction, seed=cfg.run.seed
@@ -167,34 +152,50 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
     medians = np.where(np.isnan(medians), 0.0, medians)
     raw = np.where(np.isnan(raw), medians, raw)
     x_train, x_test = cdata.standardise(raw[train], raw[test])
-    natural = cfg.split.method is SplitMethod.NATURAL and sites is not None
-    if natural and sites is not None and cfg.split.min_site_rows:
+    if sites is not None and cfg.split.min_site_rows:
         site_ids, site_rows = np.unique(sites[train], return_counts=True)
         small = set(site_ids[site_rows < cfg.split.min_site_rows].tolist())
         sites = np.array([OTHER_SITE if s in small else s for s in sites], dtype=str)
-    part = _partition(cfg, y[train], None if sites is None else sites[train])
-    clients = cdata.to_client_datasets(x_train, y[train], part)
+    table = TabularSplit(
+        x_train=x_train, y_train=y[train], x_test=x_test, y_test=y[test],
+        feature_names=tuple(str(c) for c in frame.columns), class_names=classes,
+    )  # fmt: skip
+    if sites is None:
+        return table, None, None
+    return table, sites[train], sites[test]
+
+
+def load_pilot_data(cfg: PilotConfig) -> PilotData:
+    """Everything the federation needs from the data (see the module doc)."""
+    natural = cfg.split.method is SplitMethod.NATURAL
+    if natural and not cfg.data.site:
+        raise ConfigError(
+            "split.method = 'natural' needs data.site (the column "
+            "naming each row's institution)"
+        )
+    table, site_train, site_test = _rows(cfg)
+    part = _partition(cfg, table.y_train, site_train)
+    clients = cdata.to_client_datasets(table.x_train, table.y_train, part)
     label = cfg.split.client_label
     names = tuple(
         f"{label} {pid}" if natural else f"{label} {int(pid) + 1}" for pid in part.ids
     )
-    if natural and sites is not None:
-        site_test = sites[test]
+    if natural and site_test is not None:
         eval_sets = tuple(
-            cdata.to_dataset(k, x_test[site_test == pid], y[test][site_test == pid])
+            cdata.to_dataset(
+                k, table.x_test[site_test == pid], table.y_test[site_test == pid]
+            )
             for k, pid in enumerate(part.ids)
         )
         eval_on = ("its test rows",) * len(names)
     else:
         eval_sets = tuple(clients)
         eval_on = ("its training rows",) * len(names)
-    counts = part.label_counts(y[train])
+    counts = part.label_counts(table.y_train)
+    classes = table.class_names
     return PilotData(
-        x_train=x_train,
-        y_train=y[train],
-        test=cdata.to_dataset(-1, x_test, y[test]),
-        y_test=y[test],
-        class_names=classes,
+        table=table,
+        test=cdata.to_dataset(-1, table.x_test, table.y_test),
         clients=clients,
         names=names,
         eval_sets=eval_sets,

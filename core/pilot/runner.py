@@ -161,7 +161,7 @@ def run_pilot(
     """Run the pilot described by `config`; returns its report (see module doc)."""
     started = time.perf_counter()
     data = load_pilot_data(config)
-    model = build_model(config, data.num_features, data.num_classes)
+    model = build_model(config, data.table.num_features, data.table.num_classes)
     plan = make_plan(
         config,
         data.names,
@@ -188,7 +188,7 @@ def _run(
     started: float,
 ) -> PilotReport:
     (folder / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-    base = build_model(cfg, data.num_features, data.num_classes)
+    base = build_model(cfg, data.table.num_features, data.table.num_classes)
     model = prepare_dp_model(base) if plan.privacy is not None else base
     ledgers = folder / "ledgers"
     trainer = _trainer(cfg, plan, model, data, ledgers)
@@ -208,14 +208,15 @@ def _run(
         if cfg.run.centralised_baseline
         else (None, [])
     )
+    y_test = data.table.y_test
     report = PilotReport(
         config=cfg, plan=plan, run_dir=Path(cfg.run.output_dir),
         federated=score_model(final, data),
         centralised=None if central is None else score_model(central, data),
-        majority_rate=float(np.bincount(data.y_test).max() / len(data.y_test)),
+        majority_rate=float(np.bincount(y_test).max() / len(y_test)),
         rounds_completed=result.rounds_completed, stopped_early=result.stopped_early,
         seconds=time.perf_counter() - started, num_params=fed.spec.numel,
-        class_names=data.class_names,
+        class_names=data.table.class_names,
         institutions=_institutions(cfg, data, final, central, trainer, observed),
         coordinator=tuple(observed.rounds),
         federated_curve=tuple((r.round_index, r.eval_loss, r.eval_accuracy or 0.0)
