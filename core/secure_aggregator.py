@@ -12,6 +12,11 @@ mapped from ``[-metric_bound, metric_bound]`` onto the clip range, so the
 server recovers the example-weighted mean of every metric, as the plain
 aggregator reports it, and nothing per client.
 
+Where the ring arithmetic runs follows the model: for updates on a CUDA
+device the session uses secagg's device-resident ring (`secagg.RingBackend`
+``TORCH``: quantisation, masking and the sum stay on the device, and only
+the masked wire bytes reach the host); CPU updates use the numpy ring.
+
 A client whose example count exceeds the public ``max_weight`` is refused
 (`core.errors.InvalidUpdateError`), never silently capped. Dropouts can be
 simulated (`core.config.DropoutSimulation`): a dropped client vanishes before
@@ -33,10 +38,7 @@ import secagg
 from core import _validate as v
 from core.checkpoint import refuse_foreign_state
 from core.config import DropoutSimulation
-from core.errors import (
-    InvalidUpdateError,
-    RoundAborted,
-)
+from core.errors import ConfigError, InvalidUpdateError, RoundAborted
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
 
 __all__ = ["SecureAggregator"]
@@ -56,7 +58,8 @@ class SecureAggregator:
     `settings` are the public secure-aggregation parameters (validated by
     `secagg`); `simulation` optionally drops clients mid-protocol;
     `metric_bound` is the largest |metric| a client reports (larger values
-    are clipped like update coordinates).
+    are clipped like update coordinates); `backend` forces where the ring
+    lives (None: by the updates' device, see the module docstring).
     """
 
     def __init__(
@@ -65,9 +68,16 @@ class SecureAggregator:
         *,
         simulation: DropoutSimulation | None = None,
         metric_bound: float = 16.0,
+        backend: secagg.RingBackend | None = None,
     ) -> None:
         v.check_float("SecureAggregator", "metric_bound", metric_bound, low=0,
                       low_open=True)  # fmt: skip
+        if backend is not None and not isinstance(backend, secagg.RingBackend):
+            raise ConfigError(
+                f"SecureAggregator.backend must be a secagg.RingBackend or None; "
+                f"found {backend!r}"
+            )
+        self.backend = backend
         self.settings = settings
         self.simulation = simulation if simulation is not None else DropoutSimulation()
         self.metric_bound = float(metric_bound)
@@ -88,15 +98,17 @@ class SecureAggregator:
         if result.total_weight <= 0:
             raise RoundAborted("secure aggregation recovered a total weight of 0")
         mean = result.mean
+        extra = mean[dim:].cpu().tolist()  # a few values: one small copy
         metrics = {
-            key: float(mean[dim + j]) * self.metric_bound / self.settings.clip
+            key: extra[j] * self.metric_bound / self.settings.clip
             for j, key in enumerate(keys)
         }
         metrics["clipped_coordinates"] = float(result.clipped)
         survivors = result.survivors
         model_bytes = dim * updates[0].delta.element_size()
+        delta = updates[0].delta
         return AggregateResult(
-            mean_delta=mean[:dim].to(updates[0].delta.dtype),
+            mean_delta=mean[:dim].to(device=delta.device, dtype=delta.dtype),
             total_weight=float(result.total_weight),
             num_aggregated=len(survivors),
             dropped=tuple(u.client_id for u in updates if u.client_id not in survivors),
@@ -119,6 +131,7 @@ class SecureAggregator:
                 context=_session_context(context, model_hash),
             )
             inputs = {u.client_id: self._encode(u, keys) for u in updates}
+            device = updates[0].delta.device
             return secagg.run_session(
                 inputs,
                 {u.client_id: u.num_examples for u in updates},
@@ -126,6 +139,8 @@ class SecureAggregator:
                 drop=self.simulation.drops(context.round_index, inputs, _DROP_ROUNDS),
                 policy=self.settings.client_policy(),
                 identities=self._identities(session_cfg, inputs, model_hash),
+                device=device,
+                backend=self._backend(device),
             )
         except secagg.InvalidInput as exc:
             # A weight above the public max_weight, or a malformed vector: a
@@ -165,14 +180,26 @@ class SecureAggregator:
             model_hash=model_hash,
         )
 
+    def _backend(self, device: torch.device) -> secagg.RingBackend:
+        if self.backend is not None:
+            return self.backend
+        if device.type == "cpu":
+            return secagg.RingBackend.NUMPY
+        return secagg.RingBackend.TORCH
+
     def _encode(self, update: ClientUpdate, keys: Sequence[str]) -> torch.Tensor:
         # Metrics are mapped onto the clip range so they share the update's
         # quantisation; metric_bound / clip undoes it after the secure sum.
+        # The vector stays on the update's device: a CUDA update never makes
+        # a host copy before it is masked.
+        delta = update.delta.detach()
         scale = self.settings.clip / self.metric_bound
         extra = torch.tensor(
-            [update.metrics[k] * scale for k in keys], dtype=torch.float64
+            [update.metrics[k] * scale for k in keys],
+            dtype=torch.float64,
+            device=delta.device,
         )
-        return torch.cat([update.delta.detach().to(torch.float64).cpu(), extra])
+        return torch.cat([delta.to(torch.float64), extra])
 
     def state_dict(self) -> StateDict:
         """Stateless between rounds: every session uses fresh keys."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -191,3 +193,87 @@ def test_it_has_no_state_and_refuses_someone_elses() -> None:
         CheckpointMismatchError, match="SecureAggregator has no state; found keys a, b"
     ):
         agg.load_state_dict({"b": 1, "a": 2})
+
+
+def _grid_updates(device: str) -> list[ClientUpdate]:
+    """Updates whose values lie on the quantisation grid of `_GRID` (k / 2^15):
+    stochastic rounding leaves them unchanged, so a secure sum of them is
+    exact to the last bit."""
+    g = torch.Generator().manual_seed(5)
+    return [
+        ClientUpdate(
+            client_id=i,
+            delta=(torch.randint(-2000, 2000, (40,), generator=g).double() / 2**15).to(
+                device
+            ),
+            num_examples=3 + i,
+            metrics={},
+        )
+        for i in range(5)
+    ]
+
+
+# clip = 1 - 2^-15 makes the scale (2^15 - 1) / clip exactly 2^15.
+_GRID = {"clip": 1 - 2**-15, "value_bits": 16}
+
+
+def _spy_backend(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, str]]:
+    """Record the ring back end and input device of every session."""
+    seen: list[tuple[object, str]] = []
+    real = secagg.run_session
+
+    def spy(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        devices = {str(x.device) for x in inputs.values()}
+        seen.append((kwargs.get("backend"), ",".join(sorted(devices))))
+        return real(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(secagg, "run_session", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("forced", "expected"),
+    [(None, secagg.RingBackend.NUMPY), (secagg.RingBackend.TORCH,
+                                        secagg.RingBackend.TORCH)],
+    ids=["cpu-default-numpy", "forced-torch"],
+)
+def test_the_ring_backend_is_chosen_by_device_and_the_sum_is_exact(
+    monkeypatch: pytest.MonkeyPatch,
+    make_context: ContextFn,
+    forced: secagg.RingBackend | None,
+    expected: secagg.RingBackend,
+) -> None:
+    seen = _spy_backend(monkeypatch)
+    updates = _grid_updates("cpu")
+    agg = SecureAggregator(_settings(**_GRID), backend=forced)
+    result = agg.aggregate(make_context(updates), updates)
+    assert seen == [(expected, "cpu")]
+    exact = sum(u.num_examples * u.delta for u in updates)
+    assert agg.last_session is not None
+    assert torch.equal(agg.last_session.weighted_sum.cpu(), exact)
+    assert result.total_weight == sum(u.num_examples for u in updates)
+    assert result.mean_delta.device.type == "cpu"
+
+
+@pytest.mark.gpu
+def test_a_cuda_model_masks_on_the_device_and_the_sum_is_exact(
+    monkeypatch: pytest.MonkeyPatch, make_context: ContextFn
+) -> None:
+    seen = _spy_backend(monkeypatch)
+    updates = _grid_updates("cuda")
+    agg = SecureAggregator(_settings(**_GRID))
+    result = agg.aggregate(make_context(updates), updates)
+    # The inputs reached the session on the GPU, and the torch ring was used.
+    assert seen == [(secagg.RingBackend.TORCH, "cuda:0")]
+    exact = sum(u.num_examples * u.delta for u in updates)
+    assert agg.last_session is not None
+    assert torch.equal(agg.last_session.weighted_sum.to(exact.device), exact)
+    assert result.mean_delta.device.type == "cuda"
+
+
+def test_a_backend_that_is_not_a_ring_backend_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"SecureAggregator\.backend must be a secagg\.RingBackend "
+        r"or None; found 'torch'"
+    ):
+        SecureAggregator(_settings(), backend="torch")  # type: ignore[arg-type]
