@@ -11,20 +11,24 @@ What a round does, and what it does on bad input:
 2. skip a client with no data (logged; it is never sampled again);
 3. ask the trainer; a `ClientDeclined` is logged, and a permanent one retires
    the client; once no client is left the run stops with a final message;
-4. reject an update whose delta is not finite or has the wrong length (logged;
-   it never reaches the aggregator, let alone the global model);
+4. reject an update whose delta is not finite or has the wrong length, whose
+   example count is 0, or whose metrics are not finite (logged as a skipped
+   client; it never reaches the aggregator, let alone the global model);
 5. aggregate; a `RoundAborted` is logged and the global model is unchanged;
 6. apply the server step, evaluate on the held-out set, report one console
    line and one ``metrics.jsonl`` line, and checkpoint atomically.
 
-Per-client metrics and example counts are never read here: the loop reports
-aggregate training metrics from `AggregateResult.metrics` only.
+Per-client metrics and example counts are never reported or kept here: step
+4 only accepts or rejects them (a check a client makes of its own update),
+and the loop reports aggregate training metrics from
+`AggregateResult.metrics` only.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -271,6 +275,11 @@ class Federation:
             return f"update has non-float dtype {update.delta.dtype}"
         if not bool(torch.isfinite(update.delta).all()):
             return "update holds NaN or inf"
+        if update.num_examples <= 0:
+            return "update claims no examples (a weight of 0)"
+        bad = sorted(k for k, v in update.metrics.items() if not math.isfinite(v))
+        if bad:
+            return f"metric {bad[0]} is NaN or inf"
         return None
 
     def _aggregate(

@@ -12,12 +12,15 @@ Data flows one way::
 
 Guarantees the loop relies on:
 
-* the loop never reads `ClientUpdate.metrics` or `ClientUpdate.num_examples`
-  itself; per-client values reach the server only through the aggregator, and
-  the loop reports aggregate values from `AggregateResult.metrics` only;
+* the loop never reports or keeps `ClientUpdate.metrics` or
+  `ClientUpdate.num_examples`: beyond the validity check below, which yields
+  only accept or reject, per-client values reach the server only through the
+  aggregator, and the loop reports aggregate values from
+  `AggregateResult.metrics` only;
 * before an update reaches the aggregator the loop checks, on the client side
-  of the boundary, that its delta is finite and has the expected length, so a
-  NaN or inf never reaches the global model;
+  of the boundary, that its delta is finite and has the expected length, its
+  example count positive and its metrics finite, so a NaN, an inf or a
+  weightless update never reaches an aggregator or the global model;
 * an `Aggregator` that raises `core.errors.RoundAborted` leaves the round
   without effect: the global model and server optimizer state are unchanged;
 * `state_dict()` returns only tensors and plain Python values (dict, list,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -157,3 +159,40 @@ def test_run_round_after_exhaustion_raises(kit: Kit) -> None:
     fed.run_round()
     with pytest.raises(FederationError, match="no client can train any more"):
         fed.run_round()
+
+
+BAD_METRIC = "rejected: metric train_loss is NaN or inf"
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        ({"bad_metric": {2: float("nan")}}, BAD_METRIC),
+        ({"bad_metric": {2: float("-inf")}}, BAD_METRIC),
+        ({"zero_weight": [2]}, "rejected: update claims no examples (a weight of 0)"),
+    ],
+    ids=["nan-metric", "inf-metric", "zero-examples"],
+)
+def test_a_bad_metric_or_zero_count_is_a_skipped_client_and_a_logged_round(
+    kit: Kit,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    poison: dict[str, Any],
+    reason: str,
+) -> None:
+    model = kit.model()
+    trainer = kit.PoisoningTrainer(kit.trainer(model), {}, **poison)
+    fed = kit.federation(model=model, trainer=trainer, rounds=2, run_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="core.federation"):
+        result = fed.run()
+    assert result.rounds_completed == 2 and result.stopped_early is None
+    for record in result.history:
+        assert record.skipped == {2: reason} and record.num_aggregated == 3
+        assert all(math.isfinite(v) for v in record.metrics.values())
+    assert torch.isfinite(result.params).all()
+    assert f"round 1: client 2 skipped: {reason}" in caplog.text
+    rounds = [
+        json.loads(x)
+        for x in (tmp_path / "metrics.jsonl").read_text().splitlines()[1:]
+    ]
+    assert [r["skipped"] for r in rounds] == [{"2": reason}] * 2

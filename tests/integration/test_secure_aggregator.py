@@ -18,6 +18,7 @@ from core import (
     RoundAborted,
     SecureAggregator,
 )
+from tests.core.kit import Kit
 from tests.integration.conftest import ContextFn, UpdatesFn
 
 
@@ -277,3 +278,27 @@ def test_a_backend_that_is_not_a_ring_backend_is_refused() -> None:
         r"or None; found 'torch'"
     ):
         SecureAggregator(_settings(), backend="torch")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [{"bad_metric": {1: float("nan")}}, {"zero_weight": [1]}],
+    ids=["nan-metric", "zero-examples"],
+)
+def test_a_federation_with_secure_sums_skips_a_bad_client_and_carries_on(
+    poison: dict[str, Any],
+) -> None:
+    # Without the loop's client-side check, the NaN metric or the zero weight
+    # would reach secagg, which refuses the whole session.
+    kit = Kit()
+    model = kit.model()
+    fed = kit.federation(
+        model=model,
+        trainer=kit.PoisoningTrainer(kit.trainer(model), {}, **poison),
+        aggregator=SecureAggregator(_settings()),
+        rounds=2,
+    )
+    result = fed.run()
+    assert result.rounds_completed == 2
+    assert all(r.aborted is None and r.num_aggregated == 3 for r in result.history)
+    assert all(list(r.skipped) == [1] for r in result.history)
