@@ -249,7 +249,7 @@ def test_the_ring_backend_is_chosen_by_device_and_the_sum_is_exact(
     agg = SecureAggregator(_settings(**_GRID), backend=forced)
     result = agg.aggregate(make_context(updates), updates)
     assert seen == [(expected, "cpu")]
-    exact = sum(u.num_examples * u.delta for u in updates)
+    exact = torch.stack([u.num_examples * u.delta for u in updates]).sum(dim=0)
     assert agg.last_session is not None
     assert torch.equal(agg.last_session.weighted_sum.cpu(), exact)
     assert result.total_weight == sum(u.num_examples for u in updates)
@@ -266,7 +266,7 @@ def test_a_cuda_model_masks_on_the_device_and_the_sum_is_exact(
     result = agg.aggregate(make_context(updates), updates)
     # The inputs reached the session on the GPU, and the torch ring was used.
     assert seen == [(secagg.RingBackend.TORCH, "cuda:0")]
-    exact = sum(u.num_examples * u.delta for u in updates)
+    exact = torch.stack([u.num_examples * u.delta for u in updates]).sum(dim=0)
     assert agg.last_session is not None
     assert torch.equal(agg.last_session.weighted_sum.to(exact.device), exact)
     assert result.mean_delta.device.type == "cuda"
