@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -258,29 +257,8 @@ class Federation:
             if outcome.permanent:
                 self._retired[cid] = outcome.reason
             return f"declined: {outcome.reason}"
-        problem = self._check_update(cid, outcome)
+        problem = outcome.defect(cid, self._params)
         return outcome if problem is None else f"rejected: {problem}"
-
-    def _check_update(self, cid: int, update: ClientUpdate) -> str | None:
-        # These checks stand on the client side of the aggregation boundary:
-        # they see only the client's own update and reveal only accept/reject.
-        if update.client_id != cid:
-            return f"update names client {update.client_id}"
-        if update.delta.shape != self._params.shape:
-            return (
-                f"update has {update.delta.numel()} elements; the model has "
-                f"{self._params.numel()}"
-            )
-        if not update.delta.is_floating_point():
-            return f"update has non-float dtype {update.delta.dtype}"
-        if not bool(torch.isfinite(update.delta).all()):
-            return "update holds NaN or inf"
-        if update.num_examples <= 0:
-            return "update claims no examples (a weight of 0)"
-        bad = sorted(k for k, v in update.metrics.items() if not math.isfinite(v))
-        if bad:
-            return f"metric {bad[0]} is NaN or inf"
-        return None
 
     def _aggregate(
         self, r: int, cohort: tuple[int, ...], updates: list[ClientUpdate]

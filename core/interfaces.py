@@ -35,10 +35,12 @@ Guarantees the loop relies on:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from core.errors import DataError, InvalidUpdateError
@@ -130,6 +132,30 @@ class ClientUpdate:
                 f"ClientUpdate.num_examples must be >= 0; found {self.num_examples}"
             )
         object.__setattr__(self, "metrics", _frozen_metrics(self.metrics))
+
+    def defect(self, client_id: int, global_params: Tensor) -> str | None:
+        """Why this update must not be aggregated, or None when it may.
+
+        The check stands on the client side of the aggregation boundary: it
+        sees only this client's own update and yields only accept or reject.
+        """
+        if self.client_id != client_id:
+            return f"update names client {self.client_id}"
+        if self.delta.shape != global_params.shape:
+            return (
+                f"update has {self.delta.numel()} elements; the model has "
+                f"{global_params.numel()}"
+            )
+        if not self.delta.is_floating_point():
+            return f"update has non-float dtype {self.delta.dtype}"
+        if not bool(torch.isfinite(self.delta).all()):
+            return "update holds NaN or inf"
+        if self.num_examples <= 0:
+            return "update claims no examples (a weight of 0)"
+        bad = sorted(k for k, v in self.metrics.items() if not math.isfinite(v))
+        if bad:
+            return f"metric {bad[0]} is NaN or inf"
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

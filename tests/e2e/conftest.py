@@ -43,6 +43,12 @@ class Pilots:
         )
         return path
 
+    def run_example(self, name: str, *extra: str) -> tuple[int, Path, str]:
+        """Run ``examples/<name>`` into ``tmp_path/<stem>``: (code, folder, stdout)."""
+        out = self.tmp_path / Path(name).stem
+        code = run_main([str(ROOT / "examples" / name), "--output", str(out), *extra])
+        return code, out, self.capsys.readouterr().out
+
     def refused(self, body: str, *extra: str) -> str:
         """Run a config that must be refused; return its one stderr line."""
         out = self.tmp_path / "out"

