@@ -111,8 +111,7 @@ def _trainer(
         return DPTrainer(
             model, clients=data.clients, config=plan.privacy, ledger_dir=ledgers,
             learning_rate=cfg.training.learning_rate,
-            # The same choice, in the enum of the library that trains.
-            optimizer=dp.LocalOptimizer(cfg.training.optimizer.value),
+            optimizer=cfg.privacy.optimizer,
         )  # fmt: skip
     except dp.PrivacyError as exc:
         names = {"delta": "privacy.delta", "epsilon_budget": "privacy.epsilon_budget",

@@ -95,10 +95,12 @@ class FederationSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivacySection:
-    """[privacy]: DP-SGD at every institution (`config` is None when off)."""
+    """[privacy]: DP-SGD at every institution (`config` is None when off).
+    `optimizer` is ``training.optimizer`` in dp's own enum."""
 
     enabled: bool = field(default=True, metadata=_doc("DP-SGD at every institution"))
     config: dp.DPConfig | None
+    optimizer: dp.LocalOptimizer = dp.LocalOptimizer.SGD
 
     def __post_init__(self) -> None:
         check_bool("privacy", "enabled", self.enabled)
@@ -349,7 +351,8 @@ def _privacy(
         "local_epochs": ("training.local_epochs", training.local_epochs),
         "planned_rounds": ("federation.rounds", fed.rounds),
     })  # fmt: skip
-    return PrivacySection(enabled=True, config=config)
+    optimizer = dp.LocalOptimizer(training.optimizer.value)
+    return PrivacySection(enabled=True, config=config, optimizer=optimizer)
 
 
 def _secure_aggregation(

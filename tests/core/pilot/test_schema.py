@@ -186,7 +186,8 @@ def test_the_library_objects_carry_the_enums_each_library_expects() -> None:
     assert cfg.training.optimizer is OptimizerKind.ADAM
     assert cfg.secure_aggregation.settings is not None
     assert cfg.secure_aggregation.settings.mode is secagg.SecurityMode.HARDENED
-    # The DP trainer gets the same choice in dp's own enum.
+    # The DP trainer gets the same choice in dp's own enum, for every choice.
+    assert cfg.privacy.optimizer is dp.LocalOptimizer.ADAM
     assert {k.value for k in OptimizerKind} == {k.value for k in dp.LocalOptimizer}
 
 
