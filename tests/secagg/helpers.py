@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -159,3 +160,15 @@ def refuses(
         call()
     assert client._state is before
     assert client.holds_secrets
+
+
+def replay(label: bytes) -> Callable[[int], bytes]:
+    """Deterministic stand-in for os.urandom: the same label replays the same
+    bytes, so two runs get identical keys and rounding bits (tests only)."""
+    counter = itertools.count()
+
+    def entropy(n: int) -> bytes:
+        block = label + next(counter).to_bytes(8, "little")
+        return hashlib.shake_256(block).digest(n)
+
+    return entropy
