@@ -111,11 +111,16 @@ MODEL = hashlib.sha256(b"model").digest()
 def _parties(
     cfg: SecAggConfig, backend: RingBackend
 ) -> tuple[dict[int, SecAggClient], SecAggServer]:
-    n, extra = cfg.num_clients, {}
-    hardened = cfg.mode is HARD
-    if hardened:
-        consortium, keys = make_consortium(range(n), replay(b"ids"))
-        extra = {"consortium": consortium, "model_hash": MODEL}
+    ids = range(cfg.num_clients)
+    if cfg.mode is not HARD:
+        clients = {
+            i: SecAggClient(
+                cfg, i, policy=LENIENT, entropy=replay(b"c%d" % i), backend=backend
+            )
+            for i in ids
+        }
+        return clients, SecAggServer(cfg, backend=backend)
+    consortium, keys = make_consortium(ids, replay(b"ids"))
     clients = {
         i: SecAggClient(
             cfg,
@@ -123,12 +128,14 @@ def _parties(
             policy=LENIENT,
             entropy=replay(b"c%d" % i),
             backend=backend,
-            **extra,
-            **({"identity": keys[i]} if hardened else {}),
+            consortium=consortium,
+            identity=keys[i],
+            model_hash=MODEL,
         )
-        for i in range(n)
+        for i in ids
     }
-    return clients, SecAggServer(cfg, backend=backend, **extra)
+    server = SecAggServer(cfg, backend=backend, consortium=consortium, model_hash=MODEL)
+    return clients, server
 
 
 def transcript(
