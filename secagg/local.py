@@ -23,15 +23,14 @@ import numpy.typing as npt
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secagg import ring
+from secagg.backend import select_ring
 from secagg.client import SecAggClient
 from secagg.config import Round, SecAggConfig, SecurityMode
-from secagg.device_ring import AnyQuantized, RingBackend, resolve_backend
 from secagg.errors import ConfigError, InvalidInput
 from secagg.identity import Consortium, make_consortium
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, check_weight, quantize_input
-from secagg.quantize_torch import quantize_tensor
+from secagg.ring import RingArray, RingBackend
 from secagg.server import SecAggServer
 
 __all__ = ["Identities", "SessionResult", "run_quantized_session", "run_session"]
@@ -58,7 +57,7 @@ class SessionResult:
     bytes_sent: Mapping[int, int]
     bytes_received: Mapping[int, int]
     clipped: int
-    ring_sum: ring.RingArray
+    ring_sum: RingArray
 
 
 def _by_id(values: Sequence[object] | Mapping[int, object]) -> dict[int, object]:
@@ -102,7 +101,7 @@ def _identities(
 
 
 def run_quantized_session(
-    quantized: Mapping[int, AnyQuantized],
+    quantized: Mapping[int, QuantizedInput],
     config: SecAggConfig,
     *,
     drop: Mapping[int, Round] | None = None,
@@ -212,9 +211,8 @@ def run_session(
     :class:`~secagg.errors.TooFewSurvivors` when fewer than ``threshold``
     clients remain at any round.  ``policy`` is every client's own
     :class:`ClientPolicy` (default: threshold at least half the cohort).
-    ``device`` and ``backend`` (:mod:`secagg.device_ring`) choose where
-    quantisation, masking and summation run; ``RingBackend.TORCH`` (the
-    default off the CPU) quantises each input on ``device`` too.
+    ``device`` and ``backend`` (:func:`secagg.backend.select_ring`) choose
+    the ring quantisation, masking and summation run on.
     """
     xs, ws = _by_id(inputs), _by_id(weights)
     if set(xs) != set(ws):
@@ -222,22 +220,22 @@ def run_session(
     for i in sorted(ws):
         check_weight(ws[i], config)  # type: ignore[arg-type]
     drops = drop or {}
-    on_device = resolve_backend(device, backend) is RingBackend.TORCH
-
-    def quantize(x: Vector, w: int) -> AnyQuantized:
-        if on_device:
-            return quantize_tensor(torch.as_tensor(x).to(device), w, config)
-        return quantize_input(x, w, config)
-
     quantized = {
-        i: quantize(xs[i], ws[i])  # type: ignore[arg-type]
+        i: quantize_input(
+            xs[i],  # type: ignore[arg-type]
+            ws[i],  # type: ignore[arg-type]
+            config,
+            device=device,
+            backend=backend,
+        )
         for i in sorted(xs)
         if i not in drops or drops[i] > Round.MASKED_INPUT
     }
     # Clients that vanish before MaskedInput never quantise; they still take
     # part in the earlier rounds.
+    ring = select_ring(config.ring_bits, device, backend)
     placeholder = QuantizedInput(
-        values=ring.zeros(config.encoded_length, config.ring_bits),
+        values=ring.zeros(config.encoded_length),
         weight=0,
         clipped=0,
         bits=config.ring_bits,

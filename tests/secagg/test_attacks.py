@@ -58,7 +58,7 @@ from secagg.signed_messages import (
     SignedKeyEntry,
     SignedUnmaskRequest,
 )
-from tests.secagg.helpers import (
+from tests.secagg.conftest import (
     LENIENT,
     MODEL,
     Drive,

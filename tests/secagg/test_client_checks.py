@@ -35,7 +35,7 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from tests.secagg.helpers import config, drive, quantized, refuses
+from tests.secagg.conftest import config, drive, quantized, refuses
 
 # Check 1: configuration within the client's own policy ----------------------
 

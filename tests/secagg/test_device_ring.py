@@ -34,7 +34,7 @@ from secagg.device_ring import AnyQuantized, RingBackend, resolve_backend
 from secagg.messages import MaskedInput
 from secagg.quantize_torch import from_host, quantize_tensor, to_host
 from secagg.server import SecAggAggregate
-from tests.secagg.helpers import LENIENT, config
+from tests.secagg.conftest import LENIENT, config
 
 NP, TORCH = RingBackend.NUMPY, RingBackend.TORCH
 BITS = [8, 13, 16, 24, 31, 32, 33, 40, 57, 62]

@@ -37,7 +37,7 @@ from secagg.signed_messages import (
     SignedAdvertiseKeys,
     SignedUnmaskRequest,
 )
-from tests.secagg.helpers import MODEL, config, drive
+from tests.secagg.conftest import MODEL, config, drive
 
 HARD = SecurityMode.HARDENED
 

@@ -41,7 +41,7 @@ from secagg.signed_messages import (
     SignedKeyDirectory,
     SignedUnmaskRequest,
 )
-from tests.secagg.helpers import config, drive, quantized
+from tests.secagg.conftest import config, drive, quantized
 
 HARD = SecurityMode.HARDENED
 

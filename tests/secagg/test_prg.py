@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from secagg import SecAggError, prg, ring
-from tests.secagg.helpers import RFC8439_A1
+from tests.secagg.conftest import RFC8439_A1
 
 KEY_00_1F = bytes(range(32))
 

@@ -17,7 +17,7 @@ from secagg.prg_torch import (
     ring_mask,
     signed_mask_sum,
 )
-from tests.secagg.helpers import RFC8439_A1
+from tests.secagg.conftest import RFC8439_A1
 
 CPU = torch.device("cpu")
 RING_BITS = [8, 16, 32, 40, 62]

@@ -26,7 +26,7 @@ from secagg import (
 from secagg.config import neighbours
 from secagg.graph import ThreatModel, complete_graph_threshold
 from secagg.messages import SHARE_CIPHERTEXT_BYTES, ShareKeys
-from tests.secagg.helpers import LENIENT, config, drive
+from tests.secagg.conftest import LENIENT, config, drive
 
 
 def test_secaggplus_recovers_exact_sums_with_dropouts_at_n_200() -> None:

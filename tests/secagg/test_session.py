@@ -24,7 +24,7 @@ from secagg import (
     shamir,
 )
 from secagg.messages import MaskedInput, UnmaskResponse
-from tests.secagg.helpers import LENIENT, Drive, config, drive
+from tests.secagg.conftest import LENIENT, Drive, config, drive
 
 DROP_CHOICES = [None, *Round]
 

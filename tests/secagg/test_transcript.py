@@ -18,18 +18,16 @@ import torch
 
 from secagg import (
     GraphKind,
+    QuantizedInput,
     RingBackend,
     Round,
-    SecAggClient,
     SecAggConfig,
-    SecAggServer,
-    SecurityMode,
-    make_consortium,
     quantize_input,
 )
-from tests.secagg.helpers import LENIENT, replay
+from tests.secagg.conftest import HARD, drive, replay
 
-HARD = SecurityMode.HARDENED
+#: The model hash of every party of these sessions.
+MODEL = hashlib.sha256(b"model").digest()
 HARARY = {"graph": GraphKind.HARARY, "degree": 4}
 
 CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
@@ -105,37 +103,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
     ),
 }
 
-MODEL = hashlib.sha256(b"model").digest()
-
-
-def _parties(
-    cfg: SecAggConfig, backend: RingBackend
-) -> tuple[dict[int, SecAggClient], SecAggServer]:
-    ids = range(cfg.num_clients)
-    if cfg.mode is not HARD:
-        clients = {
-            i: SecAggClient(
-                cfg, i, policy=LENIENT, entropy=replay(b"c%d" % i), backend=backend
-            )
-            for i in ids
-        }
-        return clients, SecAggServer(cfg, backend=backend)
-    consortium, keys = make_consortium(ids, replay(b"ids"))
-    clients = {
-        i: SecAggClient(
-            cfg,
-            i,
-            policy=LENIENT,
-            entropy=replay(b"c%d" % i),
-            backend=backend,
-            consortium=consortium,
-            identity=keys[i],
-            model_hash=MODEL,
-        )
-        for i in ids
-    }
-    server = SecAggServer(cfg, backend=backend, consortium=consortium, model_hash=MODEL)
-    return clients, server
+def _input(cfg: SecAggConfig, i: int) -> QuantizedInput:
+    n, d = cfg.num_clients, cfg.vector_length
+    x = torch.linspace(-1.5, 1.5, d, dtype=torch.float64) * (i + 1) / n
+    return quantize_input(x, 1 + i % cfg.max_weight, cfg, entropy=replay(b"q%d" % i))
 
 
 def transcript(
@@ -143,48 +114,15 @@ def transcript(
 ) -> tuple[str, int, int]:
     """SHA-256 over every message in order and the ring sum; Σw; clip count."""
     h = hashlib.sha256()
-    clients, server = _parties(cfg, backend)
-    n, d = cfg.num_clients, cfg.vector_length
-    x = {
-        i: torch.linspace(-1.5, 1.5, d, dtype=torch.float64) * (i + 1) / n
-        for i in clients
-    }
-
-    def alive(i: int, rnd: Round) -> bool:
-        return i not in drop or rnd < drop[i]
-
-    for i, c in clients.items():
-        if alive(i, Round.ADVERTISE_KEYS):
-            msg = c.advertise_keys()
-            h.update(msg)
-            server.receive(i, msg)
-    rounds = [Round.SHARE_KEYS, Round.MASKED_INPUT, Round.UNMASKING]
-    if cfg.mode is HARD:
-        rounds.insert(2, Round.CONSISTENCY_CHECK)
-    for rnd in rounds:
-        for i, request in sorted(server.broadcast().items()):
-            h.update(request)
-            if not alive(i, rnd):
-                continue
-            c = clients[i]
-            if rnd is Round.SHARE_KEYS:
-                out = c.share_keys(request)
-            elif rnd is Round.MASKED_INPUT:
-                w = 1 + i % cfg.max_weight
-                q = quantize_input(x[i], w, cfg, entropy=replay(b"q%d" % i))
-                out = c.masked_input(request, q)
-            elif rnd is Round.CONSISTENCY_CHECK:
-                out = c.consistency_check(request)
-            else:
-                out = c.unmask(request)
-            h.update(out)
-            server.receive(i, out)
-    agg = server.unmask()
+    run = drive(
+        cfg, absent=drop, inputs=_input, tap=h.update, entropy=b"", backend=backend,
+        model=MODEL,
+    )  # fmt: skip
+    agg = run.server.unmask()
     h.update(np.asarray(agg.ring_sum, dtype="<u8").tobytes())
     return h.hexdigest(), agg.total_weight, agg.clipped
 
 
-@pytest.mark.parametrize("backend", [RingBackend.NUMPY, RingBackend.TORCH])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_transcript_known_answer(name: str, backend: RingBackend) -> None:
     kw, drop, digest, total_weight, clipped = CASES[name]

@@ -15,7 +15,7 @@ from scipy.stats import chisquare
 from secagg import Round, quantize_input
 from secagg.messages import MaskedInput, ShareRelay
 from secagg.prg import chacha20_keystream
-from tests.secagg.helpers import config, drive
+from tests.secagg.conftest import config, drive
 
 ALPHA = 1e-6
 D = 250_000  # 1 MB of masked payload at k = 32
