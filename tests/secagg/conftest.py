@@ -8,6 +8,7 @@ tests.secagg.conftest import ...``) and take the fixtures by name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections.abc import Callable, Mapping
@@ -57,9 +58,10 @@ MODEL = hashlib.sha256(b"the model the server announced").digest()
 
 
 def config(n: int = 4, t: int = 3, d: int = 8, **kw: Any) -> SecAggConfig:
-    """A small configuration with weights up to 15."""
-    kw.setdefault("max_weight", 15)
-    return SecAggConfig(num_clients=n, threshold=t, vector_length=d, **kw)
+    """A small configuration with weights up to 15; ``kw`` (any
+    :class:`SecAggConfig` field, ``threshold`` included) override."""
+    fields = {"num_clients": n, "threshold": t, "vector_length": d, "max_weight": 15}
+    return SecAggConfig(**(fields | kw))
 
 
 def replay(label: bytes) -> Callable[[int], bytes]:
@@ -122,6 +124,8 @@ def parties(
     *,
     policy: ClientPolicy = LENIENT,
     backend: RingBackend | None = None,
+    device: torch.device | str = "cpu",
+    chunk_elems: int | None = None,
     entropy: bytes | None = None,
     model: bytes = MODEL,
     models: Mapping[int, bytes] | None = None,
@@ -130,10 +134,12 @@ def parties(
 
     A hardened ``cfg`` gets a consortium of the same ids; every party holds
     ``model`` unless ``models`` gives a client another.  ``entropy``, if
-    given, labels replayed entropy for identities and clients.
+    given, labels replayed entropy for identities and clients.  ``backend``
+    and ``device`` place every party's ring; ``chunk_elems`` the server's.
     """
     ids = range(cfg.num_clients)
-    consortium, ident = None, {}
+    consortium: Consortium | None = None
+    ident: dict[int, Ed25519PrivateKey] = {}
     if cfg.mode is HARD and entropy is not None:
         consortium, ident = make_consortium(ids, replay(entropy + b"ids"))
     elif cfg.mode is HARD:
@@ -141,7 +147,7 @@ def parties(
     models = models or {}
     clients = {}
     for i in ids:
-        kw: dict[str, Any] = {"policy": policy, "backend": backend}
+        kw: dict[str, Any] = {"policy": policy, "backend": backend, "device": device}
         if entropy is not None:
             kw["entropy"] = replay(entropy + b"c%d" % i)
         if consortium is not None:
@@ -154,6 +160,8 @@ def parties(
     server = SecAggServer(
         cfg,
         backend=backend,
+        device=device,
+        chunk_elems=chunk_elems,
         consortium=consortium,
         model_hash=model if consortium is not None else None,
     )
@@ -194,7 +202,9 @@ def drive(
         for i, msg in sorted(run.requests.items()):
             tap(msg)
             if alive(i, rnd):
-                out = _answer(run.clients[i], rnd, msg, lambda: inputs(cfg, i))
+                out = _answer(
+                    run.clients[i], rnd, msg, functools.partial(inputs, cfg, i)
+                )
                 tap(out)
                 run.server.receive(i, out)
         run.requests = run.server.broadcast() if rnd < Round.UNMASKING else {}

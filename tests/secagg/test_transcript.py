@@ -103,6 +103,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
     ),
 }
 
+
 def _input(cfg: SecAggConfig, i: int) -> QuantizedInput:
     n, d = cfg.num_clients, cfg.vector_length
     x = torch.linspace(-1.5, 1.5, d, dtype=torch.float64) * (i + 1) / n
