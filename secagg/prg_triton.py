@@ -62,19 +62,18 @@ def triton_available() -> bool:
 if triton is not None:
 
     @triton.jit  # type: ignore[untyped-decorator,misc]
+    def _arx(x: tl.tensor, y: tl.tensor, z: tl.tensor, R: tl.constexpr) -> Any:
+        # One quarter-round step: x += y; z ^= x; z <<<= R (uint32 lanes).
+        x = x + y
+        z = z ^ x
+        return x, (z << R) | (z >> (32 - R))
+
+    @triton.jit  # type: ignore[untyped-decorator,misc]
     def _qr(a: tl.tensor, b: tl.tensor, c: tl.tensor, d: tl.tensor) -> Any:
-        a = a + b
-        d = d ^ a
-        d = (d << 16) | (d >> 16)
-        c = c + d
-        b = b ^ c
-        b = (b << 12) | (b >> 20)
-        a = a + b
-        d = d ^ a
-        d = (d << 8) | (d >> 24)
-        c = c + d
-        b = b ^ c
-        b = (b << 7) | (b >> 25)
+        a, d = _arx(a, b, d, 16)
+        c, b = _arx(c, d, b, 12)
+        a, d = _arx(a, b, d, 8)
+        c, b = _arx(c, d, b, 7)
         return a, b, c, d
 
     @triton.jit  # type: ignore[untyped-decorator,misc]
@@ -209,23 +208,34 @@ if triton is not None:
                 s15 += x15 * sg
         # ELEMS ring elements per ChaCha20 block: 16 (one word each) or 8.
         o = blk * ELEMS
-        _store(out_ptr, o + 0, s0, n_elems, MASK)
-        _store(out_ptr, o + 1, s1, n_elems, MASK)
-        _store(out_ptr, o + 2, s2, n_elems, MASK)
-        _store(out_ptr, o + 3, s3, n_elems, MASK)
-        _store(out_ptr, o + 4, s4, n_elems, MASK)
-        _store(out_ptr, o + 5, s5, n_elems, MASK)
-        _store(out_ptr, o + 6, s6, n_elems, MASK)
-        _store(out_ptr, o + 7, s7, n_elems, MASK)
+        _store8(out_ptr, o, s0, s1, s2, s3, s4, s5, s6, s7, n_elems, MASK)
         if not TWO_WORDS:
-            _store(out_ptr, o + 8, s8, n_elems, MASK)
-            _store(out_ptr, o + 9, s9, n_elems, MASK)
-            _store(out_ptr, o + 10, s10, n_elems, MASK)
-            _store(out_ptr, o + 11, s11, n_elems, MASK)
-            _store(out_ptr, o + 12, s12, n_elems, MASK)
-            _store(out_ptr, o + 13, s13, n_elems, MASK)
-            _store(out_ptr, o + 14, s14, n_elems, MASK)
-            _store(out_ptr, o + 15, s15, n_elems, MASK)
+            _store8(out_ptr, o + 8, s8, s9, s10, s11, s12, s13, s14, s15, n_elems, MASK)
+
+    @triton.jit  # type: ignore[untyped-decorator,misc]
+    def _store8(
+        out_ptr: tl.tensor,
+        o: tl.tensor,
+        a0: tl.tensor,
+        a1: tl.tensor,
+        a2: tl.tensor,
+        a3: tl.tensor,
+        a4: tl.tensor,
+        a5: tl.tensor,
+        a6: tl.tensor,
+        a7: tl.tensor,
+        n_elems: tl.tensor,
+        MASK: tl.constexpr,
+    ) -> None:
+        # Elements o .. o + 7 of each block (inlined by the compiler).
+        _store(out_ptr, o + 0, a0, n_elems, MASK)
+        _store(out_ptr, o + 1, a1, n_elems, MASK)
+        _store(out_ptr, o + 2, a2, n_elems, MASK)
+        _store(out_ptr, o + 3, a3, n_elems, MASK)
+        _store(out_ptr, o + 4, a4, n_elems, MASK)
+        _store(out_ptr, o + 5, a5, n_elems, MASK)
+        _store(out_ptr, o + 6, a6, n_elems, MASK)
+        _store(out_ptr, o + 7, a7, n_elems, MASK)
 
     @triton.jit  # type: ignore[untyped-decorator,misc]
     def _store(
@@ -276,14 +286,7 @@ def signed_mask_sum_triton(
     if not keys:
         return out.zero_()
     tiles = triton.cdiv(n_blocks, _BLOCK)
-    sms = (
-        torch.cuda.get_device_properties(dev).multi_processor_count
-        if dev.type == "cuda"
-        else 2
-    )
-    splits = min(len(keys), _MAX_SPLITS, max(1, -(-_PROGRAMS_PER_SM * sms // tiles)))
-    per_split = -(-len(keys) // splits)
-    splits = -(-len(keys) // per_split)  # no split without keys
+    splits, per_split = _splits(dev, len(keys), tiles)
     # Partial sums need scratch rows: at most ~PROGRAMS_PER_SM * sms tiles' worth.
     dst = (
         out
@@ -305,12 +308,29 @@ def signed_mask_sum_triton(
         num_warps=_NUM_WARPS,
     )
     if splits > 1:
-        mask = (1 << bits) - 1
-        if bits <= 32:
-            # At most 64 partials below 2^32: the int64 sum cannot overflow.
-            torch.sum(dst, dim=0, out=out).bitwise_and_(mask)
-        else:
-            out.copy_(dst[0])
-            for row in dst[1:]:
-                out.add_(row).bitwise_and_(mask)
+        _fold(dst, out, bits)
     return out
+
+
+def _splits(dev: torch.device, n_keys: int, tiles: int) -> tuple[int, int]:
+    """How many key splits (grid axis 1) and keys per split fill the device."""
+    sms = (
+        torch.cuda.get_device_properties(dev).multi_processor_count
+        if dev.type == "cuda"
+        else 2
+    )
+    splits = min(n_keys, _MAX_SPLITS, max(1, -(-_PROGRAMS_PER_SM * sms // tiles)))
+    per_split = -(-n_keys // splits)
+    return -(-n_keys // per_split), per_split  # no split without keys
+
+
+def _fold(partials: torch.Tensor, out: torch.Tensor, bits: int) -> None:
+    """``out = Σ partials mod 2^bits`` over the rows of the per-split sums."""
+    mask = (1 << bits) - 1
+    if bits <= 32:
+        # At most 64 partials below 2^32: the int64 sum cannot overflow.
+        torch.sum(partials, dim=0, out=out).bitwise_and_(mask)
+    else:
+        out.copy_(partials[0])
+        for row in partials[1:]:
+            out.add_(row).bitwise_and_(mask)

@@ -12,10 +12,9 @@ device-to-host copy of a client is its masked vector's wire payload, and a
 server decodes each payload onto the device once.  On a CPU device this is
 the same code, so CI cross-checks it bit for bit against ``NUMPY``.
 
->>> r = TorchRing(16)
->>> v = r.from_signed(torch.tensor([-1, 2]))
->>> r.centered(r.add(v, v)).tolist()
-[-2, 4]
+>>> t = TorchRing(12).from_signed(torch.tensor([-1, 5]))
+>>> t.tolist(), bytes(TorchRing(12).to_wire(t)).hex()
+([4095, 5], 'ff0f0500')
 """
 
 from __future__ import annotations
