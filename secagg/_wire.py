@@ -68,7 +68,10 @@ class Reader:
 
     def __init__(self, data: object, kind: MessageType | None) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidMessage(f"message must be bytes, got {type(data).__name__}")
+            raise InvalidMessage(
+                "message must be bytes, bytearray or memoryview, got "
+                f"{type(data).__name__}"
+            )
         view = memoryview(data)
         if not view.c_contiguous:
             view = memoryview(view.tobytes())  # one copy of a strided view

@@ -118,7 +118,8 @@ def float_vector(vector: object, length: int) -> FloatVector:
                 f"vector must be a float tensor or array, got {type(vector).__name__}"
             ) from exc
         if x.dtype.kind != "f":
-            raise InvalidInput(f"vector must be floating point, got {x.dtype}")
+            what = x.dtype if isinstance(vector, np.ndarray) else type(vector).__name__
+            raise InvalidInput(f"vector must be floating point, got {what}")
         if x.dtype not in _NATIVE_FLOATS:  # byte-swapped or extended precision
             x = x.astype(np.float64)
     if x.ndim != 1 or x.shape[0] != length:
