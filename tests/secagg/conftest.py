@@ -36,6 +36,7 @@ from secagg import (
 )
 from secagg.backend import select_ring
 from secagg.ring import Ring
+from secagg.signed_messages import SignedAdvertiseKeys, SignedKeyEntry
 
 HARD = SecurityMode.HARDENED
 SEMI = SecurityMode.SEMI_HONEST
@@ -166,6 +167,29 @@ def parties(
         model_hash=model if consortium is not None else None,
     )
     return Drive(cfg, clients, server, {}, consortium, ident)
+
+
+def member(
+    run: Drive, i: int, model: bytes = MODEL, policy: ClientPolicy = LENIENT
+) -> SecAggClient:
+    """A fresh client ``i`` of ``run``'s consortium, holding ``model``."""
+    assert run.consortium is not None, "a hardened run has a consortium"
+    return SecAggClient(
+        run.cfg,
+        i,
+        policy=policy,
+        consortium=run.consortium,
+        identity=run.keys[i],
+        model_hash=model,
+    )
+
+
+def entry_of(advert: bytes) -> SignedKeyEntry:
+    """The key-directory entry a server makes of a signed advert."""
+    a = SignedAdvertiseKeys.from_bytes(advert)
+    return SignedKeyEntry(
+        client_id=a.sender, c_pk=a.c_pk, s_pk=a.s_pk, signature=a.signature
+    )
 
 
 def drive(

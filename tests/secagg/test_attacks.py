@@ -52,18 +52,18 @@ from secagg.messages import (
 from secagg.signed_messages import (
     ConsistencyRequest,
     ConsistencySignature,
-    SignedAdvertiseKeys,
     SignedKeyDirectory,
     SignedKeyEntry,
     SignedUnmaskRequest,
 )
 from tests.secagg.conftest import (
     HARD,
-    LENIENT,
     MODEL,
     Drive,
     config,
     drive,
+    entry_of,
+    member,
     parties,
     quantized,
     refuses,
@@ -91,13 +91,8 @@ def _hardened_clients(
 
 def _directory(adverts: dict[int, bytes], ids: Iterable[int]) -> bytes:
     """A key directory relayed without any check, as a malicious server would."""
-    entries = []
-    for i in sorted(ids):
-        a = SignedAdvertiseKeys.from_bytes(adverts[i])
-        entries.append(
-            SignedKeyEntry(client_id=i, c_pk=a.c_pk, s_pk=a.s_pk, signature=a.signature)
-        )
-    return SignedKeyDirectory(entries=tuple(entries)).to_bytes()
+    entries = tuple(entry_of(adverts[i]) for i in sorted(ids))
+    return SignedKeyDirectory(entries=entries).to_bytes()
 
 
 SUPPRESSION_MODEL = hashlib.sha256(b"dead-ReLU model for everyone else").digest()
@@ -279,19 +274,8 @@ def test_replay_of_an_earlier_rounds_advert_is_refused() -> None:
     # the server knows its s_sk if 1 was declared dropped back then.
     run = drive(config(n=4, t=3, mode=HARD), Round.SHARE_KEYS)
     old_model = hashlib.sha256(b"last round's model").digest()
-    old = SecAggClient(
-        run.cfg,
-        1,
-        policy=LENIENT,
-        consortium=run.consortium,
-        identity=run.keys[1],
-        model_hash=old_model,
-    )
-    stale = SignedAdvertiseKeys.from_bytes(old.advertise_keys())
+    as_entry = entry_of(member(run, 1, old_model).advertise_keys())
     genuine = list(SignedKeyDirectory.from_bytes(run.requests[0]).entries)
-    as_entry = SignedKeyEntry(
-        client_id=1, c_pk=stale.c_pk, s_pk=stale.s_pk, signature=stale.signature
-    )
     forged = _edit(run.requests[0], [genuine[0], as_entry, *genuine[2:]])
     target = run.clients[0]
     refuses(
@@ -301,18 +285,7 @@ def test_replay_of_an_earlier_rounds_advert_is_refused() -> None:
         "signature of client 1 does not verify",
     )
     # Replaying the target's own stale entry is caught by the target itself.
-    mine = SecAggClient(
-        run.cfg,
-        0,
-        policy=LENIENT,
-        consortium=run.consortium,
-        identity=run.keys[0],
-        model_hash=MODEL,
-    )
-    own = SignedAdvertiseKeys.from_bytes(mine.advertise_keys())
-    own_entry = SignedKeyEntry(
-        client_id=0, c_pk=own.c_pk, s_pk=own.s_pk, signature=own.signature
-    )
+    own_entry = entry_of(member(run, 0).advertise_keys())
     refuses(
         target,
         lambda: target.share_keys(_edit(run.requests[0], [own_entry, *genuine[1:]])),

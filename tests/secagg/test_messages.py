@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from secagg import (
     InvalidMessage,
     Round,
-    SecAggClient,
     SecAggError,
     SecAggServer,
     SecurityMode,
@@ -42,7 +41,7 @@ from secagg.signed_messages import (
     SignedKeyDirectory,
     SignedUnmaskRequest,
 )
-from tests.secagg.conftest import HARD, config, drive, quantized
+from tests.secagg.conftest import HARD, config, drive, member, quantized
 
 Decoder = Callable[[bytes], Any]
 
@@ -76,13 +75,7 @@ def samples() -> dict[str, tuple[Decoder, bytes]]:
     signed: dict[str, tuple[Decoder, bytes]] = {
         "signed_advertise": (
             SignedAdvertiseKeys.from_bytes,
-            SecAggClient(
-                hard.cfg,
-                0,
-                consortium=hard.consortium,
-                identity=hard.keys[0],
-                model_hash=bytes(32),
-            ).advertise_keys(),
+            member(hard, 0, bytes(32)).advertise_keys(),
         ),
         "signed_directory": (SignedKeyDirectory.from_bytes, hard.requests[0]),
         "consistency_request": (ConsistencyRequest.from_bytes, check.requests[0]),

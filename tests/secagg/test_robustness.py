@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import array
 import contextlib
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import secagg.signed_messages  # noqa: F401 (registers the signed messages)
 from secagg import (
     InvalidInput,
     InvalidMessage,
@@ -29,44 +32,23 @@ from secagg import (
     quantize_input,
 )
 from secagg._wire import Message
-from secagg.messages import (
-    AdvertiseKeys,
-    KeyDirectory,
-    KeyEntry,
-    MaskedInput,
-    ShareKeys,
-    SharePlaintext,
-    ShareRelay,
-    UnmaskRequest,
-    UnmaskResponse,
-)
-from secagg.signed_messages import (
-    ConsistencyRequest,
-    ConsistencySignature,
-    SignedAdvertiseKeys,
-    SignedKeyDirectory,
-    SignedKeyEntry,
-    SignedUnmaskRequest,
-)
+from secagg.messages import AdvertiseKeys
 from tests.secagg.conftest import config, drive, replay
 
-DECODERS: list[type[Message]] = [
-    AdvertiseKeys,
-    KeyDirectory,
-    KeyEntry,
-    MaskedInput,
-    SharePlaintext,
-    ShareKeys,
-    ShareRelay,
-    UnmaskRequest,
-    UnmaskResponse,
-    ConsistencyRequest,
-    ConsistencySignature,
-    SignedAdvertiseKeys,
-    SignedKeyDirectory,
-    SignedKeyEntry,
-    SignedUnmaskRequest,
-]
+
+def _messages(cls: type[Message]) -> list[type[Message]]:
+    out = []
+    for sub in cls.__subclasses__():
+        # Only the classes the modules export (a slots dataclass replaces
+        # the class its decorator received).
+        if getattr(sys.modules[sub.__module__], sub.__name__, None) is sub:
+            out.append(sub)
+        out += _messages(sub)
+    return out
+
+
+# Every message class, imported through the ones that define them.
+DECODERS = sorted(set(_messages(Message)), key=lambda c: c.__name__)
 NOT_BUFFERS: list[Any] = [
     None,
     7,
@@ -159,6 +141,11 @@ def test_parties_refuse_non_bytes_with_invalid_message() -> None:
 
 # The quantiser ---------------------------------------------------------------
 
+with warnings.catch_warnings():  # both kinds warn that they are beta/deprecated
+    warnings.simplefilter("ignore", UserWarning)
+    _CSR = torch.zeros(2, 3).to_sparse_csr()
+    _QINT8 = torch.quantize_per_tensor(torch.zeros(6), 0.1, 0, torch.qint8)
+
 BAD_VECTORS: list[tuple[str, Any, str]] = [
     ("sparse", torch.zeros(6).to_sparse(), "dense tensor, got layout torch.sparse_coo"),
     (
@@ -174,11 +161,7 @@ BAD_VECTORS: list[tuple[str, Any, str]] = [
         torch.zeros(6, dtype=torch.cfloat),
         "float tensor, got torch.complex64",
     ),
-    (
-        "quantised",
-        torch.quantize_per_tensor(torch.zeros(6), 0.1, 0, torch.qint8),
-        "float tensor, got torch.qint8",
-    ),
+    ("quantised", _QINT8, "float tensor, got torch.qint8"),
     ("2-D", torch.zeros(2, 3), r"1-D of length 6, got shape \(2, 3\)"),
     ("short", np.zeros(5), r"1-D of length 6, got shape \(5,\)"),
     ("int array", np.zeros(6, np.int32), "floating point, got int32"),

@@ -4,6 +4,7 @@ and masks over neighbours only, exact sums with dropouts at n = 200."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,45 +110,27 @@ def test_server_with_another_graph_rejects_honest_shares(
         run.server.receive(0, out.to_bytes())
 
 
+def _cohort(n: int, **kw: Any) -> SecAggConfig:
+    rates = {"corrupt_fraction": 0.05, "dropout_fraction": 0.1} | kw
+    return SecAggConfig.for_cohort(
+        num_clients=n, vector_length=4, max_weight=1, **rates
+    )
+
+
 def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
-    small = SecAggConfig.for_cohort(
-        num_clients=50,
-        vector_length=4,
-        corrupt_fraction=0.05,
-        dropout_fraction=0.1,
-        max_weight=1,
-    )
+    small = _cohort(50)
     assert (small.graph, small.degree, small.threshold) == (GraphKind.COMPLETE, 0, 45)
-    big = SecAggConfig.for_cohort(
-        num_clients=1000,
-        vector_length=4,
-        corrupt_fraction=0.05,
-        dropout_fraction=0.1,
-        max_weight=1,
-    )
+    big = _cohort(1000)
     assert (big.graph, big.degree, big.threshold) == (GraphKind.HARARY, 36, 19)
-    hard = SecAggConfig.for_cohort(
-        num_clients=200,
-        vector_length=4,
-        corrupt_fraction=0.05,
-        dropout_fraction=0.1,
-        max_weight=1,
-        complete_below=100,
-        mode=SecurityMode.HARDENED,
-    )
+    hard = _cohort(200, complete_below=100, mode=SecurityMode.HARDENED)
     assert (hard.degree, hard.threshold) == (42, 27)  # semi-malicious
     assert hard.group_size == 43 and 2 * hard.threshold > hard.group_size
     assert complete_graph_threshold(10, 0.2, 0.3, ThreatModel.SEMI_MALICIOUS) == 7
     with pytest.raises(GraphParameterError, match="2\\*dropout_fraction"):
         complete_graph_threshold(10, 0.3, 0.5, ThreatModel.SEMI_MALICIOUS)
     with pytest.raises(GraphParameterError, match="semi-malicious SecAgg"):
-        SecAggConfig.for_cohort(
-            num_clients=600,
-            vector_length=4,
-            corrupt_fraction=0.3,
-            dropout_fraction=0.4,
-            max_weight=1,
-            mode=SecurityMode.HARDENED,
+        _cohort(
+            600, corrupt_fraction=0.3, dropout_fraction=0.4, mode=SecurityMode.HARDENED
         )
 
 
