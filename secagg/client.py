@@ -38,6 +38,7 @@ from secagg.backend import select_ring
 from secagg.checks import check_directory, check_lists
 from secagg.config import MAX_CLIENT_ID, SecAggConfig, neighbours
 from secagg.errors import (
+    ConfigError,
     InvalidInput,
     InvalidMessage,
     InvalidShare,
@@ -125,6 +126,10 @@ class SecAggClient:
             raise InvalidInput("client_id must be an int")
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise InvalidInput(f"client_id must be in [0, {MAX_CLIENT_ID}]")
+        if not isinstance(config, SecAggConfig):
+            raise ConfigError(f"config must be a SecAggConfig, got {config!r}")
+        if policy is not None and not isinstance(policy, ClientPolicy):
+            raise ConfigError(f"policy must be a ClientPolicy, got {policy!r}")
         self._policy = policy or ClientPolicy()
         self._policy.check(config)
         self._hardened = credentials(

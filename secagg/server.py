@@ -90,6 +90,8 @@ class SecAggServer:
         backend: RingBackend | None = None,
         chunk_elems: int | None = None,
     ):
+        if not isinstance(config, SecAggConfig):
+            raise ConfigError(f"config must be a SecAggConfig, got {config!r}")
         hardened = config.mode is SecurityMode.HARDENED
         if hardened != (consortium is not None and model_hash is not None):
             raise ConfigError(

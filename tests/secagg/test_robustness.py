@@ -24,10 +24,12 @@ from hypothesis import strategies as st
 
 import secagg.signed_messages  # noqa: F401 (registers the signed messages)
 from secagg import (
+    ConfigError,
     InvalidInput,
     InvalidMessage,
     RingBackend,
     Round,
+    SecAggClient,
     SecAggServer,
     quantize_input,
 )
@@ -127,6 +129,15 @@ _ANY = st.one_of(
 def test_decoders_raise_only_invalid_message(cls: type[Message], data: Any) -> None:
     with contextlib.suppress(InvalidMessage):  # anything else escapes and fails
         cls.from_bytes(data)
+
+
+def test_parties_refuse_a_non_config() -> None:
+    with pytest.raises(ConfigError, match="config must be a SecAggConfig, got"):
+        SecAggClient({"num_clients": 3}, 0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="policy must be a ClientPolicy, got"):
+        SecAggClient(config(), 0, policy="lenient")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="config must be a SecAggConfig, got"):
+        SecAggServer(None)  # type: ignore[arg-type]
 
 
 def test_parties_refuse_non_bytes_with_invalid_message() -> None:
