@@ -301,7 +301,7 @@ def neighbours(
     takes a neighbour list from the server.  For ``GraphKind.HARARY`` the
     advertised ids, sorted, are positions 0..n-1 of
     :func:`secagg.graph.harary_graph`, whose relabelling is derived from the
-    session id, which the server cannot choose.
+    session id (a hash of every listed key, never a value the server sends).
     """
     others = frozenset(participants)
     if config.graph is GraphKind.COMPLETE:
