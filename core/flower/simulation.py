@@ -1,0 +1,85 @@
+"""``flower-simulation``: the same apps on Flower's simulation runtime (Ray).
+
+One virtual SuperNode per institution; partition ``i`` is the institution
+of ``nodes[i]``.  Each node's agent lives in the Ray actor's memory, so the
+runtime is started with one actor (all of ``simulation_cpus`` per ClientApp):
+with several actors, consecutive stages of one node could land in different
+processes and the session's secrets would not be there.  On a machine with
+few cores this is also the fastest choice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from flwr.app import Context
+from flwr.simulation import run_simulation as flwr_run_simulation
+
+from core.flower.client_app import AgentHandle, make_client_app
+from core.flower.errors import AgentError
+from core.flower.node import NodeAgent, NodeConfig
+from core.flower.protocol import StageReply, StageRequest
+from core.flower.server_app import make_server_app
+from core.flower.settings import AppSettings
+
+__all__ = ["InProcessAgent", "agents_by_partition", "run_simulation"]
+
+# Node agents of this process (a Ray actor), by partition id.
+_AGENTS: dict[tuple[int, int], NodeAgent] = {}
+
+
+class InProcessAgent:
+    """:class:`AgentHandle` over a :class:`NodeAgent` in this process."""
+
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+
+    def request(
+        self, run_id: int, request: StageRequest, run_config: Mapping[str, Any]
+    ) -> StageReply:
+        """Answer one stage."""
+        return self.agent.handle(run_id, request, run_config)
+
+
+def agents_by_partition(
+    nodes: Sequence[NodeConfig],
+) -> Callable[[Context], AgentHandle]:
+    """A resolver: the (lazily built) agent of the context's partition."""
+    configs = tuple(nodes)
+
+    def resolve(context: Context) -> AgentHandle:
+        part = context.node_config.get("partition-id")
+        if not isinstance(part, int) or not 0 <= part < len(configs):
+            raise AgentError(f"no institution for partition {part!r}")
+        key = (id(configs), part)
+        if key not in _AGENTS:
+            _AGENTS[key] = NodeAgent(configs[part])
+        return InProcessAgent(_AGENTS[key])
+
+    return resolve
+
+
+def run_simulation(
+    run_config: Mapping[str, Any],
+    nodes: Sequence[NodeConfig],
+    *,
+    resolve: Callable[[Context], AgentHandle] | None = None,
+) -> None:
+    """Run the pilot on the simulation runtime; outputs as a deployment's.
+
+    ``run_config`` is the flattened pilot config (``federation.rounds`` …);
+    ``resolve`` replaces the per-partition agents (tests inject failures).
+    """
+    settings = AppSettings.from_run_config(run_config)
+    cpus = settings.engine.simulation_cpus or os.cpu_count() or 1
+    flwr_run_simulation(
+        server_app=make_server_app(run_config),
+        client_app=make_client_app(resolve or agents_by_partition(nodes), run_config),
+        num_supernodes=len(nodes),
+        backend_config={
+            "init_args": {"num_cpus": cpus, "include_dashboard": False},
+            "client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+        },
+    )
