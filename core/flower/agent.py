@@ -8,9 +8,13 @@ SuperNode's ``--node-config fedshield-agent=...``) and relays one request.
 Secrets never leave the agent's memory.
 
 Frame, both ways: ``u32 header length ‖ header (JSON) ‖ u64 payload length
-‖ payload``.  Request header: stage, round, cohort, run id and the run's
-public config; reply header: ``ok`` and the reply fields, or ``ok: false``
-and the failure's kind.  Nothing is unpickled.
+‖ payload``.  Request header: ``{"run": id, "fields": {stage, round,
+cohort}, "run_config": {...}}`` (the run config only with the first stage);
+reply header: ``{"ok": true, "fields": {the reply's fields but the
+payload}}`` or ``{"ok": false, "error": kind}``.  The payload is the
+message's ``payload`` field.  Nothing is unpickled.  The ClientApp relay
+(``examples/flower_app/fedshield_app/relay.py``) speaks it with the
+standard library only, so each message's process starts fast.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.flower.errors import AgentError, DeploymentError
+from core.flower.errors import AgentError, DeploymentError, WireError
 from core.flower.node import NodeAgent, NodeConfig
-from core.flower.protocol import LedgerHead, Stage, StageReply, StageRequest
+from core.flower.protocol import Stage, StageReply, StageRequest
 
 __all__ = ["AgentLink", "main", "serve"]
 
@@ -83,11 +87,11 @@ class AgentLink:
         self, run_id: int, request: StageRequest, run_config: Mapping[str, Any]
     ) -> StageReply:
         """Send ``request``; the agent's reply, or :class:`AgentError`."""
+        fields = request.to_fields()
+        payload = fields.pop("payload")
         header = {
-            "stage": request.stage.value,
-            "round": request.round_index,
-            "cohort": request.cohort,
             "run": run_id,
+            "fields": fields,
             "run_config": dict(run_config) if request.stage is Stage.TRAIN else {},
         }
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -95,43 +99,43 @@ class AgentLink:
             try:
                 conn.connect(self.path)
             except OSError as exc:
-                raise AgentError(f"node agent at {self.path} unreachable: {exc}") from None
-            send_frame(conn, header, request.payload)
-            reply, payload = recv_frame(conn)
+                raise AgentError(
+                    f"node agent at {self.path} unreachable: {exc}"
+                ) from None
+            send_frame(conn, header, payload)
+            reply, out = recv_frame(conn)
         if not reply.get("ok"):
             raise AgentError(f"node agent refused: {reply.get('error', 'unknown')}")
-        entries = reply.get("ledger_entries")
-        return StageReply(
-            stage=Stage(reply["stage"]),
-            round_index=int(reply["round"]),
-            institution=int(reply["institution"]),
-            payload=payload,
-            ledger=None if entries is None
-            else LedgerHead(entries=int(entries), sha256=str(reply["ledger_head"])),
-        )  # fmt: skip
+        fields = reply.get("fields")
+        if not isinstance(fields, dict):
+            raise AgentError("agent reply has no fields")
+        try:
+            return StageReply.from_fields({**fields, "payload": out})
+        except WireError as exc:
+            raise AgentError(f"agent reply is malformed: {exc}") from None
 
 
-def _answer(agent: NodeAgent, header: Mapping[str, Any], payload: bytes) -> tuple[
-    dict[str, Any], bytes
-]:
+def _answer(
+    agent: NodeAgent, header: Mapping[str, Any], payload: bytes
+) -> tuple[dict[str, Any], bytes]:
+    # The relay in front of this agent is the coordinator's code: everything
+    # it forwards is decoded and checked here, as if it came from the network.
     try:
-        request = StageRequest(
-            stage=Stage(header["stage"]), round_index=int(header["round"]),
-            cohort=int(header["cohort"]), payload=payload,
-        )  # fmt: skip
-        reply = agent.handle(int(header["run"]), request, header["run_config"])
-    except (DeploymentError, KeyError, ValueError, TypeError) as exc:
-        return {"ok": False, "error": str(exc) if isinstance(exc, AgentError)
-                else type(exc).__name__}, b""  # fmt: skip
-    head = reply.ledger
-    return {
-        "ok": True,
-        "stage": reply.stage.value,
-        "round": reply.round_index,
-        "institution": reply.institution,
-        "ledger_entries": None if head is None else head.entries,
-        "ledger_head": None if head is None else head.sha256,
-    }, reply.payload
+        fields, run, config = header["fields"], header["run"], header["run_config"]
+        if not isinstance(fields, dict) or not isinstance(config, dict):
+            raise WireError("request fields and run config must be objects")
+        if isinstance(run, bool) or not isinstance(run, int) or run < 0:
+            raise WireError("run id must be an integer >= 0")
+        request = StageRequest.from_fields({**fields, "payload": payload})
+        reply = agent.handle(run, request, config)
+    except KeyError as exc:
+        return {"ok": False, "error": f"request lacks {exc}"}, b""
+    except DeploymentError as exc:
+        return {"ok": False, "error": str(exc)}, b""
+    fields = reply.to_fields()
+    out = fields.pop("payload")
+    assert isinstance(out, bytes)
+    return {"ok": True, "fields": fields}, out
 
 
 def serve(agent: NodeAgent, path: str | Path, *, ready: Path | None = None) -> None:
@@ -166,8 +170,12 @@ def _parser() -> argparse.ArgumentParser:
         "and secure-aggregation secrets; its SuperNode's ClientApp relays to it.",
     )
     p.add_argument("--socket", required=True, help="Unix socket path to listen on")
-    p.add_argument("--institution", type=int, required=True,
-                   help="this institution's consortium id (as in the roster)")
+    p.add_argument(
+        "--institution",
+        type=int,
+        required=True,
+        help="this institution's consortium id (as in the roster)",
+    )
     p.add_argument("--data", required=True, help="CSV of this institution's records")
     p.add_argument("--label", required=True, help="label column of the CSV")
     p.add_argument("--ledger-dir", required=True, help="folder of the privacy ledger")

@@ -1,10 +1,14 @@
-"""The Flower ClientApp: relays each stage to the institution's node agent.
+"""The Flower ClientApp: hands each stage to the institution's node agent.
 
 It holds nothing and decides nothing: it decodes the coordinator's request,
-hands it to the node agent (its Unix socket, named by the SuperNode's
-``--node-config fedshield-agent=PATH``), and returns the agent's reply.
-A refusal or failure raises, which Flower turns into an error reply; the
-coordinator counts the node as a dropout at that stage.
+hands it to the node's agent, and returns the agent's reply.  A refusal or
+failure raises, which Flower turns into an error reply; the coordinator
+counts the node as a dropout at that stage.  :func:`make_client_app` takes
+the way to reach the agent: in-process agents on the simulation runtime.  A
+deployment's ClientApp is the standard-library relay of the example app
+(``fedshield_app/relay.py``) in front of the agent's socket
+(:mod:`core.flower.agent`), named by the SuperNode's ``--node-config
+fedshield-agent=PATH``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,10 @@ from typing import Any, Protocol
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from core.flower.agent import AgentLink
-from core.flower.errors import AgentError, WireError
+from core.flower.errors import WireError
 from core.flower.protocol import MESSAGE_TYPE, RECORD, StageReply, StageRequest
 
-__all__ = ["AGENT_KEY", "AgentHandle", "app", "decode_request", "make_client_app"]
+__all__ = ["AGENT_KEY", "AgentHandle", "decode_request", "make_client_app"]
 
 #: The SuperNode ``--node-config`` key naming the node agent's socket.
 AGENT_KEY = "fedshield-agent"
@@ -40,16 +43,6 @@ def decode_request(content: RecordDict) -> StageRequest:
     if set(content.keys()) != {RECORD} or RECORD not in content.config_records:
         raise WireError(f"request content must be one ConfigRecord named {RECORD!r}")
     return StageRequest.from_fields(dict(content.config_records[RECORD]))
-
-
-def socket_agent(context: Context) -> AgentHandle:
-    """The deployment resolver: the agent socket named in the node config."""
-    path = context.node_config.get(AGENT_KEY)
-    if not isinstance(path, str) or not path:
-        raise AgentError(
-            f"this SuperNode has no --node-config {AGENT_KEY}=PATH naming its agent"
-        )
-    return AgentLink(path)
 
 
 def make_client_app(
@@ -73,7 +66,3 @@ def make_client_app(
         )
 
     return app
-
-
-#: The deployment ClientApp (the example app's ``clientapp`` component).
-app = make_client_app(socket_agent)

@@ -128,7 +128,7 @@ class Coordinator:
             self.params = self._opt.step(self.params, mean)
             outcome.total_weight, outcome.clipped = agg.total_weight, agg.clipped
             outcome.survivors = tuple(sorted(agg.survivors))
-        except (secagg.SecAggError, _Abort) as exc:
+        except (secagg.SecAggError, _NotStartedError) as exc:
             outcome.aborted = f"{type(exc).__name__}: {exc}"
             logger.warning("round %d aborted, model unchanged: %s", r, exc)
         self._report(outcome, time.perf_counter() - started)
@@ -141,7 +141,9 @@ class Coordinator:
     ) -> secagg.SecAggAggregate:
         s = self.settings
         if len(nodes) < 2:
-            raise _Abort(f"{len(nodes)} node(s) connected; a sum needs at least 2")
+            raise _NotStartedError(
+                f"{len(nodes)} node(s) connected; a sum needs at least 2"
+            )
         model_bytes = self.params.numpy().astype("<f4").tobytes()
         digest = model_hash(model_bytes)
         cfg = s.session_config(
@@ -190,7 +192,9 @@ class Coordinator:
                 problem = "no reply by the deadline" if reply is None else None
                 if reply is not None:
                     if (reply.stage, reply.round_index, reply.institution) != (
-                        stage, r, inst_of[node]
+                        stage,
+                        r,
+                        inst_of[node],
                     ):
                         problem = "reply names another stage, round or institution"
                     else:
@@ -221,7 +225,9 @@ class Coordinator:
         return None
 
     def _exchange(
-        self, requests: Mapping[int, StageRequest], timeout: float,
+        self,
+        requests: Mapping[int, StageRequest],
+        timeout: float,
         outcome: RoundOutcome,
     ) -> dict[int, StageReply]:
         outcome.bytes_down += sum(len(q.payload) for q in requests.values())
@@ -247,8 +253,14 @@ class Coordinator:
         if self._test is not None and outcome.aborted is None:
             self.spec.load_into(self._model, self.params)
             ev = evaluate(self._model, self._test)
-        dropped = sorted({i for v in outcome.dropouts.values() for i in v
-                          if isinstance(i, int) and i in outcome.advertised})
+        dropped = sorted(
+            {
+                i
+                for v in outcome.dropouts.values()
+                for i in v
+                if isinstance(i, int) and i in outcome.advertised
+            }
+        )
         record = RoundRecord(
             round_index=outcome.round_index, total_rounds=self.settings.rounds,
             cohort=outcome.advertised, num_aggregated=len(outcome.survivors),
@@ -264,10 +276,13 @@ class Coordinator:
         if self.out_dir is None or self._log is None:
             return
         self._log.write_round(record)
-        self._log.write_event("dropouts", {"round": outcome.round_index,
-                                           "by_stage": outcome.dropouts})
-        heads = {str(i): {"entries": h.entries, "sha256": h.sha256}
-                 for i, h in sorted(self._heads.items())}
+        self._log.write_event(
+            "dropouts", {"round": outcome.round_index, "by_stage": outcome.dropouts}
+        )
+        heads = {
+            str(i): {"entries": h.entries, "sha256": h.sha256}
+            for i, h in sorted(self._heads.items())
+        }
         with (self.out_dir / "ledger_heads.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps({"round": outcome.round_index, "heads": heads}) + "\n")
             f.flush()
@@ -278,7 +293,7 @@ class Coordinator:
         })  # fmt: skip
 
 
-class _Abort(Exception):
+class _NotStartedError(Exception):
     """The round cannot start (too few nodes)."""
 
 

@@ -95,6 +95,8 @@ class NodeAgent:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.data = load_csv(config.data, config.label, config.institution)
+        # The ledger stays on this machine, readable by the institution only.
+        config.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._identity = (
             None if config.identity_key is None
             else load_identity_key(config.identity_key)
@@ -258,9 +260,7 @@ class NodeAgent:
     def _step(self, run_id: int, request: StageRequest) -> bytes:
         s = self._session
         if s is None or (s.run_id, s.round_index) != (run_id, request.round_index):
-            raise AgentError(
-                f"no session for run {run_id} round {request.round_index}"
-            )
+            raise AgentError(f"no session for run {run_id} round {request.round_index}")
         hardened = request.stage is Stage.CONSISTENCY_CHECK
         if request.stage is not s.next_stage and not (
             s.next_stage is Stage.CONSISTENCY_CHECK

@@ -27,7 +27,9 @@ def load_csv(path: str | Path, label: str, client_id: int = 0) -> ClientDataset:
         with source.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
     except FileNotFoundError:
-        raise DeploymentConfigError(f"data file {str(source)!r} does not exist") from None
+        raise DeploymentConfigError(
+            f"data file {str(source)!r} does not exist"
+        ) from None
     if len(rows) < 2:
         raise DeploymentConfigError(f"data file {str(source)!r} has no data rows")
     header = rows[0]

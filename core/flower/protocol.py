@@ -181,7 +181,8 @@ def _stage(value: object) -> Stage:
         return Stage(value)
     except ValueError:
         raise WireError(
-            "stage must be one of " + ", ".join(s.value for s in Stage)
+            "stage must be one of "
+            + ", ".join(s.value for s in Stage)
             + f"; found {value!r}"
         ) from None
 

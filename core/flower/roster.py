@@ -113,11 +113,12 @@ def load_roster(path: str | Path) -> Roster:
     except FileNotFoundError:
         raise DeploymentConfigError(f"roster {str(source)!r} does not exist") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DeploymentConfigError(f"roster {str(source)!r}: not JSON: {exc}") from None
+        raise DeploymentConfigError(
+            f"roster {str(source)!r}: not JSON: {exc}"
+        ) from None
     if not isinstance(body, dict) or body.get("version") != ROSTER_VERSION:
         raise DeploymentConfigError(
-            f"roster {str(source)!r} must be an object with version "
-            f"{ROSTER_VERSION}"
+            f"roster {str(source)!r} must be an object with version {ROSTER_VERSION}"
         )
     members = body.get("members")
     if not isinstance(members, list) or not members:

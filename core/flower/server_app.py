@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def message_logger(path: str | Path) -> Callable[[str, Message], None]:
     def observe(direction: str, msg: Message) -> None:
         entry: dict[str, Any] = {
             "direction": direction,
+            "time": time.time(),
             "message_type": msg.metadata.message_type,
             "src": msg.metadata.src_node_id,
             "dst": msg.metadata.dst_node_id,
@@ -47,12 +49,13 @@ def message_logger(path: str | Path) -> Callable[[str, Message], None]:
         }
         if msg.has_content():
             content = msg.content
-            for name in content.keys():
+            for name in content:
                 record = content[name]
                 entry["records"][name] = {
                     "kind": type(record).__name__,
                     "fields": {
-                        k: _jsonable(v) for k, v in dict(record).items()  # type: ignore[call-overload]
+                        k: _jsonable(v)
+                        for k, v in dict(record).items()  # type: ignore[call-overload]
                     },
                 }
         with target.open("a", encoding="utf-8") as handle:
@@ -69,9 +72,7 @@ def _jsonable(value: object) -> Any:
     return {"other": type(value).__name__}
 
 
-def run_coordinator(
-    grid: Grid, run_id: int, settings: AppSettings
-) -> None:
+def run_coordinator(grid: Grid, run_id: int, settings: AppSettings) -> None:
     """Wait for the nodes, then run every round (both runtimes use this)."""
     eng = settings.engine
     roster = load_roster(eng.roster) if eng.roster else None

@@ -106,7 +106,9 @@ class GridTransport:
             messages.append(msg)
         pending = {
             mid: msg.metadata.dst_node_id
-            for mid, msg in zip(self._grid.push_messages(messages), messages, strict=True)
+            for mid, msg in zip(
+                self._grid.push_messages(messages), messages, strict=True
+            )
         }
         deadline = time.monotonic() + timeout
         out: dict[int, StageReply | str] = {}

@@ -69,8 +69,9 @@ def run_config(**overrides: Any) -> dict[str, Any]:
 class LocalTransport:
     """Routes each request straight to an in-process agent (no network)."""
 
-    def __init__(self, run_id: int, agents: Mapping[int, NodeAgent],
-                 config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, run_id: int, agents: Mapping[int, NodeAgent], config: Mapping[str, Any]
+    ) -> None:
         self.run_id, self.agents, self.config = run_id, dict(agents), dict(config)
         self.silent: set[int] = set()
         self.seen: list[tuple[int, StageRequest, StageReply | str]] = []
@@ -96,9 +97,13 @@ def node_configs(
 ) -> list[NodeConfig]:
     return [
         NodeConfig(
-            institution=i, data=p, label=LABEL, ledger_dir=ledgers / f"node-{i}",
+            institution=i,
+            data=p,
+            label=LABEL,
+            ledger_dir=ledgers / f"node-{i}",
             identity_key=None if pki is None else pki.nodes[i].identity_key,
-            roster=None if pki is None else pki.roster, seed=100 + i,
+            roster=None if pki is None else pki.roster,
+            seed=100 + i,
         )
         for i, p in enumerate(paths)
     ]
@@ -112,22 +117,30 @@ def in_process_reference(
     model = settings.build_model()
     spec = ParamSpec.from_module(model)
     params = spec.flatten(model).to(torch.float32)
-    local = LocalTrainingConfig(local_epochs=settings.local_epochs,
-                                batch_size=settings.batch_size,
-                                learning_rate=settings.learning_rate)
+    local = LocalTrainingConfig(
+        local_epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+    )
     data = [load_csv(n.data, n.label, n.institution) for n in nodes]
     trainers = [LocalTrainer(model, config=local, seed=n.seed) for n in nodes]
-    opt = ServerOptimizer(learning_rate=settings.server_learning_rate,
-                          momentum=settings.server_momentum)
+    opt = ServerOptimizer(
+        learning_rate=settings.server_learning_rate, momentum=settings.server_momentum
+    )
     for r in range(1, settings.rounds + 1):
         digest = model_hash(params.numpy().astype("<f4").tobytes())
         cfg = settings.session_config(
-            num_clients=len(nodes), vector_length=spec.numel,
-            context=session_context(run_id, r, digest))
+            num_clients=len(nodes),
+            vector_length=spec.numel,
+            context=session_context(run_id, r, digest),
+        )
         deltas, weights = {}, {}
         for n, d, t in zip(nodes, data, trainers, strict=True):
-            out = t.train(TrainTask(round_index=r, client_id=n.institution,
-                                    global_params=params, data=d))
+            out = t.train(
+                TrainTask(
+                    round_index=r, client_id=n.institution, global_params=params, data=d
+                )
+            )
             assert isinstance(out, ClientUpdate)
             deltas[n.institution] = out.delta.to(torch.float64)
             weights[n.institution] = min(d.num_examples, cfg.max_weight)
@@ -141,3 +154,33 @@ def quantisation_bound(config: Mapping[str, Any]) -> float:
     s = AppSettings.from_run_config(config)
     step = s.clip / float((1 << (s.value_bits - 1)) - 1)
     return step * s.server_learning_rate
+
+
+def write_toml(path: Path, flat: Mapping[str, Any]) -> Path:
+    """Write a flattened config as TOML tables (scalars only)."""
+    import json
+
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        table, _, name = key.partition(".")
+        tables.setdefault(table, {})[name] = value
+    lines = []
+    for table, body in tables.items():
+        lines.append(f"[{table}]")
+        for name, value in body.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = json.dumps(value)
+            else:
+                text = repr(value)
+            lines.append(f"{name} = {text}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
