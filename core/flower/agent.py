@@ -89,6 +89,7 @@ class AgentLink:
         """Send ``request``; the agent's reply, or :class:`AgentError`."""
         fields = request.to_fields()
         payload = fields.pop("payload")
+        assert isinstance(payload, bytes)
         header = {
             "run": run_id,
             "fields": fields,
@@ -106,11 +107,11 @@ class AgentLink:
             reply, out = recv_frame(conn)
         if not reply.get("ok"):
             raise AgentError(f"node agent refused: {reply.get('error', 'unknown')}")
-        fields = reply.get("fields")
-        if not isinstance(fields, dict):
+        got = reply.get("fields")
+        if not isinstance(got, dict):
             raise AgentError("agent reply has no fields")
         try:
-            return StageReply.from_fields({**fields, "payload": out})
+            return StageReply.from_fields({**got, "payload": out})
         except WireError as exc:
             raise AgentError(f"agent reply is malformed: {exc}") from None
 

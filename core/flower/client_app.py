@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from core.flower.errors import WireError
@@ -61,8 +61,7 @@ def make_client_app(
         request = decode_request(msg.content)
         config = dict(context.run_config) if run_config is None else dict(run_config)
         reply = resolve(context).request(context.run_id, request, config)
-        return Message(
-            RecordDict({RECORD: ConfigRecord(reply.to_fields())}), reply_to=msg
-        )
+        fields: dict[str, ConfigRecordValues] = dict(reply.to_fields())
+        return Message(RecordDict({RECORD: ConfigRecord(fields)}), reply_to=msg)
 
     return app

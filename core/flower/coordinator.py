@@ -188,17 +188,17 @@ class Coordinator:
             replies = self._exchange(requests, s.engine.stage_timeout, outcome)
             inst_of = {node: i for i, node in node_of.items()}
             for node in requests:
-                reply = replies.get(node)
-                problem = "no reply by the deadline" if reply is None else None
-                if reply is not None:
-                    if (reply.stage, reply.round_index, reply.institution) != (
+                answer = replies.get(node)
+                problem = "no reply by the deadline" if answer is None else None
+                if answer is not None:
+                    if (answer.stage, answer.round_index, answer.institution) != (
                         stage,
                         r,
                         inst_of[node],
                     ):
                         problem = "reply names another stage, round or institution"
                     else:
-                        problem = _feed(server, inst_of[node], reply.payload)
+                        problem = _feed(server, inst_of[node], answer.payload)
                 if problem is not None:
                     outcome.dropouts.setdefault(stage.value, []).append(inst_of[node])
                     logger.warning("round %d %s: institution %d dropped: %s",

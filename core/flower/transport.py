@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, ConfigRecordValues, Message, RecordDict
 from flwr.serverapp import Grid
 
 from core.flower.errors import WireError
@@ -47,7 +47,8 @@ class Transport(Protocol):
 
 def encode_request(request: StageRequest) -> RecordDict:
     """The content of a request message."""
-    return RecordDict({RECORD: ConfigRecord(request.to_fields())})
+    fields: dict[str, ConfigRecordValues] = dict(request.to_fields())
+    return RecordDict({RECORD: ConfigRecord(fields)})
 
 
 def decode_reply(content: RecordDict) -> StageReply:
@@ -114,12 +115,13 @@ class GridTransport:
         out: dict[int, StageReply | str] = {}
         while pending:
             for reply in self._grid.pull_messages(list(pending)):
-                node = pending.pop(reply.metadata.reply_to_message_id, None)
-                if node is None or reply.metadata.src_node_id != node:
+                dst = pending.get(reply.metadata.reply_to_message_id)
+                if dst is None or reply.metadata.src_node_id != dst:
                     continue
+                del pending[reply.metadata.reply_to_message_id]
                 if self._observe is not None:
                     self._observe("reply", reply)
-                out[node] = self._decode(reply)
+                out[dst] = self._decode(reply)
             if not pending or time.monotonic() >= deadline:
                 break
             time.sleep(self._poll)

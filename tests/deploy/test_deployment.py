@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -51,7 +52,7 @@ def _config(c: Cluster, test: Path, name: str, **extra: object) -> dict[str, obj
     })  # fmt: skip
 
 
-def _run(c: Cluster, config: dict[str, object], name: str) -> list[dict[str, object]]:
+def _run(c: Cluster, config: dict[str, object], name: str) -> list[dict[str, Any]]:
     out = c.flwr_run(write_toml(c.folder / f"{name}.toml", config), timeout=150)
     assert out.returncode == 0, out.stdout.decode()[-3000:] + out.stderr.decode()
     return read_jsonl(c.folder / name / "metrics.jsonl")
@@ -68,7 +69,7 @@ def _inspect(c: Cluster, name: str, paths: list[Path], stages: set[str]) -> None
     assert seen.requests >= seen.replies > 0
 
 
-def _rounds(log: list[dict[str, object]]) -> list[dict[str, object]]:
+def _rounds(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in log if e["type"] == "round"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ from secagg.messages import AdvertiseKeys
 from tests.deploy.inspection import LeakError, inspect_log
 
 
-def _entry(fields: dict[str, object], *, kind: str = "ConfigRecord") -> dict:
-    typed = {}
+def _entry(fields: dict[str, object], *, kind: str = "ConfigRecord") -> dict[str, Any]:
+    typed: dict[str, dict[str, object]] = {}
     for name, value in fields.items():
         if isinstance(value, bytes):
             typed[name] = {"bytes": base64.b64encode(value).decode()}
@@ -46,7 +47,7 @@ def _clean_reply() -> dict[str, object]:
     return dict(reply.to_fields())
 
 
-def _write(tmp_path: Path, *entries: dict) -> Path:
+def _write(tmp_path: Path, *entries: dict[str, Any]) -> Path:
     path = tmp_path / "log.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in entries))
     return path
