@@ -253,14 +253,8 @@ class Coordinator:
         if self._test is not None and outcome.aborted is None:
             self.spec.load_into(self._model, self.params)
             ev = evaluate(self._model, self._test)
-        dropped = sorted(
-            {
-                i
-                for v in outcome.dropouts.values()
-                for i in v
-                if isinstance(i, int) and i in outcome.advertised
-            }
-        )
+        # Advertised but not in the sum (an Unmasking no-show still counts).
+        dropped = sorted(set(outcome.advertised) - set(outcome.survivors))
         record = RoundRecord(
             round_index=outcome.round_index, total_rounds=self.settings.rounds,
             cohort=outcome.advertised, num_aggregated=len(outcome.survivors),

@@ -24,10 +24,23 @@ from core.flower.protocol import StageReply, StageRequest
 from core.flower.server_app import make_server_app
 from core.flower.settings import AppSettings
 
-__all__ = ["InProcessAgent", "agents_by_partition", "run_simulation"]
+__all__ = ["InProcessAgent", "agents_by_partition", "node_agent", "run_simulation"]
 
-# Node agents of this process (a Ray actor), by partition id.
-_AGENTS: dict[tuple[int, int], NodeAgent] = {}
+# Node agents of this process (the Ray actor), by their configuration.
+_AGENTS: dict[NodeConfig, NodeAgent] = {}
+
+
+def node_agent(config: NodeConfig) -> NodeAgent:
+    """This process's agent for ``config``, built on first use.
+
+    A module-level function on purpose: Ray ships the ClientApp to its actor
+    with every message, and a closure shipped by value would carry its own
+    copy of the registry (and so a fresh agent, without the session).
+    """
+    agent = _AGENTS.get(config)
+    if agent is None:
+        agent = _AGENTS[config] = NodeAgent(config)
+    return agent
 
 
 class InProcessAgent:
@@ -53,10 +66,7 @@ def agents_by_partition(
         part = context.node_config.get("partition-id")
         if not isinstance(part, int) or not 0 <= part < len(configs):
             raise AgentError(f"no institution for partition {part!r}")
-        key = (id(configs), part)
-        if key not in _AGENTS:
-            _AGENTS[key] = NodeAgent(configs[part])
-        return InProcessAgent(_AGENTS[key])
+        return InProcessAgent(node_agent(configs[part]))
 
     return resolve
 

@@ -110,9 +110,18 @@ def node_configs(
 
 
 def in_process_reference(
-    config: Mapping[str, Any], nodes: Sequence[NodeConfig], run_id: int
+    config: Mapping[str, Any],
+    nodes: Sequence[NodeConfig],
+    run_id: int,
+    *,
+    absent: frozenset[int] = frozenset(),
+    drop: Mapping[int, secagg.Round] | None = None,
 ) -> torch.Tensor:
-    """The same rounds without Flower: secagg.run_session + the server step."""
+    """The same rounds without Flower: secagg.run_session + the server step.
+
+    ``absent`` institutions never answer (they neither train nor advertise);
+    ``drop`` vanish before the given secagg round after training.
+    """
     settings = AppSettings.from_run_config(config)
     model = settings.build_model()
     spec = ParamSpec.from_module(model)
@@ -136,6 +145,8 @@ def in_process_reference(
         )
         deltas, weights = {}, {}
         for n, d, t in zip(nodes, data, trainers, strict=True):
+            if n.institution in absent:
+                continue
             out = t.train(
                 TrainTask(
                     round_index=r, client_id=n.institution, global_params=params, data=d
@@ -144,7 +155,7 @@ def in_process_reference(
             assert isinstance(out, ClientUpdate)
             deltas[n.institution] = out.delta.to(torch.float64)
             weights[n.institution] = min(d.num_examples, cfg.max_weight)
-        result = secagg.run_session(deltas, weights, cfg)
+        result = secagg.run_session(deltas, weights, cfg, drop=drop)
         params = opt.step(params, result.mean.to(torch.float32))
     return params
 
