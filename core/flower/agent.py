@@ -56,7 +56,8 @@ def send_frame(conn: socket.socket, header: Mapping[str, Any], payload: bytes) -
     """Send one frame."""
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     conn.sendall(struct.pack("<I", len(head)) + head + struct.pack("<Q", len(payload)))
-    conn.sendall(payload)
+    if payload:  # a send of nothing to a peer that already answered is EPIPE
+        conn.sendall(payload)
 
 
 def recv_frame(conn: socket.socket) -> tuple[dict[str, Any], bytes]:
@@ -103,8 +104,11 @@ class AgentLink:
                 raise AgentError(
                     f"node agent at {self.path} unreachable: {exc}"
                 ) from None
-            send_frame(conn, header, payload)
-            reply, out = recv_frame(conn)
+            try:
+                send_frame(conn, header, payload)
+                reply, out = recv_frame(conn)
+            except OSError as exc:
+                raise AgentError(f"node agent at {self.path} failed: {exc}") from None
         if not reply.get("ok"):
             raise AgentError(f"node agent refused: {reply.get('error', 'unknown')}")
         got = reply.get("fields")

@@ -147,7 +147,10 @@ class NodeAgent:
                 self._session.client.abort()
             self._session = None
             logger.warning("stage %s refused: %s", request.stage.value, exc)
-            raise AgentError(f"{request.stage.value}: {type(exc).__name__}") from exc
+            # Sequencing errors are this agent's own words; any other failure
+            # is named by its kind only (its text may hold ε or sizes).
+            why = str(exc) if type(exc) is AgentError else type(exc).__name__
+            raise AgentError(f"{request.stage.value}: {why}") from exc
         return StageReply(
             stage=request.stage,
             round_index=request.round_index,

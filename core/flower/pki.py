@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from core.flower.roster import write_identity_key, write_roster
 
-__all__ = ["NodeFiles", "TestPKI", "make_test_pki"]
+__all__ = ["DryRunPKI", "NodeFiles", "make_test_pki"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class NodeFiles:
 
 
 @dataclass(frozen=True, slots=True)
-class TestPKI:
+class DryRunPKI:
     """Paths of everything :func:`make_test_pki` wrote."""
 
     ca_cert: Path
@@ -105,7 +105,7 @@ def make_test_pki(
     institutions: Sequence[str],
     *,
     hosts: Sequence[str] = ("127.0.0.1", "localhost"),
-) -> TestPKI:
+) -> DryRunPKI:
     """Write a CA, a SuperLink certificate for ``hosts`` and per-node keys.
 
     Institution ``i`` of ``institutions`` gets consortium id ``i``.
@@ -149,7 +149,7 @@ def make_test_pki(
             )
         )
     write_roster(root / "roster.json", members)
-    return TestPKI(
+    return DryRunPKI(
         ca_cert=root / "ca.pem",
         server_cert=root / "superlink.pem",
         server_key=root / "superlink.key",

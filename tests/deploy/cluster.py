@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.flower.pki import TestPKI
+from core.flower.pki import DryRunPKI
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "examples" / "flower_app"
@@ -43,7 +43,7 @@ def wait_port(port: int, timeout: float) -> None:
 @dataclass
 class Cluster:
     folder: Path
-    pki: TestPKI
+    pki: DryRunPKI
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
 

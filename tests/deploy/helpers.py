@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ class LocalTransport:
         self.run_id, self.agents, self.config = run_id, dict(agents), dict(config)
         self.silent: set[int] = set()
         self.seen: list[tuple[int, StageRequest, StageReply | str]] = []
+        # Rewrites a node's reply before the coordinator sees it (attacks).
+        self.tamper: Callable[[int, StageReply], StageReply] | None = None
 
     def nodes(self) -> list[int]:
         return sorted(self.agents)
@@ -85,7 +87,10 @@ class LocalTransport:
             if node in self.silent:
                 continue
             try:
-                out[node] = self.agents[node].handle(self.run_id, req, self.config)
+                reply = self.agents[node].handle(self.run_id, req, self.config)
+                if self.tamper is not None:
+                    reply = self.tamper(node, reply)
+                out[node] = reply
             except Exception as exc:
                 out[node] = f"node error: {exc}"
             self.seen.append((node, req, out[node]))
