@@ -21,7 +21,7 @@ import dp
 from core.flower.node import ledger_file
 from core.flower.node_data import load_csv
 from core.flower.roster import load_identity_key
-from tests.deploy.cluster import Cluster
+from core.flower.loopback import Cluster
 from tests.deploy.helpers import (
     LABEL,
     in_process_reference,

@@ -1,8 +1,11 @@
-"""A real loopback deployment: SuperLink, SuperNodes and node agents.
+"""A whole consortium on one machine (127.0.0.1): for dry runs, tests, benchmarks.
 
-Every process starts in its own process group (Flower's SuperExec and the
-per-message ClientApp processes stay in their parent's group), and
-:meth:`Cluster.stop` kills every group it started, whatever happened.
+:class:`Cluster` starts a TLS SuperLink with SuperNode authentication, a node
+agent and a registered SuperNode per institution (keys from
+:func:`core.flower.pki.make_test_pki`), and runs ``flwr run``.  Every process
+starts in its own process group (Flower's SuperExec and the per-message
+ClientApp processes stay in their parent's group), and :meth:`Cluster.stop`
+kills every group it started; use it in a ``finally``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from pathlib import Path
 
 from core.flower.pki import DryRunPKI
 
+__all__ = ["APP", "Cluster", "free_port", "wait_files", "wait_port"]
+
 ROOT = Path(__file__).resolve().parents[2]
+#: The example Flower app (its ClientApp is the agent relay).
 APP = ROOT / "examples" / "flower_app"
 BIN = Path(sys.executable).parent
 
@@ -42,16 +48,23 @@ def wait_port(port: int, timeout: float) -> None:
 
 @dataclass
 class Cluster:
+    """The processes of one loopback consortium, under ``folder``.
+
+    ``node_config`` adds ``--node-config`` entries to every SuperNode
+    (``{i}`` in a value becomes the node's index).
+    """
+
     folder: Path
     pki: DryRunPKI
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
+    node_config: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=os.pathsep.join((str(ROOT), str(APP))),
             FLWR_HOME=str(self.folder / "flwr-home"),
             FLWR_DISABLE_UPDATE_CHECK="1",
             FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1",
@@ -158,14 +171,18 @@ class Cluster:
             "--root-certificates", str(self.pki.ca_cert),
             "--auth-supernode-private-key", str(node.auth_key),
             "--port", str(free_port()),
-            "--node-config", f'fedshield-agent="{sock}"',
+            "--node-config", " ".join(
+                [f'fedshield-agent="{sock}"']
+                + [f'{k}="{v.format(i=i)}"' for k, v in self.node_config.items()]
+            ),
         ])  # fmt: skip
 
     def flwr_run(
-        self, config: Path, timeout: float
+        self, config: Path, timeout: float, app: Path = APP
     ) -> subprocess.CompletedProcess[bytes]:
+        """``flwr run APP test --run-config CONFIG --stream``, to its end."""
         return subprocess.run(
-            [str(BIN / "flwr"), "run", str(APP), "test", "--run-config", str(config),
+            [str(BIN / "flwr"), "run", str(app), "test", "--run-config", str(config),
              "--stream"],
             env=self.env, cwd=self.folder, capture_output=True, timeout=timeout,
         )  # fmt: skip
