@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import dp
+from core.flower.loopback import Cluster
 from core.flower.node import ledger_file
 from core.flower.node_data import load_csv
 from core.flower.roster import load_identity_key
-from core.flower.loopback import Cluster
 from tests.deploy.helpers import (
     LABEL,
     in_process_reference,
