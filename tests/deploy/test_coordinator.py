@@ -171,3 +171,20 @@ def test_the_agent_socket_answers_and_refuses_garbage(world, tmp_path: Path) -> 
         AgentLink(sock).request(RUN, StageRequest(
             stage=Stage.MASKED_INPUT, round_index=1, payload=b""), cfg)  # fmt: skip
     sock.unlink()
+
+
+def test_the_agent_cli_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "core.flower.agent", "--socket", str(tmp_path / "s"),
+         "--institution", "0", "--data", str(tmp_path / "missing.csv"),
+         "--label", "y", "--ledger-dir", str(tmp_path / "ledger")],
+        capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"fedshield agent: data file {str(tmp_path / 'missing.csv')!r} does not exist"
+    ]
