@@ -190,6 +190,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-cohort", type=int, default=2)
     p.add_argument("--assumed-corrupt-fraction", type=float, default=0.0)
     p.add_argument("--max-dropout-fraction", type=float, default=0.5)
+    p.add_argument(
+        "--require-dp", action="store_true", help="refuse runs that turn DP-SGD off"
+    )
+    p.add_argument(
+        "--epsilon-cap",
+        type=float,
+        default=float("inf"),
+        help="refuse runs with a larger privacy budget",
+    )
     p.add_argument("--ready-file", help="written with the pid once listening")
     return p
 
@@ -207,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_cohort=args.min_cohort,
             assumed_corrupt_fraction=args.assumed_corrupt_fraction,
             max_dropout_fraction=args.max_dropout_fraction,
+            require_dp=args.require_dp, epsilon_cap=args.epsilon_cap,
         ))  # fmt: skip
     except DeploymentError as exc:
         print(f"fedshield agent: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ class NodeConfig:
 
     ``seed`` only orders minibatches of plain (non-DP) training; DP-SGD
     draws from the CSPRNG.  The policy fields are this institution's own
-    :class:`secagg.ClientPolicy`.
+    :class:`secagg.ClientPolicy`; ``require_dp`` refuses runs whose config
+    turns DP-SGD off, and ``epsilon_cap`` runs whose privacy budget is larger
+    (the run config is the coordinator's to write).
     """
 
     institution: int
@@ -65,6 +68,8 @@ class NodeConfig:
     min_cohort: int = 2
     assumed_corrupt_fraction: float = 0.0
     max_dropout_fraction: float = 0.5
+    require_dp: bool = False
+    epsilon_cap: float = math.inf
 
     def policy(self) -> secagg.ClientPolicy:
         """The secure-aggregation terms this institution accepts."""
@@ -87,6 +92,7 @@ class _Session:
     client: secagg.SecAggClient
     quantized: secagg.QuantizedInput
     next_stage: Stage
+    hardened: bool
 
 
 class NodeAgent:
@@ -161,7 +167,18 @@ class NodeAgent:
 
     # -- the first stage -----------------------------------------------------
 
+    def _check_privacy(self, settings: AppSettings) -> None:
+        cfg = self.config
+        if cfg.require_dp and not settings.dp_enabled:
+            raise AgentError("the run turns DP-SGD off; this institution requires it")
+        if settings.dp_enabled and settings.epsilon_budget > cfg.epsilon_cap:
+            raise AgentError(
+                f"the run's privacy budget {settings.epsilon_budget:g} exceeds this "
+                f"institution's cap {cfg.epsilon_cap:g}"
+            )
+
     def _start_run(self, run_id: int, settings: AppSettings) -> None:
+        self._check_privacy(settings)
         if self._run == run_id:
             return
         model = settings.build_model()
@@ -230,6 +247,7 @@ class NodeAgent:
         self._session = _Session(
             run_id=run_id, round_index=request.round_index, client=client,
             quantized=quantized, next_stage=Stage.SHARE_KEYS,
+            hardened=settings.mode is secagg.SecurityMode.HARDENED,
         )  # fmt: skip
         return advert
 
@@ -264,12 +282,7 @@ class NodeAgent:
         s = self._session
         if s is None or (s.run_id, s.round_index) != (run_id, request.round_index):
             raise AgentError(f"no session for run {run_id} round {request.round_index}")
-        hardened = request.stage is Stage.CONSISTENCY_CHECK
-        if request.stage is not s.next_stage and not (
-            s.next_stage is Stage.CONSISTENCY_CHECK
-            and request.stage is Stage.UNMASKING
-            and not hardened
-        ):
+        if request.stage is not s.next_stage:
             raise AgentError(
                 f"expected stage {s.next_stage.value}, got {request.stage.value}"
             )
@@ -279,7 +292,7 @@ class NodeAgent:
             s.next_stage = Stage.MASKED_INPUT
         elif request.stage is Stage.MASKED_INPUT:
             out = c.masked_input(request.payload, s.quantized)
-            s.next_stage = Stage.CONSISTENCY_CHECK
+            s.next_stage = Stage.CONSISTENCY_CHECK if s.hardened else Stage.UNMASKING
         elif request.stage is Stage.CONSISTENCY_CHECK:
             out = c.consistency_check(request.payload)
             s.next_stage = Stage.UNMASKING

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -20,11 +21,20 @@ from flwr.simulation import run_simulation as flwr_run_simulation
 from core.flower.client_app import AgentHandle, make_client_app
 from core.flower.errors import AgentError
 from core.flower.node import NodeAgent, NodeConfig
+from core.flower.node_data import write_csv
 from core.flower.protocol import StageReply, StageRequest
 from core.flower.server_app import make_server_app
 from core.flower.settings import AppSettings
+from core.interfaces import ClientDataset
 
-__all__ = ["InProcessAgent", "agents_by_partition", "node_agent", "run_simulation"]
+__all__ = [
+    "InProcessAgent",
+    "agents_by_partition",
+    "flatten_tables",
+    "node_agent",
+    "run_simulation",
+    "simulate_datasets",
+]
 
 # Node agents of this process (the Ray actor), by their configuration.
 _AGENTS: dict[NodeConfig, NodeAgent] = {}
@@ -93,3 +103,42 @@ def run_simulation(
             "client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
         },
     )
+
+
+def flatten_tables(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Pilot tables flattened as Flower does: ``federation.rounds`` and so on."""
+    return {f"{t}.{k}": v for t, body in tables.items() for k, v in body.items()}
+
+
+def simulate_datasets(
+    run_config: Mapping[str, Any],
+    datasets: Sequence[ClientDataset],
+    folder: str | Path,
+    *,
+    label: str = "label",
+) -> None:
+    """Run the simulation runtime over in-memory institutions (``fedshield run``).
+
+    Each dataset is written as its institution's CSV under
+    ``folder/institutions`` and its ledger goes to ``folder/ledgers``; the
+    model's sizes and, when ``secure_aggregation.max_weight`` is 0, the
+    weight cap (the largest institution) are filled in from the data.
+    """
+    root = Path(folder)
+    config = dict(run_config)
+    config.setdefault("engine.num_features", int(datasets[0].features.shape[1]))
+    config.setdefault(
+        "engine.num_classes",
+        max(2, max(int(d.labels.max()) + 1 for d in datasets if d.num_examples)),
+    )
+    if not config.get("secure_aggregation.max_weight"):
+        config["secure_aggregation.max_weight"] = max(d.num_examples for d in datasets)
+    nodes = []
+    for i, data in enumerate(datasets):
+        path = root / "institutions" / f"institution-{i}.csv"
+        write_csv(path, data.features, data.labels, label)
+        nodes.append(NodeConfig(
+            institution=i, data=path, label=label,
+            ledger_dir=root / "ledgers", seed=i,
+        ))  # fmt: skip
+    run_simulation(config, nodes)

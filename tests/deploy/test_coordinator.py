@@ -188,3 +188,29 @@ def test_the_agent_cli_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None
     assert out.stderr.strip().splitlines() == [
         f"fedshield agent: data file {str(tmp_path / 'missing.csv')!r} does not exist"
     ]
+
+
+@pytest.mark.parametrize(
+    ("config", "policy", "message"),
+    [
+        ({"privacy.enabled": False}, {"require_dp": True},
+         "the run turns DP-SGD off; this institution requires it"),
+        ({"privacy.enabled": True, "privacy.epsilon_budget": 50.0},
+         {"epsilon_cap": 10.0}, "privacy budget 50 exceeds this institution's cap 10"),
+    ],
+)  # fmt: skip
+def test_the_institution_refuses_a_run_config_weaker_than_its_own(
+    world, config, policy, message
+) -> None:
+    folder, paths, pki = world
+    cfg = run_config(**config)
+    node = dataclasses.replace(node_configs(paths, folder / "weak", pki)[0], **policy)
+    model = AppSettings.from_run_config(cfg).build_model()
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    request = StageRequest(stage=Stage.TRAIN, round_index=1, cohort=4,
+                           payload=params.numpy().astype("<f4").tobytes())  # fmt: skip
+    agent = NodeAgent(node)
+    with pytest.raises(AgentError, match=f"train: {message}"):
+        agent.handle(RUN, request, cfg)
+    assert not agent.holds_session
+    assert not ledger_file(node.ledger_dir, node.institution).exists()

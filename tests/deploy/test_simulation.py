@@ -109,3 +109,28 @@ def test_fifty_virtual_nodes_with_dropouts(tmp_path: Path) -> None:
     }
     assert stages == {"train", "share-keys", "masked-input", "unmasking"}
     assert secagg.Round.UNMASKING in drop.values()
+
+
+def test_in_memory_institutions_with_dp_keep_their_ledgers(tmp_path: Path) -> None:
+    import dp
+    from core.flower.node import ledger_file
+    from core.flower.node_data import load_csv
+    from core.flower.simulation import flatten_tables, simulate_datasets
+
+    paths, _ = breast_cancer_csvs(tmp_path / "data", 3)
+    datasets = [load_csv(p, "diagnosis", i) for i, p in enumerate(paths)]
+    tables = {
+        "run": {"output_dir": str(tmp_path / "run")},
+        "federation": {"rounds": 1},
+        "privacy": {"enabled": True, "target_epsilon": 0.0, "noise_multiplier": 1.0,
+                    "epsilon_budget": 50.0},
+        "secure_aggregation": {"max_weight": 0, "ring_bits": 48},
+        "engine": {"kind": "flower-simulation", "min_nodes": 3},
+    }  # fmt: skip
+    simulate_datasets(flatten_tables(tables), datasets, tmp_path / "sim")
+    rounds = [e for e in read_jsonl(tmp_path / "run" / "metrics.jsonl")
+              if e["type"] == "round"]  # fmt: skip
+    assert rounds[0]["aborted"] is None and rounds[0]["aggregated"] == 3
+    for i in range(3):
+        entries = dp.read_ledger(ledger_file(tmp_path / "sim" / "ledgers", i))
+        assert len(entries) == 1 and entries[0].client_id == f"institution-{i}"
