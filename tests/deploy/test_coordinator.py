@@ -196,7 +196,8 @@ def test_the_agent_cli_refuses_a_bad_setting_in_one_line(tmp_path: Path) -> None
         ({"privacy.enabled": False}, {"require_dp": True},
          "the run turns DP-SGD off; this institution requires it"),
         ({"privacy.enabled": True, "privacy.epsilon_budget": 50.0},
-         {"epsilon_cap": 10.0}, "privacy budget 50 exceeds this institution's cap 10"),
+         {"epsilon_cap": 10.0},
+         "the run's privacy budget 50 exceeds this institution's cap 10"),
     ],
 )  # fmt: skip
 def test_the_institution_refuses_a_run_config_weaker_than_its_own(
