@@ -119,7 +119,7 @@ def test_in_memory_institutions_with_dp_keep_their_ledgers(tmp_path: Path) -> No
 
     paths, _ = breast_cancer_csvs(tmp_path / "data", 3)
     datasets = [load_csv(p, "diagnosis", i) for i, p in enumerate(paths)]
-    tables = {
+    tables: dict[str, dict[str, Any]] = {
         "run": {"output_dir": str(tmp_path / "run")},
         "federation": {"rounds": 1},
         "privacy": {"enabled": True, "target_epsilon": 0.0, "noise_multiplier": 1.0,
