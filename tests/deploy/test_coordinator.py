@@ -70,6 +70,31 @@ def test_hardened_rounds_equal_the_in_process_run(world) -> None:
     assert not any(a.holds_session for a in agents.values())
 
 
+def test_no_session_secret_ever_leaves_a_node(world) -> None:
+    folder, paths, pki = world
+    _, _, agents, transport, coordinator = _setup(folder, paths, pki, "secrets")
+    secrets: set[bytes] = set()
+
+    def snapshot(node: int, reply: StageReply) -> StageReply:
+        # White-box: read the live session's secrets straight after each stage.
+        session = agents[node]._session
+        if session is not None:
+            state = session.client._state  # secagg's private phase state
+            for key in (state.c_sk, state.s_sk):
+                if key is not None:
+                    secrets.add(key.private_bytes_raw())
+            if state.seed is not None:
+                secrets.add(state.seed)
+        return reply
+
+    transport.tamper = snapshot
+    coordinator.run()
+    assert len(secrets) == 2 * 3 * 4  # per round: c_sk, s_sk and seed of 4 nodes
+    sent = [r.payload for _, _, r in transport.seen if isinstance(r, StageReply)]
+    sent += [q.payload for _, q, _ in transport.seen]
+    assert sent and not any(s in p for s in secrets for p in sent)
+
+
 def test_a_failed_stage_drops_the_session_and_its_secrets(world) -> None:
     folder, paths, pki = world
     cfg, _nodes, agents, _, coordinator = _setup(folder, paths, pki, "fail")
