@@ -6,6 +6,9 @@ answered with AdvertiseKeys after local training), then drive the
 mode) and Unmasking, one exchange per stage with a deadline.  A node that
 misses a deadline, fails, or sends bytes the server rejects is a dropout at
 that stage; below the threshold the round aborts and the model is unchanged.
+A node that let a deadline pass sits the next round out (a site that went
+down costs one deadline, not one per round until Flower notices it is gone)
+and is invited again the round after.
 Then the server step, evaluation on the coordinator's own test data (if
 any), one line in ``metrics.jsonl``, the ledger heads in
 ``ledger_heads.jsonl`` and an atomic checkpoint.
@@ -60,6 +63,7 @@ class RoundOutcome:
     clipped: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    resting: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,9 @@ class Coordinator:
             momentum=settings.server_momentum,
         )
         self._heads: dict[int, LedgerHead] = {}
+        # Nodes that let a deadline pass last round sit the next one out.
+        self._resting: set[int] = set()
+        self._silent: set[int] = set()
         self.out_dir = None if out_dir is None else Path(out_dir)
         self._log = None if self.out_dir is None else MetricsLog(
             self.out_dir / "metrics.jsonl"
@@ -120,8 +127,11 @@ class Coordinator:
     def run_round(self, r: int) -> RoundOutcome:
         """One round; see the module docstring."""
         started = time.perf_counter()
-        nodes = self._transport.nodes()
+        connected = self._transport.nodes()
+        nodes = [n for n in connected if n not in self._resting]
         outcome = RoundOutcome(round_index=r, nodes=len(nodes))
+        outcome.resting = tuple(sorted(set(connected) - set(nodes)))
+        self._silent = set()
         try:
             agg = self._secure_sum(r, nodes, outcome)
             mean = (agg.weighted_sum / agg.total_weight).to(torch.float32)
@@ -131,6 +141,7 @@ class Coordinator:
         except (secagg.SecAggError, _NotStartedError) as exc:
             outcome.aborted = f"{type(exc).__name__}: {exc}"
             logger.warning("round %d aborted, model unchanged: %s", r, exc)
+        self._resting = self._silent
         self._report(outcome, time.perf_counter() - started)
         return outcome
 
@@ -239,7 +250,8 @@ class Coordinator:
                 continue
             outcome.bytes_up += len(reply.payload)
             replies[node] = reply
-        missing = sorted(set(requests) - set(replies))
+        missing = sorted(set(requests) - set(got))
+        self._silent.update(missing)
         if missing and requests:
             stage = next(iter(requests.values())).stage
             if stage is Stage.TRAIN:
@@ -262,7 +274,8 @@ class Coordinator:
             eval_loss=None if ev is None else ev.loss,
             eval_accuracy=None if ev is None else ev.accuracy,
             metrics={"clipped_coordinates": float(outcome.clipped),
-                     "nodes": float(outcome.nodes)},
+                     "nodes": float(outcome.nodes),
+                     "resting": float(len(outcome.resting))},
             bytes_up=outcome.bytes_up, bytes_down=outcome.bytes_down,
             seconds=seconds,
         )  # fmt: skip
@@ -270,9 +283,10 @@ class Coordinator:
         if self.out_dir is None or self._log is None:
             return
         self._log.write_round(record)
-        self._log.write_event(
-            "dropouts", {"round": outcome.round_index, "by_stage": outcome.dropouts}
-        )
+        self._log.write_event("dropouts", {
+            "round": outcome.round_index, "by_stage": outcome.dropouts,
+            "resting": list(outcome.resting),
+        })  # fmt: skip
         heads = {
             str(i): {"entries": h.entries, "sha256": h.sha256}
             for i, h in sorted(self._heads.items())

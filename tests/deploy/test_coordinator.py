@@ -240,3 +240,19 @@ def test_the_institution_refuses_a_run_config_weaker_than_its_own(
         agent.handle(RUN, request, cfg)
     assert not agent.holds_session
     assert not ledger_file(node.ledger_dir, node.institution).exists()
+
+
+def test_a_silent_node_sits_one_round_out_then_is_invited_again(world) -> None:
+    folder, paths, pki = world
+    _, _, _, transport, coordinator = _setup(
+        folder, paths, pki, "resting", **{"federation.rounds": 3}
+    )
+    transport.silent = {503}  # a site that went down after round 1's TRAIN
+    first = coordinator.run_round(1)
+    assert first.dropouts["train"] == [503] and first.survivors == (0, 1, 2)
+    transport.silent = set()  # it is back
+    second = coordinator.run_round(2)
+    assert second.resting == (503,) and second.nodes == 3
+    assert second.survivors == (0, 1, 2)
+    third = coordinator.run_round(3)
+    assert third.resting == () and third.survivors == (0, 1, 2, 3)
