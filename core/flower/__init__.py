@@ -10,7 +10,9 @@ Needs the ``flower`` extra (``simulation`` for the Ray runtime).  The pieces:
   which holds the data, the ledger and the session secrets;
 * :mod:`core.flower.simulation`: :func:`run_simulation` on the Ray runtime;
 * :mod:`core.flower.roster` and :mod:`core.flower.pki`: identity keys,
-  consortium roster, and a test PKI for dry runs.
+  consortium roster, and a test PKI for dry runs;
+* :mod:`core.flower.loopback`: a whole consortium on one machine (dry runs,
+  tests, benchmarks).
 
 Only :mod:`core.flower.engine` and :mod:`core.flower.errors` import without
 ``flwr``.
