@@ -250,8 +250,8 @@ class Coordinator:
                 continue
             outcome.bytes_up += len(reply.payload)
             replies[node] = reply
-        missing = sorted(set(requests) - set(got))
-        self._silent.update(missing)
+        self._silent.update(set(requests) - set(got))
+        missing = sorted(set(requests) - set(replies))
         if missing and requests:
             stage = next(iter(requests.values())).stage
             if stage is Stage.TRAIN:
