@@ -9,7 +9,7 @@ The unit of accounting is a :class:`StepRun`: ``steps`` consecutive DP-SGD
 steps of the Poisson-subsampled Gaussian mechanism with the same noise
 multiplier σ and sample rate q, under add/remove-one neighbouring.  A client's
 privacy loss is the composition of every run it executed, over all rounds it
-joined (notes §4.1).
+joined.
 
 >>> round(epsilon_for_history([StepRun(1.1, 0.01, 1000)], 1e-5, Accountant.RDP), 5)
 1.71177
@@ -47,6 +47,10 @@ CALIBRATION_TOLERANCE = 0.01
 
 #: Above this noise multiplier a target is declared unreachable (as Opacus).
 MAX_NOISE_MULTIPLIER = 1e6
+
+
+class _UnreachableTargetError(Exception):
+    """Internal: no noise multiplier up to the cap meets the target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +103,8 @@ def epsilon_for_history(
     """ε after composing ``history`` at ``delta`` with a fresh Opacus accountant.
 
     An empty history costs nothing (ε = 0).  Raises :class:`AccountingError`
-    when the accountant cannot produce a finite ε (e.g. PRV's known failure
-    for very large ε, opacus#591).
+    when the accountant cannot produce a finite ε (Opacus's PRV accountant
+    fails to discretise its grid at very large ε).
     """
     runs = merge_runs(history)
     if not runs:
@@ -131,8 +135,8 @@ def _epsilon_or_inf(
     try:
         return epsilon_for_history([StepRun(sigma, q, steps)], delta, accountant)
     except AccountingError:
-        # PRV's known failures are at very large ε (opacus#591): for the
-        # search, "too large to compute" is on the too-little-noise side.
+        # Opacus's PRV fails only at very large ε: for the search, "too large
+        # to compute" is on the too-little-noise side.
         return math.inf
 
 
@@ -161,7 +165,7 @@ def _calibrated_sigma(
         lo, e_lo = hi, e_hi
         while e_hi > target:
             if hi >= MAX_NOISE_MULTIPLIER:
-                raise ValueError(f"no noise multiplier <= {MAX_NOISE_MULTIPLIER:g}")
+                raise _UnreachableTargetError
             lo, e_lo = hi, e_hi
             hi = min(2 * hi, MAX_NOISE_MULTIPLIER)
             e_hi = eps(hi)
@@ -220,13 +224,13 @@ def calibrate_noise_multiplier(config: DPConfig, num_examples: int) -> float:
         sigma, eps = _calibrated_sigma(
             float(target), float(config.delta), q, total_steps, config.accountant
         )
-    except ValueError as exc:
+    except _UnreachableTargetError:
         raise DPConfigError(
             f"target_epsilon={config.target_epsilon!r} at delta={config.delta!r} "
             f"cannot be met for {total_steps} steps at q={q:.6g} with any noise "
-            f"multiplier <= {MAX_NOISE_MULTIPLIER:g} ({exc}); raise "
-            "target_epsilon or plan fewer steps"
-        ) from exc
+            f"multiplier <= {MAX_NOISE_MULTIPLIER:g}; raise target_epsilon or "
+            "plan fewer steps"
+        ) from None
     # The whole budget logic rests on this inequality: never return a σ whose
     # own ε (computed by the same accountant) exceeds the target.
     if not eps <= target:

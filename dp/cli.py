@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dp.empirical import CanaryAuditConfig, empirical_audit
+from dp.errors import MissingDependencyError
 from dp.ledger_audit import Verdict, audit_ledger, format_table, plot_epsilon
 
 __all__ = ["audit_main", "main"]
@@ -63,7 +64,7 @@ def _ledger_audit(paths: list[Path], plot: Path | None) -> int:
     if plot is not None:
         try:
             plot_epsilon(audits, plot)
-        except ImportError as exc:
+        except MissingDependencyError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"wrote {plot}")

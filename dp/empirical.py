@@ -1,4 +1,4 @@
-"""Empirical one-run canary audit of the real DP-SGD pipeline (notes §6.3).
+"""Empirical one-run canary audit of the real DP-SGD pipeline.
 
 The audit trains **once** through :class:`~dp.client.PrivateClient` (the same
 code path clients use: CSPRNG noise and sampling, Opacus clipping, ledger) on

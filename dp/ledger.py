@@ -30,7 +30,13 @@ from pathlib import Path
 
 from dp.accounting import StepRun
 from dp.config import Accountant
-from dp.errors import BudgetExceededError, LedgerError, LedgerMismatchError
+from dp.errors import (
+    BudgetExceededError,
+    InvalidLedgerEntryError,
+    LedgerError,
+    LedgerMismatchError,
+    LedgerNotFoundError,
+)
 from dp.ledger_format import (
     GENESIS_SHA256,
     LEDGER_VERSION,
@@ -73,7 +79,7 @@ class PrivacyLedger:
         p = Path(path)
         if not p.exists():
             if not missing_ok:
-                raise LedgerError(f"ledger {p} does not exist")
+                raise LedgerNotFoundError(f"ledger {p} not found")
             return cls(p, (), 0)
         entries = read_ledger(p)
         return cls(p, entries, p.stat().st_size)
@@ -187,7 +193,7 @@ class PrivacyLedger:
         )
         try:
             check_entry_ranges(entry)
-        except ValueError as exc:
+        except InvalidLedgerEntryError as exc:
             raise LedgerError(f"refusing to write an invalid entry: {exc}") from exc
         self._write(entry.line_bytes())
         self._entries = (*self._entries, entry)

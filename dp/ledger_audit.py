@@ -28,7 +28,7 @@ from typing import Any
 
 from dp.accounting import PRV_EPS_ERROR, StepRun, epsilon_for_history, merge_runs
 from dp.config import Accountant
-from dp.errors import AccountingError, LedgerError
+from dp.errors import AccountingError, LedgerError, MissingDependencyError
 from dp.ledger_format import LedgerEntry, read_ledger
 
 __all__ = [
@@ -244,14 +244,15 @@ def format_table(audits: Sequence[ClientAudit]) -> str:
 def plot_epsilon(audits: Sequence[ClientAudit], out: Path) -> None:
     """Write a PNG of recorded ε against round, one line per client.
 
-    Raises ``ImportError`` with an install hint when matplotlib is missing.
+    Raises :class:`MissingDependencyError` with an install hint when
+    matplotlib is missing.
     """
     try:
         matplotlib: Any = importlib.import_module("matplotlib")
         matplotlib.use("Agg")  # files only; never open a window
         plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             "the ε plot needs matplotlib: pip install 'fedshield[test]' "
             "(or matplotlib), or run the audit with --no-plot"
         ) from exc

@@ -19,7 +19,7 @@ from typing import Any
 
 from dp.accounting import StepRun
 from dp.config import Accountant
-from dp.errors import LedgerCorruptedError
+from dp.errors import InvalidLedgerEntryError, LedgerCorruptedError
 
 __all__ = [
     "GENESIS_SHA256",
@@ -118,24 +118,32 @@ _ALL_FIELDS = frozenset(
 
 
 def _entry_from_json(obj: object) -> tuple[LedgerEntry, str]:
-    """Parse one decoded line; raise ``ValueError`` saying what is wrong."""
+    """Parse one decoded line; raise :class:`InvalidLedgerEntryError` if bad."""
     if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
+        raise InvalidLedgerEntryError("not a JSON object")
     keys = set(obj)
     if keys != _ALL_FIELDS:
         missing = sorted(_ALL_FIELDS - keys)
         extra = sorted(keys - _ALL_FIELDS)
-        raise ValueError(f"wrong fields (missing {missing}, unexpected {extra})")
+        raise InvalidLedgerEntryError(
+            f"wrong fields (missing {missing}, unexpected {extra})"
+        )
     for name in _INT_FIELDS:
         if type(obj[name]) is not int:
-            raise ValueError(f"{name} must be an integer; found {obj[name]!r}")
+            raise InvalidLedgerEntryError(
+                f"{name} must be an integer; found {obj[name]!r}"
+            )
     for name in _FLOAT_FIELDS:
         value = obj[name]
         if type(value) not in (int, float) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number; found {value!r}")
+            raise InvalidLedgerEntryError(
+                f"{name} must be a finite number; found {value!r}"
+            )
     for name in _STR_FIELDS:
         if not isinstance(obj[name], str):
-            raise ValueError(f"{name} must be a string; found {obj[name]!r}")
+            raise InvalidLedgerEntryError(
+                f"{name} must be a string; found {obj[name]!r}"
+            )
     entry = LedgerEntry(
         version=obj["version"],
         seq=obj["seq"],
@@ -158,22 +166,24 @@ def _entry_from_json(obj: object) -> tuple[LedgerEntry, str]:
 
 
 def check_entry_ranges(e: LedgerEntry) -> None:
-    """Raise ``ValueError`` if a field of ``e`` is out of its documented range."""
+    """Raise :class:`InvalidLedgerEntryError` if a field of ``e`` is out of range."""
     if e.version != LEDGER_VERSION:
-        raise ValueError(f"version must be {LEDGER_VERSION}; found {e.version}")
+        raise InvalidLedgerEntryError(
+            f"version must be {LEDGER_VERSION}; found {e.version}"
+        )
     if not e.client_id:
-        raise ValueError("client_id must be a non-empty string")
+        raise InvalidLedgerEntryError("client_id must be a non-empty string")
     if e.round < 0 or e.steps < 1:
-        raise ValueError(
+        raise InvalidLedgerEntryError(
             f"round must be >= 0 and steps >= 1; found {e.round}, {e.steps}"
         )
     if e.noise_multiplier <= 0 or not 0 < e.sample_rate <= 1:
-        raise ValueError(
+        raise InvalidLedgerEntryError(
             "noise_multiplier must be > 0 and sample_rate in (0, 1]; found "
             f"{e.noise_multiplier!r}, {e.sample_rate!r}"
         )
     if not 0 < e.delta < 1 or e.epsilon < 0 or e.epsilon_budget <= 0:
-        raise ValueError(
+        raise InvalidLedgerEntryError(
             "delta must be in (0, 1), epsilon >= 0 and epsilon_budget > 0; found "
             f"{e.delta!r}, {e.epsilon!r}, {e.epsilon_budget!r}"
         )

@@ -10,15 +10,15 @@ import pytest
 import dp
 from dp.cli import audit_main
 from dp.ledger_audit import Verdict, audit_ledger
-from tests.dp.tinykit import config, rechain, tiny_dataset, tiny_model, write_ledger
+from tests.dp import kit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _trained_ledger(path: Path, client_id: str) -> float:
-    data = tiny_dataset()
-    client = dp.PrivateClient(client_id, len(data), config(), path)
-    model = tiny_model()
+    data = kit.dataset()
+    client = kit.client(path, client_id=client_id)
+    model = kit.model()
     for r in range(3):
         model.load_state_dict(
             client.train_round(model, data, round_idx=r, lr=0.5).state_dict
@@ -31,7 +31,7 @@ def test_clean_ledgers_give_a_table_a_png_and_exit_0(
 ) -> None:
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     eps_a = _trained_ledger(a, "hospital-a")
-    write_ledger(b, client_id="bank-b", accountant=dp.Accountant.PRV, rounds=3)
+    kit.write_ledger(b, client_id="bank-b", accountant=dp.Accountant.PRV, rounds=3)
     png = tmp_path / "eps.png"
     assert audit_main([str(a), str(b), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
@@ -49,8 +49,8 @@ def test_tampered_ledger_exits_non_zero_naming_the_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
-    write_ledger(good, client_id="good")
-    write_ledger(bad, client_id="bad")
+    kit.write_ledger(good, client_id="good")
+    kit.write_ledger(bad, client_id="bad")
     lines = bad.read_bytes().splitlines(keepends=True)
     bad.write_bytes(b"".join([lines[0], lines[2], lines[1], lines[3]]))
     png = tmp_path / "eps.png"
@@ -65,10 +65,10 @@ def test_under_reported_epsilon_with_valid_hashes_exits_non_zero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "low.jsonl"
-    entries = list(write_ledger(path, client_id="low", rounds=4))
+    entries = list(kit.write_ledger(path, client_id="low", rounds=4))
     true_eps = entries[2].epsilon
     entries[2] = dataclasses.replace(entries[2], epsilon=true_eps * 0.9)
-    path.write_bytes(rechain(entries))
+    path.write_bytes(kit.rechain(entries))
     assert dp.read_ledger(path)[2].epsilon == true_eps * 0.9  # the chain verifies
     assert audit_main([str(path), "--no-plot"]) == 1
     out = capsys.readouterr().out
@@ -80,9 +80,9 @@ def test_under_reported_epsilon_with_valid_hashes_exits_non_zero(
 
 def test_over_budget_ledger_is_flagged(tmp_path: Path) -> None:
     path = tmp_path / "over.jsonl"
-    entries = list(write_ledger(path, rounds=3, budget=50.0))
+    entries = list(kit.write_ledger(path, rounds=3, budget=50.0))
     entries[2] = dataclasses.replace(entries[2], epsilon_budget=entries[1].epsilon)
-    path.write_bytes(rechain(entries))
+    path.write_bytes(kit.rechain(entries))
     audit = audit_ledger(path)
     assert audit.verdict is Verdict.OVER_BUDGET
     assert audit.problems[0].startswith("line 3 (round 2): ε=")
