@@ -12,8 +12,16 @@ from zero.  Each :meth:`PrivateClient.train_round` is:
    a crash at any later point leaves the charge on record; over-counting a
    round whose update never left is safe, under-counting never happens);
 3. **train** a copy of the model with CSPRNG DP-SGD through Opacus;
-4. check that Opacus's accountant counted exactly the charged steps, and only
-   then return the trained weights.
+4. check that Opacus's accountant counted exactly the charged steps;
+5. with ``DPConfig.release_loss`` only: **charge** the loss release, then add
+   its noise (:mod:`dp.loss_release`);
+6. return the trained weights and the accounted values, nothing else.
+
+**Rollback.** A coordinator that records each client's
+:attr:`PrivateClient.ledger_head` every round passes the last one it recorded
+to :meth:`PrivateClient.check_not_rolled_back` before asking the client to
+train; a ledger that lost entries since is refused with
+:class:`~dp.errors.LedgerRollbackError`.
 """
 
 from __future__ import annotations
@@ -28,15 +36,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dp.accounting import (
+    Mechanism,
     StepRun,
-    calibrate_noise_multiplier,
     epsilon_for_history,
     merge_runs,
-    sample_rate_for,
+    round_runs,
     steps_per_epoch,
-    steps_per_round,
 )
-from dp.config import DPConfig, check_noise_multiplier
+from dp.calibration import calibrate_noise_multiplier
+from dp.config import Accountant, DPConfig, check_noise_multiplier
 from dp.engine import (
     CSPRNGPrivacyEngine,
     LocalOptimizer,
@@ -52,7 +60,9 @@ from dp.errors import (
     InvalidDeltaError,
 )
 from dp.ledger import PrivacyLedger
-from dp.ledger_format import LedgerEntry
+from dp.ledger_format import LedgerEntry, read_ledger
+from dp.ledger_heads import LedgerHead, check_not_behind
+from dp.loss_release import clipped_loss_sum, release_mean_loss
 from dp.noise import ChaCha20Random
 
 __all__ = ["PrivateClient", "PrivateRoundResult"]
@@ -60,11 +70,16 @@ __all__ = ["PrivateClient", "PrivateRoundResult"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivateRoundResult:
-    """One finished private round.  Its ledger entry is already durable.
+    """One finished private round.  Its ledger entries are already durable.
 
-    ``state_dict`` holds the trained weights (detached copies, keys as in the
-    model passed in); the model passed in is left unchanged.  ``train_loss`` is
-    computed on private data *without* noise: keep it on the client.
+    Everything here is covered by the client's ε or public under its
+    accounting: ``state_dict`` holds the trained weights (clipped, noised
+    DP-SGD; detached copies, keys as in the model passed in; the model passed
+    in is left unchanged), the rest are accounted values and the ledger's
+    records of them.  ``noised_loss`` is the DP-released mean clipped training
+    loss when ``DPConfig.release_loss`` is on (charged as ``loss_entry``), else
+    None: no un-noised metric is returned.  ``num_examples`` is the count the
+    caller passed in, public under replace-one accounting.
     """
 
     client_id: str
@@ -78,7 +93,9 @@ class PrivateRoundResult:
     epsilon_after: float
     epsilon_budget: float
     ledger_entry: LedgerEntry
-    train_loss: float
+    loss_entry: LedgerEntry | None
+    noised_loss: float | None
+    ledger_head: LedgerHead
 
 
 class PrivateClient:
@@ -127,11 +144,10 @@ class PrivateClient:
         self._n = num_examples
         self._config = config
         self._sigma = sigma
-        self._q = sample_rate_for(num_examples, config.batch_size)
-        self._round_run = StepRun(sigma, self._q, steps_per_round(config, num_examples))
-        one_round = epsilon_for_history(
-            [self._round_run], config.delta, config.accountant
-        )
+        self._runs = round_runs(config, sigma, num_examples)
+        self._round_run = self._runs[0]
+        self._q = self._round_run.sample_rate
+        one_round = self._epsilon(self._runs)
         if one_round > config.epsilon_budget:
             raise BudgetTooSmallError(
                 f"epsilon_budget must be at least one round's cost, ε={one_round:.4f} "
@@ -140,11 +156,14 @@ class PrivateClient:
             )
         ledger = PrivacyLedger.open(ledger_path, missing_ok=True)
         ledger.check_owner(
-            client_id=client_id, delta=config.delta, accountant=config.accountant
+            client_id=client_id,
+            delta=config.delta,
+            accountant=config.accountant,
+            neighbouring=config.neighbouring,
         )
         self._ledger = ledger
         self._engine = CSPRNGPrivacyEngine(
-            accountant=config.accountant,
+            accountant=_step_counter(config.accountant),
             rng=rng if rng is not None else ChaCha20Random(),
             normaliser=float(config.batch_size),
         )
@@ -180,19 +199,40 @@ class PrivateClient:
         """The client's ledger (read-only use; only this client appends)."""
         return self._ledger
 
+    @property
+    def ledger_head(self) -> LedgerHead:
+        """The head of this client's ledger, for the coordinator to record."""
+        return self._ledger.head
+
+    def check_not_rolled_back(self, expected: LedgerHead) -> None:
+        """Refuse a ledger that is behind ``expected``, the last recorded head.
+
+        Re-reads the ledger file, so a file truncated or replaced while this
+        client was alive is caught too.  Raises
+        :class:`~dp.errors.LedgerRollbackError` naming this client, the head
+        found and the head expected; call it before :meth:`train_round`.
+        """
+        path = self._ledger.path
+        on_disk = read_ledger(path) if path.exists() else ()
+        check_not_behind(on_disk, expected, client_id=self._client_id, path=path)
+
     def epsilon_spent(self) -> float:
         """ε spent so far, as recorded by the last ledger entry (0 if none)."""
         return self._ledger.epsilon_spent
+
+    def _epsilon(self, history: list[StepRun]) -> float:
+        return epsilon_for_history(
+            history,
+            self._config.delta,
+            self._config.accountant,
+            neighbouring=self._config.neighbouring,
+        )
 
     def projected_epsilon(self) -> float:
         """ε this client would have spent after one more round."""
         key = len(self._ledger.entries)
         if self._projection is None or self._projection[0] != key:
-            eps = epsilon_for_history(
-                [*self._ledger.history, self._round_run],
-                self._config.delta,
-                self._config.accountant,
-            )
+            eps = self._epsilon([*self._ledger.history, *self._runs])
             self._projection = (key, eps)
         return self._projection[1]
 
@@ -257,26 +297,24 @@ class PrivateClient:
                 epsilon_projected=projected,
                 epsilon_budget=self._config.epsilon_budget,
             )
-        charged_before = list(self._ledger.history)
-        entry = self._ledger.append(
-            client_id=self._client_id,
-            round_idx=round_idx,
-            run=self._round_run,
-            delta=self._config.delta,
-            accountant=self._config.accountant,
-            epsilon=projected,
-            epsilon_budget=self._config.epsilon_budget,
-            max_grad_norm=self._config.max_grad_norm,
+        charged_before = _dp_sgd_runs(self._ledger.history)
+        entry = self._charge(
+            round_idx,
+            self._round_run,
+            projected
+            if len(self._runs) == 1
+            else self._epsilon([*self._ledger.history, self._round_run]),
         )
-        # The ledger is the accountant of record; Opacus's accountant restarts
-        # from it every round, so a round that crashed mid-way cannot desync them.
+        # The ledger is the accountant of record; Opacus's accountant (here a
+        # step counter) restarts from it every round, so a round that crashed
+        # mid-way cannot desync them.
         self._engine.accountant.load_state_dict(
             {
                 "history": [
                     (r.noise_multiplier, r.sample_rate, r.steps)
                     for r in merge_runs(charged_before)
                 ],
-                "mechanism": self._config.accountant.value,
+                "mechanism": self._engine.accountant.mechanism(),
             }
         )
         outcome = run_dp_sgd(
@@ -289,18 +327,20 @@ class PrivateClient:
             steps_per_epoch=steps_per_epoch(self._n, self._config.batch_size),
             epochs=self._config.local_epochs,
             lr=float(lr),
-            loss_fn=loss_fn
-            if loss_fn is not None
-            else nn.CrossEntropyLoss(reduction="none"),
+            loss_fn=loss_fn if loss_fn is not None else _default_loss(),
             optimizer=optimizer,
             grad_sample_mode=self._config.grad_sample_mode,
         )
         counted = [StepRun(s, q, k) for s, q, k in self._engine.accountant.history]
-        if merge_runs(counted) != merge_runs(self._ledger.history):
+        charged = merge_runs(_dp_sgd_runs(self._ledger.history))
+        if merge_runs(counted) != charged:
             raise AccountingError(
                 f"Opacus accountant counted {counted} but the ledger charged "
-                f"{merge_runs(self._ledger.history)}; withholding the update"
+                f"{charged}; withholding the update"
             )
+        loss_entry, noised_loss = self._release_loss(
+            model, outcome.state_dict, dataset, loss_fn, round_idx, projected
+        )
         return PrivateRoundResult(
             client_id=self._client_id,
             round_idx=round_idx,
@@ -310,8 +350,78 @@ class PrivateClient:
             noise_multiplier=self._sigma,
             sample_rate=self._q,
             epsilon_before=before,
-            epsilon_after=entry.epsilon,
+            epsilon_after=self._ledger.epsilon_spent,
             epsilon_budget=self._config.epsilon_budget,
             ledger_entry=entry,
-            train_loss=outcome.train_loss,
+            loss_entry=loss_entry,
+            noised_loss=noised_loss,
+            ledger_head=self._ledger.head,
         )
+
+    def _charge(self, round_idx: int, run: StepRun, epsilon: float) -> LedgerEntry:
+        """Durably append one charge made under this client's configuration."""
+        clip = (
+            self._config.loss_bound
+            if run.mechanism is Mechanism.GAUSSIAN_BOUNDED_SUM
+            else self._config.max_grad_norm
+        )
+        assert clip is not None  # DPConfig requires loss_bound with release_loss
+        return self._ledger.append(
+            client_id=self._client_id,
+            round_idx=round_idx,
+            run=run,
+            delta=self._config.delta,
+            accountant=self._config.accountant,
+            neighbouring=self._config.neighbouring,
+            epsilon=epsilon,
+            epsilon_budget=self._config.epsilon_budget,
+            clip_bound=clip,
+        )
+
+    def _release_loss(
+        self,
+        model: nn.Module,
+        state_dict: dict[str, torch.Tensor],
+        dataset: Dataset[Any],
+        loss_fn: LossFn | None,
+        round_idx: int,
+        epsilon: float,
+    ) -> tuple[LedgerEntry | None, float | None]:
+        """The round's DP loss release (charged first), or (None, None)."""
+        if len(self._runs) == 1:
+            return None, None
+        cfg = self._config
+        assert cfg.loss_bound is not None and cfg.loss_noise_multiplier is not None
+        total = clipped_loss_sum(
+            model, state_dict, dataset, loss_fn or _default_loss(), cfg.loss_bound
+        )
+        charged: list[LedgerEntry] = []
+        value = release_mean_loss(
+            total=total,
+            num_examples=self._n,
+            bound=cfg.loss_bound,
+            noise_multiplier=cfg.loss_noise_multiplier,
+            rng=self._engine.rng,
+            charge=lambda: charged.append(
+                self._charge(round_idx, self._runs[1], epsilon)
+            ),
+        )
+        return charged[0], value
+
+
+def _default_loss() -> LossFn:
+    return nn.CrossEntropyLoss(reduction="none")
+
+
+def _dp_sgd_runs(history: list[StepRun]) -> list[StepRun]:
+    return [r for r in history if r.mechanism is Mechanism.POISSON_SUBSAMPLED_GAUSSIAN]
+
+
+def _step_counter(accountant: Accountant) -> Accountant:
+    """The Opacus accountant that counts steps inside the privacy engine.
+
+    ε always comes from :mod:`dp.accounting`; Opacus's accountant only lets
+    the client check that training ran exactly the charged steps.  Opacus has
+    no PLD accountant, so PLD clients count with Opacus's RDP.
+    """
+    return accountant if accountant is not Accountant.PLD else Accountant.RDP

@@ -19,13 +19,16 @@ __all__ = [
     "InvalidAuditInputError",
     "InvalidDeltaError",
     "InvalidLedgerEntryError",
+    "InvalidLedgerHeadError",
     "InvalidNoiseMultiplierError",
     "LedgerCorruptedError",
     "LedgerError",
     "LedgerMismatchError",
     "LedgerNotFoundError",
+    "LedgerRollbackError",
     "MissingDependencyError",
     "PrivacyError",
+    "UnsupportedAccountantError",
     "UnsupportedModelError",
 ]
 
@@ -52,6 +55,10 @@ class BudgetTooSmallError(DPConfigError):
 
 class UnsupportedModelError(DPConfigError):
     """The model has layers Opacus cannot compute per-sample gradients for."""
+
+
+class UnsupportedAccountantError(DPConfigError):
+    """The accountant cannot state ε under the configured neighbouring relation."""
 
 
 class InvalidAuditInputError(PrivacyError, ValueError):
@@ -109,6 +116,33 @@ class LedgerNotFoundError(LedgerError):
 
 class InvalidLedgerEntryError(LedgerError, ValueError):
     """A ledger entry has a field of the wrong type or out of its range."""
+
+
+class InvalidLedgerHeadError(LedgerError, ValueError):
+    """A recorded ledger head (or a file of them) is malformed."""
+
+
+class LedgerRollbackError(LedgerError):
+    """A ledger is behind the head the coordinator last recorded for it.
+
+    A ledger that lost its newest entries (truncated, restored from an old
+    backup, replaced by another file) would let its client re-spend privacy it
+    already spent, so the client refuses to train on it.  ``found`` and
+    ``expected`` are :class:`dp.LedgerHead` values.
+    """
+
+    def __init__(
+        self, *, client_id: str, path: str, found: object, expected: object, why: str
+    ) -> None:
+        self.client_id = client_id
+        self.path = path
+        self.found = found
+        self.expected = expected
+        super().__init__(
+            f"client {client_id!r}: ledger {path} is behind the head the "
+            f"coordinator recorded ({why}): found {found}, expected {expected}; "
+            "refusing to train on a rolled-back ledger"
+        )
 
 
 class LedgerCorruptedError(LedgerError):

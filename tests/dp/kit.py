@@ -59,8 +59,19 @@ def model(seed: int = 0, *, hidden: int = 0) -> nn.Module:
     return m
 
 
+#: Settings under which Opacus's accountants apply (add/remove-one only).
+OPACUS_RDP: dict[str, object] = {
+    "neighbouring": dp.Neighbouring.ADD_REMOVE,
+    "accountant": dp.Accountant.RDP,
+}
+
+
 def config(**overrides: object) -> dp.DPConfig:
-    """σ=1, δ=1e-3, C=1, budget 50, 3 planned rounds of batch 10 (6 steps)."""
+    """σ=1, δ=1e-3, C=1, budget 50, 3 planned rounds of batch 10 (6 steps).
+
+    Replace-one neighbours and the PLD accountant (the defaults) unless
+    overridden.
+    """
     base: dict[str, object] = {
         "delta": DELTA,
         "max_grad_norm": 1.0,
@@ -100,23 +111,31 @@ def write_ledger(
     rounds: int = 4,
     run: dp.StepRun | None = None,
     delta: float = 1e-5,
-    accountant: dp.Accountant = dp.Accountant.RDP,
+    accountant: dp.Accountant = dp.Accountant.PLD,
+    neighbouring: dp.Neighbouring = dp.Neighbouring.REPLACE_ONE,
     budget: float = 50.0,
+    first_round: int = 0,
 ) -> tuple[dp.LedgerEntry, ...]:
-    """A valid ledger of ``rounds`` charges written by :class:`dp.PrivacyLedger`."""
+    """A valid ledger of ``rounds`` charges written by :class:`dp.PrivacyLedger`.
+
+    Appends to the ledger at ``path`` if it exists, rounds from ``first_round``.
+    """
     step = run if run is not None else dp.StepRun(1.1, 0.01, 100)
     ledger = dp.PrivacyLedger.open(path, missing_ok=True)
-    for r in range(rounds):
-        eps = dp.epsilon_for_history([step] * (r + 1), delta, accountant)
+    for r in range(first_round, first_round + rounds):
+        eps = dp.epsilon_for_history(
+            [*ledger.history, step], delta, accountant, neighbouring=neighbouring
+        )
         ledger.append(
             client_id=client_id,
             round_idx=r,
             run=step,
             delta=delta,
             accountant=accountant,
+            neighbouring=neighbouring,
             epsilon=eps,
             epsilon_budget=budget,
-            max_grad_norm=1.0,
+            clip_bound=1.0,
             now=T0 + dt.timedelta(seconds=r),
         )
     return ledger.entries

@@ -1,4 +1,7 @@
-"""Accounting: pinned ε, composition across rounds, and σ calibration."""
+"""Accounting: pinned ε (Opacus RDP/PRV, add/remove), composition, calibration.
+
+Replace-one accounting and the PLD accountant are in ``test_replace_one.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,20 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from torch.utils.data import TensorDataset
 
 import dp
-from dp.accounting import CALIBRATION_TOLERANCE
+from dp.calibration import CALIBRATION_TOLERANCE
 from tests.dp import kit
 
 DELTA = 1e-5
+AR = dp.Neighbouring.ADD_REMOVE
+R1 = dp.Neighbouring.REPLACE_ONE
+#: Every valid (accountant, relation) pair.
+VALID = [
+    (dp.Accountant.RDP, AR),
+    (dp.Accountant.PRV, AR),
+    (dp.Accountant.PLD, AR),
+    (dp.Accountant.PLD, R1),
+]
+VALID_IDS = [f"{a.name}-{r.name}" for a, r in VALID]
 
 # σ=1.1, q=0.01, δ=1e-5.  The RDP values equal dp-accounting's RDP accountant
 # (same analysis), the PRV ones the upper bound of Microsoft's prv-accountant.
@@ -31,7 +44,9 @@ PINNED = [
 def test_epsilon_matches_pinned_values(
     steps: int, accountant: dp.Accountant, expected: float, tol: float
 ) -> None:
-    eps = dp.epsilon_for_history([dp.StepRun(1.1, 0.01, steps)], DELTA, accountant)
+    eps = dp.epsilon_for_history(
+        [dp.StepRun(1.1, 0.01, steps)], DELTA, accountant, neighbouring=AR
+    )
     assert eps == pytest.approx(expected, abs=tol)
     direct = RDPAccountant() if accountant is dp.Accountant.RDP else PRVAccountant()
     for _ in range(steps):  # one step() per DP-SGD step, as the optimizer hook
@@ -39,24 +54,30 @@ def test_epsilon_matches_pinned_values(
     assert eps == pytest.approx(direct.get_epsilon(delta=DELTA), rel=1e-9)
 
 
-@pytest.mark.parametrize("accountant", list(dp.Accountant))
+@pytest.mark.parametrize(("accountant", "relation"), VALID, ids=VALID_IDS)
 def test_split_history_composes_to_the_same_epsilon(
-    accountant: dp.Accountant,
+    accountant: dp.Accountant, relation: dp.Neighbouring
 ) -> None:
-    whole = dp.epsilon_for_history([dp.StepRun(1.1, 0.01, 1000)], DELTA, accountant)
-    parts = dp.epsilon_for_history([dp.StepRun(1.1, 0.01, 100)] * 10, DELTA, accountant)
-    assert parts == whole
-    assert dp.epsilon_for_history([], DELTA, accountant) == 0.0
+    def eps(history: list[dp.StepRun]) -> float:
+        return dp.epsilon_for_history(history, DELTA, accountant, neighbouring=relation)
+
+    whole = eps([dp.StepRun(1.1, 0.01, 1000)])
+    assert eps([dp.StepRun(1.1, 0.01, 100)] * 10) == whole
+    # Composition does not depend on order: interleaved runs group alike.
+    a, b = dp.StepRun(1.1, 0.01, 100), dp.StepRun(2.0, 0.01, 50)
+    assert eps([a, b, a, b]) == eps([dp.StepRun(1.1, 0.01, 200), b, b])
+    assert eps([]) == 0.0
 
 
-def test_heterogeneous_history_is_not_merged() -> None:
-    mixed = [dp.StepRun(1.1, 0.01, 100), dp.StepRun(2.0, 0.01, 100)]
-    eps = dp.epsilon_for_history(mixed, DELTA, dp.Accountant.RDP)
-    assert (
-        dp.epsilon_for_history([dp.StepRun(2.0, 0.01, 200)], DELTA, dp.Accountant.RDP)
-        < eps
-        < dp.epsilon_for_history([dp.StepRun(1.1, 0.01, 200)], DELTA, dp.Accountant.RDP)
-    )
+@pytest.mark.parametrize(("accountant", "relation"), VALID, ids=VALID_IDS)
+def test_heterogeneous_history_is_not_merged(
+    accountant: dp.Accountant, relation: dp.Neighbouring
+) -> None:
+    def eps(history: list[dp.StepRun]) -> float:
+        return dp.epsilon_for_history(history, DELTA, accountant, neighbouring=relation)
+
+    mixed = eps([dp.StepRun(1.1, 0.01, 100), dp.StepRun(2.0, 0.01, 100)])
+    assert eps([dp.StepRun(2.0, 0.01, 200)]) < mixed < eps([dp.StepRun(1.1, 0.01, 200)])
 
 
 @pytest.mark.parametrize(
@@ -74,18 +95,21 @@ def test_calibration_reaches_the_target_within_tolerance(
         epsilon_budget=3.0,
         planned_rounds=10,
         accountant=accountant,
+        neighbouring=AR,
     )
     sigma = dp.calibrate_noise_multiplier(cfg, 1000)
-    eps = dp.epsilon_for_history([dp.StepRun(sigma, 0.01, 1000)], DELTA, accountant)
+    eps = dp.epsilon_for_history(
+        [dp.StepRun(sigma, 0.01, 1000)], DELTA, accountant, neighbouring=AR
+    )
     assert 3.0 - CALIBRATION_TOLERANCE <= eps <= 3.0
     # Opacus's get_noise_multiplier gives 0.8655 (RDP) and 0.8154 (PRV) for
     # this schedule; the same σ to the precision the tolerance allows.
     assert sigma == pytest.approx(sigma_opacus, abs=0.005)
 
 
-@pytest.mark.parametrize("accountant", list(dp.Accountant))
+@pytest.mark.parametrize(("accountant", "relation"), VALID, ids=VALID_IDS)
 def test_calibration_covers_the_whole_schedule_not_one_round(
-    accountant: dp.Accountant,
+    accountant: dp.Accountant, relation: dp.Neighbouring
 ) -> None:
     cfg = kit.config(
         noise_multiplier=None,
@@ -96,19 +120,22 @@ def test_calibration_covers_the_whole_schedule_not_one_round(
         local_epochs=2,
         batch_size=20,
         accountant=accountant,
+        neighbouring=relation,
     )
     n = 1000
     sigma = dp.calibrate_noise_multiplier(cfg, n)
     q = dp.sample_rate_for(n, cfg.batch_size)
     total = cfg.planned_rounds * dp.steps_per_round(cfg, n)
     assert total == 5 * 2 * 50
-    eps = dp.epsilon_for_history([dp.StepRun(sigma, q, total)], DELTA, accountant)
-    assert 3.0 - CALIBRATION_TOLERANCE <= eps <= 3.0
+
+    def eps(steps: int) -> float:
+        return dp.epsilon_for_history(
+            [dp.StepRun(sigma, q, steps)], DELTA, accountant, neighbouring=relation
+        )
+
+    assert 3.0 - CALIBRATION_TOLERANCE <= eps(total) <= 3.0
     # One more round than planned must exceed the target: σ is not per-round.
-    over = dp.epsilon_for_history(
-        [dp.StepRun(sigma, q, total + total // 5)], DELTA, accountant
-    )
-    assert over > 3.0
+    assert eps(total + total // 5) > 3.0
 
 
 def test_calibration_with_a_fixed_sigma_returns_it() -> None:
@@ -121,7 +148,7 @@ def test_sample_rate_is_the_opacus_convention() -> None:
 
 
 def test_calibration_is_cached_by_its_inputs() -> None:
-    from dp.accounting import _calibrated_sigma
+    from dp.calibration import _calibrated_sigma
 
     cfg = kit.config(
         noise_multiplier=None,
@@ -138,7 +165,10 @@ def test_calibration_is_cached_by_its_inputs() -> None:
     info = _calibrated_sigma.cache_info()
     assert (info.hits, info.misses) == (1, 1)
     eps = dp.epsilon_for_history(
-        [dp.StepRun(first, 1 / 13, 4 * 13)], DELTA, cfg.accountant
+        [dp.StepRun(first, 1 / 13, 4 * 13)],
+        DELTA,
+        cfg.accountant,
+        neighbouring=cfg.neighbouring,
     )
     assert 2.0 - CALIBRATION_TOLERANCE <= eps <= 2.0
 
@@ -161,11 +191,15 @@ def test_unreachable_target_is_a_config_error() -> None:
     assert str(info.value).endswith("raise target_epsilon or plan fewer steps")
 
 
-@pytest.mark.parametrize("accountant", list(dp.Accountant))
+@pytest.mark.parametrize(("accountant", "relation"), VALID, ids=VALID_IDS)
 def test_three_rounds_equal_one_accountant_over_all_steps(
-    tmp_path: Path, data: TensorDataset, accountant: dp.Accountant
+    tmp_path: Path,
+    data: TensorDataset,
+    accountant: dp.Accountant,
+    relation: dp.Neighbouring,
 ) -> None:
-    client = kit.client(tmp_path / "c1.jsonl", kit.config(accountant=accountant))
+    cfg = kit.config(accountant=accountant, neighbouring=relation)
+    client = kit.client(tmp_path / "c1.jsonl", cfg)
     model = kit.model()
     results = []
     for r in range(3):
@@ -175,21 +209,48 @@ def test_three_rounds_equal_one_accountant_over_all_steps(
     sigma, q, k = client.noise_multiplier, client.sample_rate, client.steps_per_round
     assert (sigma, q, k) == (1.0, 1 / 6, 6)
     assert [r.steps for r in results] == [6, 6, 6]
-    # An independent Opacus accountant stepped once per DP-SGD step.
-    acct = RDPAccountant() if accountant is dp.Accountant.RDP else PRVAccountant()
-    for _ in range(3 * k):
-        acct.step(noise_multiplier=sigma, sample_rate=q)
-    expected = acct.get_epsilon(delta=kit.DELTA)
+    # An independent accountant composing once per DP-SGD step.
+    expected = _one_accountant(accountant, relation, sigma, q, 3 * k)
     assert client.epsilon_spent() == pytest.approx(expected, rel=1e-9)
     assert results[-1].epsilon_after == client.epsilon_spent()
     # Each round's ε is the composition of every step up to it.
     for r, res in enumerate(results):
         prefix = dp.epsilon_for_history(
-            [dp.StepRun(sigma, q, (r + 1) * k)], kit.DELTA, accountant
+            [dp.StepRun(sigma, q, (r + 1) * k)],
+            kit.DELTA,
+            accountant,
+            neighbouring=relation,
         )
         assert res.epsilon_after == pytest.approx(prefix, rel=1e-9)
         assert res.epsilon_before == (results[r - 1].epsilon_after if r else 0.0)
     entries = dp.read_ledger(tmp_path / "c1.jsonl")
-    assert dp.epsilon_from_entries(entries, kit.DELTA, accountant) == pytest.approx(
-        expected, rel=1e-9
-    )
+    assert dp.epsilon_from_entries(entries) == pytest.approx(expected, rel=1e-9)
+
+
+def _one_accountant(
+    accountant: dp.Accountant,
+    relation: dp.Neighbouring,
+    sigma: float,
+    q: float,
+    steps: int,
+) -> float:
+    if accountant is dp.Accountant.PLD:
+        import dp_accounting
+        from dp_accounting.pld import PLDAccountant
+
+        rel = dp_accounting.NeighboringRelation
+        acct = PLDAccountant(
+            neighboring_relation=rel.REPLACE_ONE
+            if relation is R1
+            else rel.ADD_OR_REMOVE_ONE,
+            value_discretization_interval=1e-3,
+        )
+        step = dp_accounting.PoissonSampledDpEvent(
+            q, dp_accounting.GaussianDpEvent(sigma)
+        )
+        acct.compose(dp_accounting.SelfComposedDpEvent(step, steps))
+        return float(acct.get_epsilon(kit.DELTA))
+    direct = RDPAccountant() if accountant is dp.Accountant.RDP else PRVAccountant()
+    for _ in range(steps):
+        direct.step(noise_multiplier=sigma, sample_rate=q)
+    return float(direct.get_epsilon(delta=kit.DELTA))

@@ -22,9 +22,9 @@ def test_budget_refusal_leaves_the_ledger_bytes_unchanged(
 ) -> None:
     probe = kit.client(tmp_path / "probe.jsonl")
     run = dp.StepRun(probe.noise_multiplier, probe.sample_rate, probe.steps_per_round)
-    acct = probe.config.accountant
-    two = dp.epsilon_for_history([run] * 2, kit.DELTA, acct)
-    three = dp.epsilon_for_history([run] * 3, kit.DELTA, acct)
+    acct, rel = probe.config.accountant, probe.config.neighbouring
+    two = dp.epsilon_for_history([run] * 2, kit.DELTA, acct, neighbouring=rel)
+    three = dp.epsilon_for_history([run] * 3, kit.DELTA, acct, neighbouring=rel)
     budget = (two + three) / 2  # two rounds fit, the third does not
     path = tmp_path / "c1.jsonl"
     client = kit.client(path, kit.config(epsilon_budget=budget))
@@ -196,6 +196,8 @@ def test_ledger_of_another_client_is_refused(
         kit.client(ledger_path, client_id="c2")
     with pytest.raises(dp.LedgerMismatchError, match=r"delta=0\.001"):
         kit.client(ledger_path, kit.config(delta=1e-4))
+    with pytest.raises(dp.LedgerMismatchError, match="neighbouring=REPLACE_ONE"):
+        kit.client(ledger_path, kit.config(**kit.OPACUS_RDP))
 
 
 def test_model_passed_in_is_not_modified(
@@ -253,15 +255,12 @@ def test_empty_poisson_batches_are_trained_through(tmp_path: Path) -> None:
     cfg = kit.config(batch_size=1, epsilon_budget=1e3, planned_rounds=30)
     c = dp.PrivateClient("tiny", 3, cfg, tmp_path / "t.jsonl", rng=kit.fixed_rng(4))
     m = kit.model()
-    seen = 0
     for r in range(30):
         res = c.train_round(m, kit.dataset(3), round_idx=r, lr=0.1)
         assert res.steps == 3
         assert all(torch.isfinite(v).all() for v in res.state_dict.values())
         m.load_state_dict(res.state_dict)
-        seen += not math.isnan(res.train_loss)  # NaN only if every batch was empty
     assert sum(e.steps for e in c.ledger.entries) == 90
-    assert seen >= 20
 
 
 def test_mean_reduced_loss_is_refused(ledger_path: Path, data: TensorDataset) -> None:

@@ -23,20 +23,24 @@ from tests.dp import kit
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = dp.StepRun(1.1, 0.01, 100)
+R1 = dp.Neighbouring.REPLACE_ONE
 
 
 def _charge(ledger: dp.PrivacyLedger, round_idx: int, **kw: object) -> None:
     """Append the next charge of the ``three_rounds`` ledger's schedule."""
-    eps = dp.epsilon_for_history([*ledger.history, RUN], 1e-5, dp.Accountant.RDP)
+    eps = dp.epsilon_for_history(
+        [*ledger.history, RUN], 1e-5, dp.Accountant.PLD, neighbouring=R1
+    )
     args: dict[str, object] = {
         "client_id": "c1",
         "round_idx": round_idx,
         "run": RUN,
         "delta": 1e-5,
-        "accountant": dp.Accountant.RDP,
+        "accountant": dp.Accountant.PLD,
+        "neighbouring": R1,
         "epsilon": eps,
         "epsilon_budget": 5.0,
-        "max_grad_norm": 1.0,
+        "clip_bound": 1.0,
     }
     args.update(kw)
     ledger.append(**args)  # type: ignore[arg-type]
@@ -49,15 +53,15 @@ def test_a_valid_ledger_round_trips_and_chains(three_rounds: Path) -> None:
     assert [e.round for e in entries] == [0, 1, 2]
     assert entries[0].prev_sha256 == GENESIS_SHA256
     assert entries[1].prev_sha256 == entries[0].entry_sha256
+    assert ledger.head == dp.LedgerHead(2, entries[2].entry_sha256)
     assert ledger.head_sha256 == entries[2].entry_sha256
+    assert all(e.version == 2 and e.neighbouring is R1 for e in entries)
     assert dp.read_ledger(three_rounds) == entries
     assert three_rounds.read_bytes() == kit.rechain(list(entries))
     assert ledger.epsilon_spent == entries[-1].epsilon
-    assert ledger.epsilon_spent == pytest.approx(
-        dp.epsilon_from_entries(entries, 1e-5, dp.Accountant.RDP)
-    )
-    assert ledger.epsilon_spent == pytest.approx(
-        dp.epsilon_for_history([dp.StepRun(1.1, 0.01, 300)], 1e-5, dp.Accountant.RDP)
+    assert ledger.epsilon_spent == dp.epsilon_from_entries(entries)
+    assert ledger.epsilon_spent == dp.epsilon_for_history(
+        [dp.StepRun(1.1, 0.01, 300)], 1e-5, dp.Accountant.PLD, neighbouring=R1
     )
     ledger.verify()
 
@@ -280,6 +284,6 @@ def test_kill_9_never_loses_a_charge_and_restart_resumes(tmp_path: Path) -> None
     client = kit.client(ledger, kit.config(epsilon_budget=1e6), client_id="crash")
     assert client.epsilon_spent() == entries[-1].epsilon > 0
     assert client.epsilon_spent() == pytest.approx(
-        dp.epsilon_from_entries(entries, kit.DELTA, client.config.accountant), rel=1e-9
+        dp.epsilon_from_entries(entries), rel=1e-9
     )
     assert [e.seq for e in entries] == list(range(len(entries)))
