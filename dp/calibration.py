@@ -4,7 +4,7 @@
 >>> cfg = DPConfig(target_epsilon=3.0, delta=1e-5, max_grad_norm=1.0,
 ...                epsilon_budget=3.0, planned_rounds=10, batch_size=10)
 >>> round(calibrate_noise_multiplier(cfg, 1000), 2)  # replace-one, PLD
-1.08
+0.97
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def _positive_int(name: str, value: int) -> None:
 def _enum(name: str, value: object, kind: type[enum.Enum]) -> None:
     if not isinstance(value, kind):
         raise DPConfigError(
-            f"{name} must be a {kind.__name__} "
+            f"{name} must be a member of {kind.__name__} "
             f"({', '.join(m.name for m in kind)}); found {value!r}"
         )
 

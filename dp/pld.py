@@ -109,12 +109,8 @@ def dp_event(run: Run, *, replace_one: bool) -> Any:
     raise AccountingError(f"no PLD mapping for mechanism {mechanism!r}")
 
 
-@functools.lru_cache(maxsize=512)
-def _piece(run: Run, replace_one: bool, pessimistic: bool, interval: float) -> Any:
-    """PLD of one grouped run; pure in its arguments, hence cached."""
-    pld = importlib.import_module("dp_accounting.pld.privacy_loss_distribution")
-    mechanism, sigma, q, count = run
-    common = {
+def _common(replace_one: bool, pessimistic: bool, interval: float) -> dict[str, Any]:
+    return {
         "value_discretization_interval": interval,
         "pessimistic_estimate": pessimistic,
         # Connect-the-dots is pessimistic only; the optimistic bound uses the
@@ -122,6 +118,23 @@ def _piece(run: Run, replace_one: bool, pessimistic: bool, interval: float) -> A
         "use_connect_dots": pessimistic,
         "neighboring_relation": _relation(replace_one),
     }
+
+
+@functools.lru_cache(maxsize=256)
+def _one_step(
+    sigma: float, q: float, replace_one: bool, pessimistic: bool, interval: float
+) -> Any:
+    """PLD of one Poisson-subsampled Gaussian step (the costly part), cached."""
+    pld = importlib.import_module("dp_accounting.pld.privacy_loss_distribution")
+    return pld.from_gaussian_mechanism(
+        sigma, sampling_prob=q, **_common(replace_one, pessimistic, interval)
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _piece(run: Run, replace_one: bool, pessimistic: bool, interval: float) -> Any:
+    """PLD of one grouped run; pure in its arguments, hence cached."""
+    mechanism, sigma, q, count = run
     if mechanism not in (_DPSGD, _BOUNDED_SUM):
         raise AccountingError(f"no PLD mapping for mechanism {mechanism!r}")
     subsampled = mechanism == _DPSGD and q < 1
@@ -139,15 +152,20 @@ def _piece(run: Run, replace_one: bool, pessimistic: bool, interval: float) -> A
             f"{MAX_SHIFT_OVER_STD:g}, where ε already exceeds 40)"
         )
     if subsampled:
-        one = pld.from_gaussian_mechanism(sigma, sampling_prob=q, **common)
+        one = _one_step(sigma, q, replace_one, pessimistic, interval)
         return one.self_compose(count, tail_mass_truncation=_TAIL)
-    return pld.from_gaussian_mechanism(std, **common)
+    pld = importlib.import_module("dp_accounting.pld.privacy_loss_distribution")
+    return pld.from_gaussian_mechanism(
+        std, **_common(replace_one, pessimistic, interval)
+    )
 
 
 def _compose(
     runs: Sequence[Run], replace_one: bool, pessimistic: bool, interval: float
 ) -> Any:
     pld = importlib.import_module("dp_accounting.pld.privacy_loss_distribution")
+    # Composed onto the identity, as dp-accounting's PLDAccountant does, so the
+    # value is the accountant's to the last bit.
     out = pld.identity(
         value_discretization_interval=interval, pessimistic_estimate=pessimistic
     )

@@ -5,6 +5,11 @@ pytest (the kill -9 child process below) or at collection time.  Test data may
 come from seeded torch generators; DP noise and Poisson sampling always come
 from :class:`dp.ChaCha20Random`.
 
+``python -m tests.dp.kit demo-ledgers DIR`` writes the 16 ledgers the hospital
+pilot's schedule charges (15 rounds, batch 16, target ε 4 at δ = 1e-4,
+replace-one, PLD; the sites' ceil(n/16) as in its data), without training:
+the input of the audit speed measurement.
+
 ``python -m tests.dp.kit kill9-child LEDGER`` opens a :class:`dp.PrivateClient`
 on LEDGER (resuming whatever it holds), prints ``resumed <ε>`` and then, after
 each round's ``train_round`` returns, ``round <r> <ε>``, forever; the durability
@@ -169,7 +174,40 @@ def _kill9_child(path: str) -> None:
         print(f"round {r} {res.epsilon_after!r}", flush=True)
 
 
+#: ceil(n/16) of the hospital pilot's 16 sites.
+DEMO_STEPS_PER_ROUND = (8, 25, 9, 18, 11, 5, 7, 4, 9, 20, 8, 10, 7, 5, 7, 23)
+
+
+def demo_ledgers(out: Path, rounds: int = 15) -> None:
+    """Write the hospital pilot's 16 ledgers (see the module text) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dp.DPConfig(
+        target_epsilon=4.0,
+        delta=1e-4,
+        max_grad_norm=1.0,
+        epsilon_budget=8.0,
+        planned_rounds=rounds,
+        batch_size=16,
+    )
+    for site, k in enumerate(DEMO_STEPS_PER_ROUND):
+        sigma = dp.calibrate_noise_multiplier(cfg, 16 * k)
+        write_ledger(
+            out / f"client-{site}.ledger.jsonl",
+            client_id=f"client-{site}",
+            rounds=rounds,
+            run=dp.StepRun(sigma, 1 / k, k),
+            delta=cfg.delta,
+            budget=cfg.epsilon_budget,
+            first_round=1,
+        )
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "kill9-child":
-        sys.exit("usage: python -m tests.dp.kit kill9-child LEDGER")
-    _kill9_child(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "kill9-child":
+        _kill9_child(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "demo-ledgers":
+        demo_ledgers(Path(sys.argv[2]))
+    else:
+        sys.exit(
+            "usage: python -m tests.dp.kit {kill9-child LEDGER | demo-ledgers DIR}"
+        )

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import dp
-import dp.accounting
 import dp.ledger_audit
+import dp.pld
 from dp.cli import audit_main
 from dp.ledger_audit import INDEPENDENT_TOLERANCE, Verdict, audit_ledger
 from tests.dp import kit
@@ -179,13 +179,13 @@ def test_audit_recomputes_only_at_round_ends_and_caches(
                 kit.write_ledger(
                     path, client_id=f"c{c}", rounds=1, run=run, first_round=r
                 )
-    dp.accounting.pld_epsilon.cache_clear()
-    dp.accounting.pld_epsilon_lower.cache_clear()
+    dp.pld.pld_epsilon.cache_clear()
+    dp.pld.pld_epsilon_lower.cache_clear()
     audits, orphans = dp.ledger_audit.audit_ledgers(sorted(tmp_path.glob("*.jsonl")))
     assert not orphans and all(a.verdict is Verdict.OK for a in audits)
     assert all(sorted(a.recomputed) == [1, 3, 5, 7, 9] for a in audits)
-    own = dp.accounting.pld_epsilon.cache_info()
-    lower = dp.accounting.pld_epsilon_lower.cache_info()
+    own = dp.pld.pld_epsilon.cache_info()
+    lower = dp.pld.pld_epsilon_lower.cache_info()
     assert (own.misses, lower.misses) == (5, 1)
 
 

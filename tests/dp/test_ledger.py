@@ -287,3 +287,82 @@ def test_kill_9_never_loses_a_charge_and_restart_resumes(tmp_path: Path) -> None
         dp.epsilon_from_entries(entries), rel=1e-9
     )
     assert [e.seq for e in entries] == list(range(len(entries)))
+
+
+# --- format versions ---------------------------------------------------------
+
+#: Three lines written by the version-1 writer during a hospital pilot run.
+V1_VECTOR = Path(__file__).parent / "vectors" / "ledger_v1.jsonl"
+
+
+def test_version_1_lines_are_read_as_add_remove_byte_for_byte() -> None:
+    entries = dp.read_ledger(V1_VECTOR)
+    assert [e.version for e in entries] == [1, 1, 1]
+    assert all(e.neighbouring is dp.Neighbouring.ADD_REMOVE for e in entries)
+    assert all(e.accountant is dp.Accountant.RDP for e in entries)
+    assert entries[0].clip_bound == 1.0
+    assert b"".join(e.line_bytes() for e in entries) == V1_VECTOR.read_bytes()
+    assert b'"max_grad_norm":1.0' in V1_VECTOR.read_bytes()
+    assert b"neighbouring" not in V1_VECTOR.read_bytes()
+
+
+def _v1(entries: tuple[dp.LedgerEntry, ...], **changes: object) -> list[dp.LedgerEntry]:
+    return [dataclasses.replace(e, **changes) for e in entries]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"accountant": dp.Accountant.PLD}, "a version-1 entry records DP-SGD steps"),
+        ({"version": 3}, "version must be one of (1, 2); found 3"),
+    ],
+)
+def test_impossible_version_1_entries_are_refused(
+    ledger_path: Path, changes: dict[str, object], words: str
+) -> None:
+    entries = _v1(dp.read_ledger(V1_VECTOR), **changes)
+    ledger_path.write_bytes(b"".join(e.line_bytes() for e in entries))
+    with pytest.raises(dp.LedgerCorruptedError) as info:
+        dp.read_ledger(ledger_path)
+    assert f"line 1: unreadable entry: {words}" in str(info.value)
+
+
+def test_a_version_1_line_with_a_relation_field_is_refused(ledger_path: Path) -> None:
+    obj = json.loads(V1_VECTOR.read_bytes().splitlines()[0])
+    obj["neighbouring"] = "replace_one"
+    ledger_path.write_bytes(canonical_json(obj) + b"\n")
+    with pytest.raises(
+        dp.LedgerCorruptedError,
+        match=r"line 1: unreadable entry: wrong fields for version 1 \(missing \[\], "
+        r"unexpected \['neighbouring'\]\)",
+    ):
+        dp.read_ledger(ledger_path)
+
+
+def test_a_version_1_ledger_continues_in_version_2_under_its_own_relation(
+    ledger_path: Path,
+) -> None:
+    ledger_path.write_bytes(V1_VECTOR.read_bytes())
+    old = dp.read_ledger(ledger_path)
+    # A replace-one client refuses it: its ε was stated for add/remove.
+    with pytest.raises(dp.LedgerMismatchError, match="neighbouring=ADD_REMOVE"):
+        dp.PrivateClient("client-0", 200, kit.config(delta=1e-4), ledger_path)
+    kit.write_ledger(
+        ledger_path,
+        client_id="client-0",
+        rounds=1,
+        delta=1e-4,
+        accountant=dp.Accountant.RDP,
+        neighbouring=dp.Neighbouring.ADD_REMOVE,
+        budget=8.0,
+        first_round=old[-1].round,
+        run=old[-1].step_run,
+    )
+    entries = dp.read_ledger(ledger_path)
+    assert [e.version for e in entries] == [1, 1, 1, 2]
+    assert entries[3].epsilon == dp.epsilon_from_entries(entries)
+    # The other way round is refused: versions never go back.
+    first = dataclasses.replace(entries[3], round=entries[0].round)
+    ledger_path.write_bytes(kit.rechain([first, *entries[:3]]))
+    with pytest.raises(dp.LedgerCorruptedError, match="line 2: version 1 comes after"):
+        dp.read_ledger(ledger_path)
