@@ -169,6 +169,8 @@ def group_runs(history: Iterable[StepRun]) -> tuple[StepRun, ...]:
     """
     counts: dict[tuple[Mechanism, float, float], int] = {}
     for run in history:
+        if not isinstance(run, StepRun):
+            raise DPConfigError(f"a history holds StepRun items; found {run!r}")
         counts[_key(run)] = counts.get(_key(run), 0) + run.steps
     return tuple(StepRun(s, q, k, m) for (m, s, q), k in counts.items())
 

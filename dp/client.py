@@ -35,16 +35,20 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dp.accounting import (
-    Mechanism,
-    StepRun,
-    epsilon_for_history,
-    merge_runs,
-    round_runs,
-    steps_per_epoch,
-)
+from dp.accounting import StepRun, merge_runs, steps_per_epoch
 from dp.calibration import calibrate_noise_multiplier
-from dp.config import Accountant, DPConfig, check_noise_multiplier
+from dp.charges import (
+    charge,
+    check_ledger_not_behind,
+    default_loss,
+    dp_sgd_runs,
+    epsilon_of,
+    open_own_ledger,
+    release_round_loss,
+    runs_within_budget,
+    step_counter,
+)
+from dp.config import DPConfig, check_noise_multiplier
 from dp.engine import (
     CSPRNGPrivacyEngine,
     LocalOptimizer,
@@ -55,14 +59,12 @@ from dp.engine import (
 from dp.errors import (
     AccountingError,
     BudgetExceededError,
-    BudgetTooSmallError,
     DPConfigError,
     InvalidDeltaError,
 )
 from dp.ledger import PrivacyLedger
-from dp.ledger_format import LedgerEntry, read_ledger
-from dp.ledger_heads import LedgerHead, check_not_behind
-from dp.loss_release import clipped_loss_sum, release_mean_loss
+from dp.ledger_format import LedgerEntry
+from dp.ledger_heads import LedgerHead
 from dp.noise import ChaCha20Random
 
 __all__ = ["PrivateClient", "PrivateRoundResult"]
@@ -144,26 +146,12 @@ class PrivateClient:
         self._n = num_examples
         self._config = config
         self._sigma = sigma
-        self._runs = round_runs(config, sigma, num_examples)
+        self._runs = runs_within_budget(config, sigma, num_examples)
         self._round_run = self._runs[0]
         self._q = self._round_run.sample_rate
-        one_round = self._epsilon(self._runs)
-        if one_round > config.epsilon_budget:
-            raise BudgetTooSmallError(
-                f"epsilon_budget must be at least one round's cost, ε={one_round:.4f} "
-                f"(σ={sigma:.4g}, q={self._q:.4g}, {self._round_run.steps} steps, "
-                f"δ={config.delta!r}); found {config.epsilon_budget!r}"
-            )
-        ledger = PrivacyLedger.open(ledger_path, missing_ok=True)
-        ledger.check_owner(
-            client_id=client_id,
-            delta=config.delta,
-            accountant=config.accountant,
-            neighbouring=config.neighbouring,
-        )
-        self._ledger = ledger
+        self._ledger = open_own_ledger(ledger_path, client_id, config)
         self._engine = CSPRNGPrivacyEngine(
-            accountant=_step_counter(config.accountant),
+            accountant=step_counter(config.accountant),
             rng=rng if rng is not None else ChaCha20Random(),
             normaliser=float(config.batch_size),
         )
@@ -212,27 +200,17 @@ class PrivateClient:
         :class:`~dp.errors.LedgerRollbackError` naming this client, the head
         found and the head expected; call it before :meth:`train_round`.
         """
-        path = self._ledger.path
-        on_disk = read_ledger(path) if path.exists() else ()
-        check_not_behind(on_disk, expected, client_id=self._client_id, path=path)
+        check_ledger_not_behind(self._ledger, expected, self._client_id)
 
     def epsilon_spent(self) -> float:
         """ε spent so far, as recorded by the last ledger entry (0 if none)."""
         return self._ledger.epsilon_spent
 
-    def _epsilon(self, history: list[StepRun]) -> float:
-        return epsilon_for_history(
-            history,
-            self._config.delta,
-            self._config.accountant,
-            neighbouring=self._config.neighbouring,
-        )
-
     def projected_epsilon(self) -> float:
         """ε this client would have spent after one more round."""
         key = len(self._ledger.entries)
         if self._projection is None or self._projection[0] != key:
-            eps = self._epsilon([*self._ledger.history, *self._runs])
+            eps = epsilon_of(self._config, [*self._ledger.history, *self._runs])
             self._projection = (key, eps)
         return self._projection[1]
 
@@ -297,13 +275,16 @@ class PrivateClient:
                 epsilon_projected=projected,
                 epsilon_budget=self._config.epsilon_budget,
             )
-        charged_before = _dp_sgd_runs(self._ledger.history)
-        entry = self._charge(
-            round_idx,
-            self._round_run,
-            projected
+        charged_before = dp_sgd_runs(self._ledger.history)
+        entry = charge(
+            self._ledger,
+            self._config,
+            client_id=self._client_id,
+            round_idx=round_idx,
+            run=self._round_run,
+            epsilon=projected
             if len(self._runs) == 1
-            else self._epsilon([*self._ledger.history, self._round_run]),
+            else epsilon_of(self._config, [*self._ledger.history, self._round_run]),
         )
         # The ledger is the accountant of record; Opacus's accountant (here a
         # step counter) restarts from it every round, so a round that crashed
@@ -327,20 +308,32 @@ class PrivateClient:
             steps_per_epoch=steps_per_epoch(self._n, self._config.batch_size),
             epochs=self._config.local_epochs,
             lr=float(lr),
-            loss_fn=loss_fn if loss_fn is not None else _default_loss(),
+            loss_fn=loss_fn if loss_fn is not None else default_loss(),
             optimizer=optimizer,
             grad_sample_mode=self._config.grad_sample_mode,
         )
         counted = [StepRun(s, q, k) for s, q, k in self._engine.accountant.history]
-        charged = merge_runs(_dp_sgd_runs(self._ledger.history))
+        charged = merge_runs(dp_sgd_runs(self._ledger.history))
         if merge_runs(counted) != charged:
             raise AccountingError(
                 f"Opacus accountant counted {counted} but the ledger charged "
                 f"{charged}; withholding the update"
             )
-        loss_entry, noised_loss = self._release_loss(
-            model, outcome.state_dict, dataset, loss_fn, round_idx, projected
-        )
+        loss_entry, noised_loss = None, None
+        if len(self._runs) > 1:
+            loss_entry, noised_loss = release_round_loss(
+                ledger=self._ledger,
+                config=self._config,
+                client_id=self._client_id,
+                round_idx=round_idx,
+                run=self._runs[1],
+                epsilon=projected,
+                model=model,
+                state_dict=outcome.state_dict,
+                dataset=dataset,
+                loss_fn=loss_fn if loss_fn is not None else default_loss(),
+                rng=self._engine.rng,
+            )
         return PrivateRoundResult(
             client_id=self._client_id,
             round_idx=round_idx,
@@ -357,71 +350,3 @@ class PrivateClient:
             noised_loss=noised_loss,
             ledger_head=self._ledger.head,
         )
-
-    def _charge(self, round_idx: int, run: StepRun, epsilon: float) -> LedgerEntry:
-        """Durably append one charge made under this client's configuration."""
-        clip = (
-            self._config.loss_bound
-            if run.mechanism is Mechanism.GAUSSIAN_BOUNDED_SUM
-            else self._config.max_grad_norm
-        )
-        assert clip is not None  # DPConfig requires loss_bound with release_loss
-        return self._ledger.append(
-            client_id=self._client_id,
-            round_idx=round_idx,
-            run=run,
-            delta=self._config.delta,
-            accountant=self._config.accountant,
-            neighbouring=self._config.neighbouring,
-            epsilon=epsilon,
-            epsilon_budget=self._config.epsilon_budget,
-            clip_bound=clip,
-        )
-
-    def _release_loss(
-        self,
-        model: nn.Module,
-        state_dict: dict[str, torch.Tensor],
-        dataset: Dataset[Any],
-        loss_fn: LossFn | None,
-        round_idx: int,
-        epsilon: float,
-    ) -> tuple[LedgerEntry | None, float | None]:
-        """The round's DP loss release (charged first), or (None, None)."""
-        if len(self._runs) == 1:
-            return None, None
-        cfg = self._config
-        assert cfg.loss_bound is not None and cfg.loss_noise_multiplier is not None
-        total = clipped_loss_sum(
-            model, state_dict, dataset, loss_fn or _default_loss(), cfg.loss_bound
-        )
-        charged: list[LedgerEntry] = []
-        value = release_mean_loss(
-            total=total,
-            num_examples=self._n,
-            bound=cfg.loss_bound,
-            noise_multiplier=cfg.loss_noise_multiplier,
-            rng=self._engine.rng,
-            charge=lambda: charged.append(
-                self._charge(round_idx, self._runs[1], epsilon)
-            ),
-        )
-        return charged[0], value
-
-
-def _default_loss() -> LossFn:
-    return nn.CrossEntropyLoss(reduction="none")
-
-
-def _dp_sgd_runs(history: list[StepRun]) -> list[StepRun]:
-    return [r for r in history if r.mechanism is Mechanism.POISSON_SUBSAMPLED_GAUSSIAN]
-
-
-def _step_counter(accountant: Accountant) -> Accountant:
-    """The Opacus accountant that counts steps inside the privacy engine.
-
-    ε always comes from :mod:`dp.accounting`; Opacus's accountant only lets
-    the client check that training ran exactly the charged steps.  Opacus has
-    no PLD accountant, so PLD clients count with Opacus's RDP.
-    """
-    return accountant if accountant is not Accountant.PLD else Accountant.RDP

@@ -48,6 +48,11 @@ from dp.ledger_heads import LedgerHead, head_of
 __all__ = ["PrivacyLedger"]
 
 
+def _timestamp(now: dt.datetime | None) -> str:
+    """ISO 8601 UTC with microseconds (``now`` defaults to the current time)."""
+    return (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="microseconds")
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -168,6 +173,53 @@ class PrivacyLedger:
         (a last line of defence; clients check first) and :class:`LedgerError`
         if the file changed since this object last read or wrote it.
         """
+        self._check_charge(
+            client_id=client_id,
+            round_idx=round_idx,
+            delta=delta,
+            accountant=accountant,
+            neighbouring=neighbouring,
+            epsilon=epsilon,
+            epsilon_budget=epsilon_budget,
+        )
+        try:
+            entry = LedgerEntry(
+                version=LEDGER_VERSION,
+                seq=len(self._entries),
+                client_id=client_id,
+                round=round_idx,
+                mechanism=run.mechanism,
+                noise_multiplier=float(run.noise_multiplier),
+                sample_rate=float(run.sample_rate),
+                steps=int(run.steps),
+                delta=float(delta),
+                accountant=accountant,
+                neighbouring=neighbouring,
+                epsilon=float(epsilon),
+                epsilon_budget=float(epsilon_budget),
+                clip_bound=float(clip_bound),
+                timestamp=_timestamp(now),
+                prev_sha256=self.head.entry_hash,
+            )
+            check_entry_ranges(entry)
+        except (InvalidLedgerEntryError, TypeError, ValueError) as exc:
+            raise LedgerError(f"refusing to write an invalid entry: {exc}") from exc
+        self._write(entry.line_bytes())
+        self._entries = (*self._entries, entry)
+        return entry
+
+    def _check_charge(
+        self,
+        *,
+        client_id: str,
+        round_idx: int,
+        delta: float,
+        accountant: Accountant,
+        neighbouring: Neighbouring,
+        epsilon: float,
+        epsilon_budget: float,
+    ) -> None:
+        """Refuse a charge for another owner, over budget, or for a past round."""
         self.check_owner(
             client_id=client_id,
             delta=delta,
@@ -187,34 +239,6 @@ class PrivacyLedger:
                 f"round_idx must be >= the last charged round "
                 f"({self._entries[-1].round}); found {round_idx}"
             )
-        stamp = (now or dt.datetime.now(dt.timezone.utc)).isoformat(
-            timespec="microseconds"
-        )
-        entry = LedgerEntry(
-            version=LEDGER_VERSION,
-            seq=len(self._entries),
-            client_id=client_id,
-            round=round_idx,
-            mechanism=run.mechanism,
-            noise_multiplier=float(run.noise_multiplier),
-            sample_rate=float(run.sample_rate),
-            steps=int(run.steps),
-            delta=float(delta),
-            accountant=accountant,
-            neighbouring=neighbouring,
-            epsilon=float(epsilon),
-            epsilon_budget=float(epsilon_budget),
-            clip_bound=float(clip_bound),
-            timestamp=stamp,
-            prev_sha256=self.head.entry_hash,
-        )
-        try:
-            check_entry_ranges(entry)
-        except InvalidLedgerEntryError as exc:
-            raise LedgerError(f"refusing to write an invalid entry: {exc}") from exc
-        self._write(entry.line_bytes())
-        self._entries = (*self._entries, entry)
-        return entry
 
     def _write(self, line: bytes) -> None:
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -134,6 +134,18 @@ def test_bad_delta_for_accounting_is_refused(delta: object) -> None:
         )
 
 
+def test_a_history_of_other_things_is_refused() -> None:
+    with pytest.raises(
+        dp.DPConfigError, match=r"a history holds StepRun items; found \(1.0, 0.1, 1\)"
+    ):
+        dp.epsilon_for_history(
+            [(1.0, 0.1, 1)],  # type: ignore[list-item]
+            1e-5,
+            dp.Accountant.PLD,
+            neighbouring=dp.Neighbouring.REPLACE_ONE,
+        )
+
+
 def test_public_names_resolve_and_unknown_ones_raise_attribute_error() -> None:
     for name in dp.__all__:
         assert getattr(dp, name) is not None
