@@ -235,3 +235,27 @@ def test_missing_matplotlib_exits_2_with_an_install_hint(
     err = capsys.readouterr().err
     assert err.startswith("error: the ε plot needs matplotlib: pip install")
     assert err.count("\n") == 1
+
+
+def test_a_replace_one_audit_imports_neither_torch_nor_opacus(
+    ledger_path: Path,
+) -> None:
+    # What keeps `fedshield audit` fast: `dp` loads its names on first use, and
+    # a PLD ledger needs only dp-accounting.
+    import subprocess
+    import sys
+
+    kit.write_ledger(ledger_path, rounds=2)
+    script = (
+        "import sys; from dp.cli import audit_main; "
+        f"code = audit_main([{str(ledger_path)!r}, '--no-plot']); "
+        "print(code, 'torch' in sys.modules, 'opacus' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert out.splitlines()[-1] == "0 False False"
