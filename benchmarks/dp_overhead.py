@@ -216,8 +216,11 @@ def accounting_job(side: PrivateSide) -> Job:
     def project() -> float:
         run = dp.StepRun(c.noise_multiplier, c.sample_rate, c.steps_per_round)
         history = [*c.ledger.history, run]
+        cfg = c.config
         return float(
-            dp.epsilon_for_history(history, c.config.delta, c.config.accountant)
+            dp.epsilon_for_history(
+                history, cfg.delta, cfg.accountant, neighbouring=cfg.neighbouring
+            )
         )
 
     return lambda: project

@@ -84,7 +84,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any]) -> T:
     accept their value (``"sgd"``) as well as the member.
     """
     if not (is_dataclass(cls) and isinstance(cls, type)):
-        raise TypeError(f"{cls!r} is not a dataclass type")
+        raise ConfigError(f"{cls!r} is not a config dataclass type")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.errors import RoundAborted
+from core.checkpoint import refuse_foreign_state
+from core.errors import CheckpointMismatchError, InvalidUpdateError, RoundAborted
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
 
 __all__ = [
@@ -33,12 +34,12 @@ __all__ = [
 def weighted_mean(deltas: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     """Σ w_k Δ_k / Σ w_k; the weights must be non-negative with a positive sum."""
     if len(deltas) != len(weights) or not deltas:
-        raise ValueError(
+        raise InvalidUpdateError(
             "weighted_mean needs as many weights as deltas, at least one; "
             f"found {len(deltas)} deltas and {len(weights)} weights"
         )
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(
+        raise InvalidUpdateError(
             f"weights must be >= 0 with a positive sum; found {list(weights)}"
         )
     # Accumulate in float64: with many clients a float32 running sum loses the
@@ -99,10 +100,7 @@ class PlainAggregator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore; refuses a non-empty state (it is someone else's)."""
-        if state:
-            raise ValueError(
-                "PlainAggregator has no state; found keys " + ", ".join(sorted(state))
-            )
+        refuse_foreign_state("PlainAggregator", state)
 
 
 class ServerOptimizer:
@@ -148,5 +146,8 @@ class ServerOptimizer:
         """Restore the momentum buffer."""
         buffer = state["momentum_buffer"]
         if buffer is not None and not isinstance(buffer, Tensor):
-            raise ValueError("momentum_buffer must be a tensor or None")
+            raise CheckpointMismatchError(
+                "momentum_buffer must be a tensor or None; found "
+                f"{type(buffer).__name__}"
+            )
         self._buffer = None if buffer is None else buffer.clone()

@@ -23,7 +23,12 @@ import torch
 
 from core.errors import CheckpointMismatchError
 
-__all__ = ["CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "load_checkpoint",
+    "refuse_foreign_state",
+    "save_checkpoint",
+]
 
 #: Bumped whenever the layout of the federation checkpoint changes.
 CHECKPOINT_VERSION = 1
@@ -65,6 +70,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path} does not hold a checkpoint dict")
     return state
+
+
+def refuse_foreign_state(owner: str, state: Mapping[str, Any]) -> None:
+    """For a stateless component's `load_state_dict`: a non-empty state was
+    written by something else, and is refused rather than ignored."""
+    if state:
+        raise CheckpointMismatchError(
+            f"{owner} has no state; found keys " + ", ".join(sorted(state))
+        )
 
 
 def _fsync_dir(directory: Path) -> None:

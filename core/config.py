@@ -14,14 +14,23 @@ path a TOML config file will take).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from core import _validate as v
 from core.errors import ConfigError
 
-__all__ = ["FederationConfig", "LocalTrainingConfig", "OptimizerKind"]
+__all__ = [
+    "DropoutSimulation",
+    "FederationConfig",
+    "LocalTrainingConfig",
+    "OptimizerKind",
+]
+
+T = TypeVar("T")
 
 
 class OptimizerKind(enum.Enum):
@@ -119,3 +128,43 @@ class FederationConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> FederationConfig:
         """Build from plain values, refusing unknown fields."""
         return v.from_mapping(cls, data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropoutSimulation:
+    """Simulated network failures, for trying a configuration in process.
+
+    Each round every client vanishes with probability `dropout_rate`, at a
+    stage drawn uniformly from the ones the aggregator offers. The draw uses
+    a generator seeded by (`seed`, round): public scheduling randomness,
+    never a secret, so a resumed run drops the same clients as an
+    uninterrupted one.
+
+    >>> sim = DropoutSimulation(dropout_rate=0.5, seed=1)
+    >>> stages = ["early", "late"]
+    >>> sim.drops(3, range(6), stages) == sim.drops(3, range(6), stages)
+    True
+    """
+
+    dropout_rate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        v.check_float(
+            owner, "dropout_rate", self.dropout_rate, low=0, high=1, high_open=True
+        )
+        v.check_int(owner, "seed", self.seed, minimum=0)
+
+    def drops(
+        self, round_index: int, client_ids: Iterable[int], stages: Sequence[T]
+    ) -> dict[int, T]:
+        """The clients that vanish in round `round_index`, and at which stage."""
+        if self.dropout_rate == 0:
+            return {}
+        rng = np.random.default_rng([self.seed, round_index])
+        out: dict[int, T] = {}
+        for cid in client_ids:
+            if rng.random() < self.dropout_rate:
+                out[cid] = stages[int(rng.integers(len(stages)))]
+        return out

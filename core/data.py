@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core.errors import ConfigError
 from core.interfaces import ClientDataset
 from core.partition import Partition
 
@@ -66,7 +67,7 @@ def stratified_split(
 ) -> tuple[IntArray, IntArray]:
     """Train and test row indices, each class split in the same proportion."""
     if not 0 < test_size < 1:
-        raise ValueError(f"test_size must be in (0, 1); found {test_size}")
+        raise ConfigError(f"test_size must be in (0, 1); found {test_size}")
     y = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train: list[IntArray] = []

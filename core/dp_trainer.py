@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import dp
+from core.errors import CheckpointMismatchError
 from core.interfaces import (
     ClientDataset,
     ClientDeclined,
@@ -161,7 +162,7 @@ class DPTrainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Check the checkpoint names this trainer's ledger folder."""
         if state.get("ledger_dir") != str(self.ledger_dir):
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint's DP ledgers are in {state.get('ledger_dir')!r}; this "
                 f"trainer uses {str(self.ledger_dir)!r}"
             )

@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = [
     "CheckpointMismatchError",
     "ConfigError",
+    "DataError",
     "FederationError",
+    "InvalidUpdateError",
     "ParamSpecError",
     "PartitionError",
     "RoundAborted",
@@ -22,7 +24,7 @@ class FederationError(Exception):
 
 
 class ConfigError(FederationError, ValueError):
-    """A configuration field has a wrong name, type or value.
+    """A configuration field or constructor argument has a wrong type or value.
 
     The message names the field, the allowed values and the value found, so a
     user can fix a config file without reading the source.
@@ -38,14 +40,29 @@ class ParamSpecError(FederationError, ValueError):
 
 
 class CheckpointMismatchError(FederationError, ValueError):
-    """A checkpoint was written for another model or another format version."""
+    """A checkpoint (or a component's saved state) belongs to something else.
+
+    Raised for another model, another format version, or a component state
+    that the component receiving it never wrote.
+    """
 
 
 class PartitionError(FederationError, ValueError):
     """A partitioner cannot meet its constraints (e.g. `min_partition_size`)."""
 
 
-class RoundAborted(FederationError):  # noqa: N818 - the name the issue asks for
+class DataError(FederationError, ValueError):
+    """A client's examples are malformed (features and labels disagree) or
+    missing where some are needed (training or evaluating on no rows)."""
+
+
+class InvalidUpdateError(FederationError, ValueError):
+    """An update, a weight or an aggregate is malformed: a delta that is not a
+    flat vector, a negative example count, weights that do not match the
+    updates or sum to zero."""
+
+
+class RoundAborted(FederationError):  # noqa: N818 - an event, not a bug
     """An aggregator gave up on a round; the global model stays unchanged.
 
     Secure aggregation raises it (or a subclass) when fewer than the threshold

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from core.errors import DataError
 from core.interfaces import ClientDataset
 from core.params import ParamSpec
 
@@ -61,7 +62,10 @@ def evaluate(
 ) -> EvalResult:
     """Mean loss and accuracy of `model` (in eval mode) over `data`."""
     if data.num_examples == 0:
-        raise ValueError(f"client {data.client_id} has no examples to evaluate on")
+        raise DataError(
+            f"client {data.client_id} has no examples to evaluate on; pass a "
+            "dataset with at least one row"
+        )
     was_training = model.training
     device = next(model.parameters()).device
     model.eval()

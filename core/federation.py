@@ -11,14 +11,17 @@ What a round does, and what it does on bad input:
 2. skip a client with no data (logged; it is never sampled again);
 3. ask the trainer; a `ClientDeclined` is logged, and a permanent one retires
    the client; once no client is left the run stops with a final message;
-4. reject an update whose delta is not finite or has the wrong length (logged;
-   it never reaches the aggregator, let alone the global model);
+4. reject an update whose delta is not finite or has the wrong length, whose
+   example count is 0, or whose metrics are not finite (logged as a skipped
+   client; it never reaches the aggregator, let alone the global model);
 5. aggregate; a `RoundAborted` is logged and the global model is unchanged;
 6. apply the server step, evaluate on the held-out set, report one console
    line and one ``metrics.jsonl`` line, and checkpoint atomically.
 
-Per-client metrics and example counts are never read here: the loop reports
-aggregate training metrics from `AggregateResult.metrics` only.
+Per-client metrics and example counts are never reported or kept here: step
+4 only accepts or rejects them (a check a client makes of its own update),
+and the loop reports aggregate training metrics from
+`AggregateResult.metrics` only.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ from torch import Tensor, nn
 from core.aggregation import ServerOptimizer
 from core.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from core.config import FederationConfig
-from core.errors import CheckpointMismatchError, FederationError, RoundAborted
+from core.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    FederationError,
+    RoundAborted,
+)
 from core.evaluation import EvalResult, LossFn, evaluate
 from core.interfaces import (
     AggregateResult,
@@ -105,9 +113,9 @@ class Federation:
     ) -> None:
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"client ids must be unique; found {sorted(ids)}")
+            raise ConfigError(f"client ids must be unique; found {sorted(ids)}")
         if not ids:
-            raise ValueError("a federation needs at least one client")
+            raise ConfigError("a federation needs at least one client; found none")
         self.config = config
         self._clients = {c.client_id: c for c in clients}
         self._trainer = trainer
@@ -249,24 +257,8 @@ class Federation:
             if outcome.permanent:
                 self._retired[cid] = outcome.reason
             return f"declined: {outcome.reason}"
-        problem = self._check_update(cid, outcome)
+        problem = outcome.defect(cid, self._params)
         return outcome if problem is None else f"rejected: {problem}"
-
-    def _check_update(self, cid: int, update: ClientUpdate) -> str | None:
-        # These checks stand on the client side of the aggregation boundary:
-        # they see only the client's own update and reveal only accept/reject.
-        if update.client_id != cid:
-            return f"update names client {update.client_id}"
-        if update.delta.shape != self._params.shape:
-            return (
-                f"update has {update.delta.numel()} elements; the model has "
-                f"{self._params.numel()}"
-            )
-        if not update.delta.is_floating_point():
-            return f"update has non-float dtype {update.delta.dtype}"
-        if not bool(torch.isfinite(update.delta).all()):
-            return "update holds NaN or inf"
-        return None
 
     def _aggregate(
         self, r: int, cohort: tuple[int, ...], updates: list[ClientUpdate]
@@ -384,7 +376,8 @@ class Federation:
         if path is not None:
             return Path(path)
         if self.run_dir is None:
-            raise ValueError(
-                "no checkpoint path given and the federation has no run_dir"
+            raise ConfigError(
+                "no checkpoint path given and the federation has no run_dir; "
+                "pass a path or construct the Federation with run_dir"
             )
         return self.run_dir / CHECKPOINT_NAME

@@ -12,12 +12,15 @@ Data flows one way::
 
 Guarantees the loop relies on:
 
-* the loop never reads `ClientUpdate.metrics` or `ClientUpdate.num_examples`
-  itself; per-client values reach the server only through the aggregator, and
-  the loop reports aggregate values from `AggregateResult.metrics` only;
+* the loop never reports or keeps `ClientUpdate.metrics` or
+  `ClientUpdate.num_examples`: beyond the validity check below, which yields
+  only accept or reject, per-client values reach the server only through the
+  aggregator, and the loop reports aggregate values from
+  `AggregateResult.metrics` only;
 * before an update reaches the aggregator the loop checks, on the client side
-  of the boundary, that its delta is finite and has the expected length, so a
-  NaN or inf never reaches the global model;
+  of the boundary, that its delta is finite and has the expected length, its
+  example count positive and its metrics finite, so a NaN, an inf or a
+  weightless update never reaches an aggregator or the global model;
 * an `Aggregator` that raises `core.errors.RoundAborted` leaves the round
   without effect: the global model and server optimizer state are unchanged;
 * `state_dict()` returns only tensors and plain Python values (dict, list,
@@ -32,11 +35,15 @@ Guarantees the loop relies on:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+import torch
 from torch import Tensor
+
+from core.errors import DataError, InvalidUpdateError
 
 __all__ = [
     "AggregateResult",
@@ -54,6 +61,13 @@ __all__ = [
 
 #: What `state_dict()` returns: tensors and plain Python values only.
 StateDict: TypeAlias = dict[str, Any]
+
+
+def _check_flat(name: str, tensor: Tensor) -> None:
+    if tensor.dim() != 1:
+        raise InvalidUpdateError(
+            f"{name} must be a 1-D tensor; found shape {tuple(tensor.shape)}"
+        )
 
 
 def _frozen_metrics(metrics: Mapping[str, float]) -> Mapping[str, float]:
@@ -75,7 +89,7 @@ class ClientDataset:
 
     def __post_init__(self) -> None:
         if self.features.shape[0] != self.labels.shape[0]:
-            raise ValueError(
+            raise DataError(
                 f"ClientDataset {self.client_id}: features has "
                 f"{self.features.shape[0]} rows but labels has "
                 f"{self.labels.shape[0]}; they must be equal"
@@ -112,16 +126,36 @@ class ClientUpdate:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.delta.dim() != 1:
-            raise ValueError(
-                f"ClientUpdate.delta must be a 1-D tensor; "
-                f"found shape {tuple(self.delta.shape)}"
-            )
+        _check_flat("ClientUpdate.delta", self.delta)
         if self.num_examples < 0:
-            raise ValueError(
+            raise InvalidUpdateError(
                 f"ClientUpdate.num_examples must be >= 0; found {self.num_examples}"
             )
         object.__setattr__(self, "metrics", _frozen_metrics(self.metrics))
+
+    def defect(self, client_id: int, global_params: Tensor) -> str | None:
+        """Why this update must not be aggregated, or None when it may.
+
+        The check stands on the client side of the aggregation boundary: it
+        sees only this client's own update and yields only accept or reject.
+        """
+        if self.client_id != client_id:
+            return f"update names client {self.client_id}"
+        if self.delta.shape != global_params.shape:
+            return (
+                f"update has {self.delta.numel()} elements; the model has "
+                f"{global_params.numel()}"
+            )
+        if not self.delta.is_floating_point():
+            return f"update has non-float dtype {self.delta.dtype}"
+        if not bool(torch.isfinite(self.delta).all()):
+            return "update holds NaN or inf"
+        if self.num_examples <= 0:
+            return "update claims no examples (a weight of 0)"
+        bad = sorted(k for k, v in self.metrics.items() if not math.isfinite(v))
+        if bad:
+            return f"metric {bad[0]} is NaN or inf"
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,13 +213,9 @@ class AggregateResult:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mean_delta.dim() != 1:
-            raise ValueError(
-                f"AggregateResult.mean_delta must be a 1-D tensor; "
-                f"found shape {tuple(self.mean_delta.shape)}"
-            )
+        _check_flat("AggregateResult.mean_delta", self.mean_delta)
         if self.num_aggregated < 1:
-            raise ValueError(
+            raise InvalidUpdateError(
                 "AggregateResult.num_aggregated must be >= 1 (raise RoundAborted "
                 f"when nothing was aggregated); found {self.num_aggregated}"
             )

@@ -149,11 +149,7 @@ class ParamSpec:
         parts: list[Tensor] = []
         for entry in self.entries:
             tensor = state[entry.name]
-            if tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
-                raise ParamSpecError(
-                    f"{entry.name!r} must have shape {list(entry.shape)} and dtype "
-                    f"{entry.dtype}; found {list(tensor.shape)} and {tensor.dtype}"
-                )
+            _check_entry(entry, tensor, "found")
             parts.append(
                 tensor.detach()
                 .reshape(-1)
@@ -185,13 +181,7 @@ class ParamSpec:
         state = module.state_dict()
         self._check_names(state, with_local=True)
         for entry in self.entries:
-            target = state[entry.name]
-            if tuple(target.shape) != entry.shape or target.dtype != entry.dtype:
-                raise ParamSpecError(
-                    f"{entry.name!r} must have shape {list(entry.shape)} and dtype "
-                    f"{entry.dtype}; the module has {list(target.shape)} and "
-                    f"{target.dtype}"
-                )
+            _check_entry(entry, state[entry.name], "the module has")
         with torch.no_grad():
             for entry in self.entries:
                 chunk = flat[entry.offset : entry.offset + entry.numel]
@@ -216,3 +206,12 @@ class ParamSpec:
                 f"state dict entries must match the spec; missing {missing}, "
                 f"unexpected {extra}"
             )
+
+
+def _check_entry(entry: ParamEntry, tensor: Tensor, found: str) -> None:
+    """Refuse a tensor whose shape or dtype is not the entry's."""
+    if tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
+        raise ParamSpecError(
+            f"{entry.name!r} must have shape {list(entry.shape)} and dtype "
+            f"{entry.dtype}; {found} {list(tensor.shape)} and {tensor.dtype}"
+        )

@@ -117,31 +117,50 @@ def _check_fits(k: int, min_size: int, n: int) -> None:
         )
 
 
+class _Resampled(Protocol):
+    """The fields of a partitioner that redraws until every part is large
+    enough (`DirichletPartitioner`, `QuantitySkewPartitioner`)."""
+
+    @property
+    def num_partitions(self) -> int: ...
+    @property
+    def min_partition_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def max_tries(self) -> int: ...
+    @property
+    def shuffle(self) -> bool: ...
+    @property
+    def alpha(self) -> float | tuple[float, ...]: ...
+
+
+def _check_resampled(p: _Resampled) -> None:
+    owner = type(p).__name__
+    v.check_int(owner, "num_partitions", p.num_partitions, minimum=1)
+    v.check_int(owner, "min_partition_size", p.min_partition_size, minimum=0)
+    v.check_int(owner, "seed", p.seed, minimum=0)
+    v.check_int(owner, "max_tries", p.max_tries, minimum=1)
+
+
 def _resample_until_min(
-    owner: str,
-    draw: Callable[[np.random.Generator], list[IndexArray]],
-    *,
-    seed: int,
-    min_partition_size: int,
-    max_tries: int,
-    shuffle: bool,
-    alpha: object,
+    p: _Resampled, draw: Callable[[np.random.Generator], list[IndexArray]]
 ) -> Partition:
     # Repeat the whole draw (as flwr-datasets does) rather than patching
     # small parts, so the accepted split still follows the Dirichlet law
     # conditioned on the minimum size.
-    rng = np.random.default_rng(seed)
-    for _ in range(max_tries):
+    rng = np.random.default_rng(p.seed)
+    for _ in range(p.max_tries):
         parts = draw(rng)
-        if min(len(p) for p in parts) >= min_partition_size:
+        if min(len(part) for part in parts) >= p.min_partition_size:
             return Partition(
-                indices=_finish(parts, rng, shuffle),
+                indices=_finish(parts, rng, p.shuffle),
                 ids=tuple(str(j) for j in range(len(parts))),
             )
     raise PartitionError(
-        f"{owner} gave some partition fewer than "
-        f"min_partition_size={min_partition_size} rows in all "
-        f"{max_tries} tries (alpha={alpha}); raise alpha or lower "
+        f"{type(p).__name__} gave some partition fewer than "
+        f"min_partition_size={p.min_partition_size} rows in all "
+        f"{p.max_tries} tries (alpha={p.alpha}); raise alpha or lower "
         "min_partition_size"
     )
 
@@ -194,10 +213,7 @@ class DirichletPartitioner:
 
     def __post_init__(self) -> None:
         owner = "DirichletPartitioner"
-        v.check_int(owner, "num_partitions", self.num_partitions, minimum=1)
-        v.check_int(owner, "min_partition_size", self.min_partition_size, minimum=0)
-        v.check_int(owner, "seed", self.seed, minimum=0)
-        v.check_int(owner, "max_tries", self.max_tries, minimum=1)
+        _check_resampled(self)
         alphas = self.alpha if isinstance(self.alpha, tuple) else (self.alpha,)
         if isinstance(self.alpha, tuple) and len(alphas) != self.num_partitions:
             raise ConfigError(
@@ -229,15 +245,7 @@ class DirichletPartitioner:
                     sizes[j] += len(chunk)
             return [np.concatenate(p) for p in parts]
 
-        return _resample_until_min(
-            "DirichletPartitioner",
-            draw,
-            seed=self.seed,
-            min_partition_size=self.min_partition_size,
-            max_tries=self.max_tries,
-            shuffle=self.shuffle,
-            alpha=self.alpha,
-        )
+        return _resample_until_min(self, draw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,12 +261,10 @@ class QuantitySkewPartitioner:
     max_tries: int = 1000
 
     def __post_init__(self) -> None:
-        owner = "QuantitySkewPartitioner"
-        v.check_int(owner, "num_partitions", self.num_partitions, minimum=1)
-        v.check_float(owner, "alpha", self.alpha, low=0, low_open=True)
-        v.check_int(owner, "min_partition_size", self.min_partition_size, minimum=0)
-        v.check_int(owner, "seed", self.seed, minimum=0)
-        v.check_int(owner, "max_tries", self.max_tries, minimum=1)
+        _check_resampled(self)
+        v.check_float(
+            "QuantitySkewPartitioner", "alpha", self.alpha, low=0, low_open=True
+        )
 
     def split(self, table: Table) -> Partition:
         """Permute the rows and cut them at Dirichlet-distributed sizes."""
@@ -269,15 +275,7 @@ class QuantitySkewPartitioner:
             rows = rng.permutation(n).astype(np.int64)
             return _cut(rows, rng.dirichlet(np.full(k, self.alpha)))
 
-        return _resample_until_min(
-            "QuantitySkewPartitioner",
-            draw,
-            seed=self.seed,
-            min_partition_size=self.min_partition_size,
-            max_tries=self.max_tries,
-            shuffle=self.shuffle,
-            alpha=self.alpha,
-        )
+        return _resample_until_min(self, draw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,8 @@
 It implements `core.interfaces.Aggregator` with `secagg.run_session`, so the
 server learns only Σ n_k·Δ_k, Σ n_k and the securely summed client metrics of
 the clients that survive the session — never one client's update, example
-count or metric. Each round is one fresh secagg session whose configuration
+count or metric. Each round is one fresh secagg session built from the
+application's `secagg.SecAggSettings` for that round's cohort; the session
 binds the round and a hash of the global model the clients trained from.
 
 Client metrics ride in the same masked vector as the update: each value is
@@ -11,13 +12,16 @@ mapped from ``[-metric_bound, metric_bound]`` onto the clip range, so the
 server recovers the example-weighted mean of every metric, as the plain
 aggregator reports it, and nothing per client.
 
-Dropouts can be simulated (``dropout_rate``): a dropped client vanishes
-before a random protocol round; below the threshold the round aborts with
-`core.errors.RoundAborted` and the federation carries on.
+Where the ring arithmetic runs follows the model: for updates on a CUDA
+device the session uses secagg's device-resident ring (`secagg.RingBackend`
+``TORCH``: quantisation, masking and the sum stay on the device, and only
+the masked wire bytes reach the host); CPU updates use the numpy ring.
 
->>> cfg = SecureAggregationConfig(clip=1.0)
->>> cfg.session_config(num_clients=5, vector_length=10, context=b"").threshold
-4
+A client whose example count exceeds the public ``max_weight`` is refused
+(`core.errors.InvalidUpdateError`), never silently capped. Dropouts can be
+simulated (`core.config.DropoutSimulation`): a dropped client vanishes before
+a random protocol round; below the threshold the round aborts with
+`core.errors.RoundAborted` and the federation carries on.
 """
 
 from __future__ import annotations
@@ -25,19 +29,19 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import secagg
 from core import _validate as v
-from core.errors import RoundAborted
+from core.checkpoint import refuse_foreign_state
+from core.config import DropoutSimulation
+from core.errors import ConfigError, InvalidUpdateError, RoundAborted
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
 
-__all__ = ["SecureAggregationConfig", "SecureAggregator"]
+__all__ = ["SecureAggregator"]
 
 # The rounds before which a simulated dropout may vanish (ADVERTISE_KEYS is
 # excluded: a client that never advertises simply is not in the cohort).
@@ -48,100 +52,35 @@ _DROP_ROUNDS = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SecureAggregationConfig:
-    """Public parameters of the secure aggregation used every round.
+class SecureAggregator:
+    """The secure `Aggregator`: one secagg session per round, in process.
 
-    `clip` bounds each coordinate of Δ (values outside are clipped and
-    counted), `value_bits` its quantised precision, `ring_bits` the ring
-    Z_2^k, and `max_weight` the public cap on a client's example count (a
-    larger count is capped, so choose it above every client's size).
-
-    The graph and threshold are never free knobs: they come from
-    `secagg.SecAggConfig.for_cohort` given the cohort size, the dropout rate
-    the session must survive (`dropout_tolerance`, δ) and the share of
-    clients assumed to collude with the server (`corrupt_fraction`, α) — the
-    complete graph with t = ⌈(1−δ)n⌉ below `complete_below` clients, a
-    SecAgg+ Harary graph above. `mode` HARDENED adds Ed25519 identities,
-    signed keys bound to the model and the ConsistencyCheck round, and
-    demands 2t > n + αn. `dropout_rate` simulates clients vanishing
-    mid-protocol with a seeded generator (scheduling, not a secret).
+    `settings` are the public secure-aggregation parameters (validated by
+    `secagg`); `simulation` optionally drops clients mid-protocol;
+    `metric_bound` is the largest |metric| a client reports (larger values
+    are clipped like update coordinates); `backend` forces where the ring
+    lives (None: by the updates' device, see the module docstring).
     """
 
-    clip: float = 1.0
-    value_bits: int = 16
-    ring_bits: int = 32
-    max_weight: int = 1000
-    mode: secagg.SecurityMode = secagg.SecurityMode.SEMI_HONEST
-    dropout_tolerance: float = 0.3
-    corrupt_fraction: float = 0.0
-    complete_below: int = 500
-    metric_bound: float = 16.0
-    dropout_rate: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        v.check_float(owner, "clip", self.clip, low=0, low_open=True)
-        v.check_int(owner, "value_bits", self.value_bits, minimum=2)
-        v.check_int(owner, "ring_bits", self.ring_bits, minimum=8)
-        v.check_int(owner, "max_weight", self.max_weight, minimum=1)
-        v.check_enum(owner, "mode", self.mode, secagg.SecurityMode)
-        # Above one half, a client's default policy (t >= n/2) would refuse.
-        v.check_float(
-            owner, "dropout_tolerance", self.dropout_tolerance, low=0, high=0.5
-        )
-        v.check_float(
-            owner,
-            "corrupt_fraction",
-            self.corrupt_fraction,
-            low=0,
-            high=0.5,
-            high_open=True,
-        )
-        v.check_int(owner, "complete_below", self.complete_below, minimum=2)
-        v.check_float(owner, "metric_bound", self.metric_bound, low=0, low_open=True)
-        v.check_float(
-            owner, "dropout_rate", self.dropout_rate, low=0, high=1, high_open=True
-        )
-        v.check_int(owner, "seed", self.seed, minimum=0)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SecureAggregationConfig:
-        """Build from plain values, refusing unknown fields."""
-        return v.from_mapping(cls, data)
-
-    def session_config(
-        self, *, num_clients: int, vector_length: int, context: bytes
-    ) -> secagg.SecAggConfig:
-        """The secagg session of a round with `num_clients` clients."""
-        return secagg.SecAggConfig.for_cohort(
-            num_clients=num_clients,
-            vector_length=vector_length,
-            corrupt_fraction=self.corrupt_fraction,
-            dropout_fraction=self.dropout_tolerance,
-            complete_below=self.complete_below,
-            mode=self.mode,
-            bits=self.ring_bits,
-            clip=self.clip,
-            value_bits=self.value_bits,
-            max_weight=self.max_weight,
-            context=context,
-        )
-
-    def client_policy(self) -> secagg.ClientPolicy:
-        """What every simulated client accepts: this config's own assumptions."""
-        return secagg.ClientPolicy(
-            assumed_corrupt_fraction=self.corrupt_fraction,
-            max_dropout_fraction=max(self.dropout_tolerance, self.dropout_rate),
-        )
-
-
-class SecureAggregator:
-    """The secure `Aggregator`: one secagg session per round, in process."""
-
-    def __init__(self, config: SecureAggregationConfig | None = None) -> None:
-        self.config = config if config is not None else SecureAggregationConfig()
+    def __init__(
+        self,
+        settings: secagg.SecAggSettings,
+        *,
+        simulation: DropoutSimulation | None = None,
+        metric_bound: float = 16.0,
+        backend: secagg.RingBackend | None = None,
+    ) -> None:
+        v.check_float("SecureAggregator", "metric_bound", metric_bound, low=0,
+                      low_open=True)  # fmt: skip
+        if backend is not None and not isinstance(backend, secagg.RingBackend):
+            raise ConfigError(
+                f"SecureAggregator.backend must be a secagg.RingBackend or None; "
+                f"found {backend!r}"
+            )
+        self.backend = backend
+        self.settings = settings
+        self.simulation = simulation if simulation is not None else DropoutSimulation()
+        self.metric_bound = float(metric_bound)
         self.last_session: secagg.SessionResult | None = None
         # Hardened mode: each institution's long-term Ed25519 identity key,
         # made once per client from the OS CSPRNG (a simulated consortium
@@ -152,65 +91,70 @@ class SecureAggregator:
         self, context: RoundContext, updates: Sequence[ClientUpdate]
     ) -> AggregateResult:
         """Σ n_k Δ_k / Σ n_k over the session's survivors, learnt only as sums."""
-        cfg = self.config
-        if len(updates) < 2:
-            raise RoundAborted(
-                f"round {context.round_index}: secure aggregation needs at least 2 "
-                f"clients (a sum of one is that client's update); got {len(updates)}"
-            )
-        keys = sorted(updates[0].metrics)
-        if any(sorted(u.metrics) != keys for u in updates):
-            raise RoundAborted(
-                f"round {context.round_index}: clients report different metric "
-                "names; secure aggregation needs one schema for all"
-            )
+        keys = _metric_names(context, updates)
         dim = updates[0].delta.numel()
-        n = len(updates)
+        result = self._session(context, updates, keys)
+        self.last_session = result
+        if result.total_weight <= 0:
+            raise RoundAborted("secure aggregation recovered a total weight of 0")
+        mean = result.mean
+        extra = mean[dim:].cpu().tolist()  # a few values: one small copy
+        metrics = {
+            key: extra[j] * self.metric_bound / self.settings.clip
+            for j, key in enumerate(keys)
+        }
+        metrics["clipped_coordinates"] = float(result.clipped)
+        survivors = result.survivors
+        model_bytes = dim * updates[0].delta.element_size()
+        delta = updates[0].delta
+        return AggregateResult(
+            mean_delta=mean[:dim].to(device=delta.device, dtype=delta.dtype),
+            total_weight=float(result.total_weight),
+            num_aggregated=len(survivors),
+            dropped=tuple(u.client_id for u in updates if u.client_id not in survivors),
+            bytes_up=sum(result.bytes_sent.values()),
+            bytes_down=sum(result.bytes_received.values()) + len(updates) * model_bytes,
+            metrics=metrics,
+        )
+
+    def _session(
+        self,
+        context: RoundContext,
+        updates: Sequence[ClientUpdate],
+        keys: Sequence[str],
+    ) -> secagg.SessionResult:
         model_hash = _model_hash(context)
         try:
-            session_cfg = cfg.session_config(
-                num_clients=n,
-                vector_length=dim + len(keys),
+            session_cfg = self.settings.session_config(
+                num_clients=len(updates),
+                vector_length=updates[0].delta.numel() + len(keys),
                 context=_session_context(context, model_hash),
             )
             inputs = {u.client_id: self._encode(u, keys) for u in updates}
-            weights = {
-                u.client_id: min(u.num_examples, cfg.max_weight) for u in updates
-            }
-            result = secagg.run_session(
+            device = updates[0].delta.device
+            return secagg.run_session(
                 inputs,
-                weights,
+                {u.client_id: u.num_examples for u in updates},
                 session_cfg,
-                drop=self._dropouts(context, updates),
-                policy=cfg.client_policy(),
+                drop=self.simulation.drops(context.round_index, inputs, _DROP_ROUNDS),
+                policy=self.settings.client_policy(),
                 identities=self._identities(session_cfg, inputs, model_hash),
+                device=device,
+                backend=self._backend(device),
             )
+        except secagg.InvalidInput as exc:
+            # A weight above the public max_weight, or a malformed vector: a
+            # wrong setting, not a network failure, so the run stops.
+            raise InvalidUpdateError(
+                f"round {context.round_index}: secure aggregation refused an "
+                f"input: {exc}"
+            ) from exc
         except secagg.ProtocolError as exc:
             # Too few survivors, or a client refused the round: the session
             # fails closed and the federation carries on without this round.
             raise RoundAborted(f"secure aggregation aborted: {exc}") from exc
         except secagg.ConfigError as exc:
             raise RoundAborted(f"secure aggregation refused its config: {exc}") from exc
-        self.last_session = result
-        if result.total_weight <= 0:
-            raise RoundAborted("secure aggregation recovered a total weight of 0")
-        mean = result.mean
-        metrics = {
-            key: float(mean[dim + j]) * cfg.metric_bound / cfg.clip
-            for j, key in enumerate(keys)
-        }
-        metrics["clipped_coordinates"] = float(result.clipped)
-        survivors = result.survivors
-        model_bytes = dim * updates[0].delta.element_size()
-        return AggregateResult(
-            mean_delta=mean[:dim].to(updates[0].delta.dtype),
-            total_weight=float(result.total_weight),
-            num_aggregated=len(survivors),
-            dropped=tuple(u.client_id for u in updates if u.client_id not in survivors),
-            bytes_up=sum(result.bytes_sent.values()),
-            bytes_down=sum(result.bytes_received.values()) + n * model_bytes,
-            metrics=metrics,
-        )
 
     def _identities(
         self,
@@ -236,29 +180,26 @@ class SecureAggregator:
             model_hash=model_hash,
         )
 
+    def _backend(self, device: torch.device) -> secagg.RingBackend:
+        if self.backend is not None:
+            return self.backend
+        if device.type == "cpu":
+            return secagg.RingBackend.NUMPY
+        return secagg.RingBackend.TORCH
+
     def _encode(self, update: ClientUpdate, keys: Sequence[str]) -> torch.Tensor:
         # Metrics are mapped onto the clip range so they share the update's
         # quantisation; metric_bound / clip undoes it after the secure sum.
-        scale = self.config.clip / self.config.metric_bound
+        # The vector stays on the update's device: a CUDA update never makes
+        # a host copy before it is masked.
+        delta = update.delta.detach()
+        scale = self.settings.clip / self.metric_bound
         extra = torch.tensor(
-            [update.metrics[k] * scale for k in keys], dtype=torch.float64
+            [update.metrics[k] * scale for k in keys],
+            dtype=torch.float64,
+            device=delta.device,
         )
-        return torch.cat([update.delta.detach().to(torch.float64).cpu(), extra])
-
-    def _dropouts(
-        self, context: RoundContext, updates: Sequence[ClientUpdate]
-    ) -> dict[int, secagg.Round]:
-        rate = self.config.dropout_rate
-        if rate == 0:
-            return {}
-        # Simulated network failures: public scheduling randomness, seeded per
-        # round so a resumed run drops the same clients as an uninterrupted one.
-        rng = np.random.default_rng([self.config.seed, context.round_index])
-        drops: dict[int, secagg.Round] = {}
-        for u in updates:
-            if rng.random() < rate:
-                drops[u.client_id] = _DROP_ROUNDS[int(rng.integers(len(_DROP_ROUNDS)))]
-        return drops
+        return torch.cat([delta.to(torch.float64), extra])
 
     def state_dict(self) -> StateDict:
         """Stateless between rounds: every session uses fresh keys."""
@@ -266,10 +207,23 @@ class SecureAggregator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore; refuses a non-empty state (it is someone else's)."""
-        if state:
-            raise ValueError(
-                "SecureAggregator has no state; found keys " + ", ".join(sorted(state))
-            )
+        refuse_foreign_state("SecureAggregator", state)
+
+
+def _metric_names(context: RoundContext, updates: Sequence[ClientUpdate]) -> list[str]:
+    """The one metric schema every client shares (checked before any crypto)."""
+    if len(updates) < 2:
+        raise RoundAborted(
+            f"round {context.round_index}: secure aggregation needs at least 2 "
+            f"clients (a sum of one is that client's update); got {len(updates)}"
+        )
+    keys = sorted(updates[0].metrics)
+    if any(sorted(u.metrics) != keys for u in updates):
+        raise RoundAborted(
+            f"round {context.round_index}: clients report different metric "
+            "names; secure aggregation needs one schema for all"
+        )
+    return keys
 
 
 def _model_hash(context: RoundContext) -> bytes:

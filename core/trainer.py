@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from core.config import LocalTrainingConfig, OptimizerKind
+from core.errors import DataError
 from core.evaluation import LossFn, count_correct
 from core.interfaces import ClientUpdate, StateDict, TrainOutcome, TrainTask
 from core.params import ParamSpec
@@ -72,7 +73,7 @@ class LocalTrainer:
         data = task.data
         n = data.num_examples
         if n == 0:
-            raise ValueError(
+            raise DataError(
                 f"client {data.client_id} has no examples; the federation loop "
                 "skips such clients before training"
             )

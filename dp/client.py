@@ -13,8 +13,16 @@ from zero.  Each :meth:`PrivateClient.train_round` is:
    round whose update never left is safe, under-counting never happens);
 3. **train** the client's private copy of the model with CSPRNG DP-SGD
    through Opacus;
-4. check that Opacus's accountant counted exactly the charged steps, and only
-   then return the trained weights.
+4. check that Opacus's accountant counted exactly the charged steps;
+5. with ``DPConfig.release_loss`` only: **charge** the loss release, then add
+   its noise (:mod:`dp.loss_release`);
+6. return the trained weights and the accounted values, nothing else.
+
+**Rollback.** A coordinator that records each client's
+:attr:`PrivateClient.ledger_head` every round passes the last one it recorded
+to :meth:`PrivateClient.check_not_rolled_back` before asking the client to
+train; a ledger that lost entries since is refused with
+:class:`~dp.errors.LedgerRollbackError`.
 
 The Opacus engine, the wrapped model copy, the DP optimizer and the
 accountant are made once per client (on its first round) and reused by every
@@ -23,7 +31,6 @@ later round; only a model of another architecture rebuilds them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,26 +39,31 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dp.accounting import (
-    StepRun,
-    calibrate_noise_multiplier,
-    epsilon_for_history,
-    merge_runs,
-    sample_rate_for,
-    steps_per_epoch,
-    steps_per_round,
+from dp.accounting import StepRun, merge_runs, steps_per_epoch
+from dp.charges import (
+    charge,
+    check_ledger_not_behind,
+    default_loss,
+    dp_sgd_runs,
+    epsilon_of,
+    open_own_ledger,
+    release_round_loss,
+    runs_within_budget,
+    step_counter,
 )
-from dp.config import DPConfig, GradSampleMode, check_noise_multiplier
+from dp.client_args import (
+    check_dataset_size,
+    check_delta,
+    check_identity,
+    check_round_args,
+    resolve_sigma,
+)
+from dp.config import DPConfig, GradSampleMode
 from dp.engine import CSPRNGPrivacyEngine, LocalOptimizer, LossFn
-from dp.errors import (
-    AccountingError,
-    BudgetExceededError,
-    BudgetTooSmallError,
-    DPConfigError,
-    InvalidDeltaError,
-)
+from dp.errors import AccountingError, BudgetExceededError, DPConfigError
 from dp.ledger import PrivacyLedger
 from dp.ledger_format import LedgerEntry
+from dp.ledger_heads import LedgerHead
 from dp.local_training import DPSGDSettings, LocalDPTrainer
 from dp.noise import SecureRandom
 
@@ -60,11 +72,16 @@ __all__ = ["PrivateClient", "PrivateRoundResult"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivateRoundResult:
-    """One finished private round.  Its ledger entry is already durable.
+    """One finished private round.  Its ledger entries are already durable.
 
-    ``state_dict`` holds the trained weights (detached copies, keys as in the
-    model passed in); the model passed in is left unchanged.  ``train_loss`` is
-    computed on private data *without* noise: keep it on the client.
+    Everything here is covered by the client's ε or public under its
+    accounting: ``state_dict`` holds the trained weights (clipped, noised
+    DP-SGD; detached copies, keys as in the model passed in; the model passed
+    in is left unchanged), the rest are accounted values and the ledger's
+    records of them.  ``noised_loss`` is the DP-released mean clipped training
+    loss when ``DPConfig.release_loss`` is on (charged as ``loss_entry``), else
+    None: no un-noised metric is returned.  ``num_examples`` is the count the
+    caller passed in, public under replace-one accounting.
     """
 
     client_id: str
@@ -78,55 +95,9 @@ class PrivateRoundResult:
     epsilon_after: float
     epsilon_budget: float
     ledger_entry: LedgerEntry
-    train_loss: float
-
-
-def _check_identity(client_id: object, num_examples: object) -> None:
-    if not isinstance(client_id, str) or not client_id:
-        raise DPConfigError(
-            f"client_id must be a non-empty string; found {client_id!r}"
-        )
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int):
-        raise DPConfigError(f"num_examples must be an int; found {num_examples!r}")
-    if num_examples < 1:
-        raise DPConfigError(f"num_examples must be >= 1; found {num_examples!r}")
-
-
-def _check_delta(config: DPConfig, num_examples: int) -> None:
-    if not config.delta < 1.0 / num_examples:
-        raise InvalidDeltaError(
-            f"delta must be below 1/n_local = 1/{num_examples} = "
-            f"{1.0 / num_examples:.3g} (e.g. <= {0.1 / num_examples:.3g}), or "
-            f"a mechanism could publish a whole record; found {config.delta!r}"
-        )
-
-
-def _resolve_sigma(
-    config: DPConfig, num_examples: int, noise_multiplier: float | None
-) -> float:
-    if noise_multiplier is None:
-        return calibrate_noise_multiplier(config, num_examples)
-    sigma = check_noise_multiplier(noise_multiplier)
-    if config.noise_multiplier is not None and sigma != config.noise_multiplier:
-        raise DPConfigError(
-            f"noise_multiplier={sigma!r} contradicts "
-            f"config.noise_multiplier={config.noise_multiplier!r}"
-        )
-    return sigma
-
-
-def _check_round_args(round_idx: object, lr: object, last_round: int) -> None:
-    if isinstance(round_idx, bool) or not isinstance(round_idx, int) or round_idx < 0:
-        raise DPConfigError(f"round_idx must be an int >= 0; found {round_idx!r}")
-    if round_idx < last_round:
-        raise DPConfigError(
-            f"round_idx must be >= the last charged round ({last_round}); "
-            f"found {round_idx}"
-        )
-    if isinstance(lr, bool) or not isinstance(lr, int | float):
-        raise DPConfigError(f"lr must be a real number; found {lr!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise DPConfigError(f"lr must be finite and > 0; found {lr!r}")
+    loss_entry: LedgerEntry | None
+    noised_loss: float | None
+    ledger_head: LedgerHead
 
 
 class PrivateClient:
@@ -152,35 +123,23 @@ class PrivateClient:
         rng: SecureRandom | None = None,
         prefetch_noise: bool = False,
     ) -> None:
-        _check_identity(client_id, num_examples)
+        check_identity(client_id, num_examples)
         if not isinstance(prefetch_noise, bool):
             raise DPConfigError(
                 f"prefetch_noise must be True or False; found {prefetch_noise!r}"
             )
-        _check_delta(config, num_examples)
-        sigma = _resolve_sigma(config, num_examples, noise_multiplier)
+        check_delta(config, num_examples)
+        sigma = resolve_sigma(config, num_examples, noise_multiplier)
         self._client_id = client_id
         self._n = num_examples
         self._config = config
         self._sigma = sigma
-        self._q = sample_rate_for(num_examples, config.batch_size)
-        self._round_run = StepRun(sigma, self._q, steps_per_round(config, num_examples))
-        one_round = epsilon_for_history(
-            [self._round_run], config.delta, config.accountant
-        )
-        if one_round > config.epsilon_budget:
-            raise BudgetTooSmallError(
-                f"epsilon_budget must be at least one round's cost, ε={one_round:.4f} "
-                f"(σ={sigma:.4g}, q={self._q:.4g}, {self._round_run.steps} steps, "
-                f"δ={config.delta!r}); found {config.epsilon_budget!r}"
-            )
-        ledger = PrivacyLedger.open(ledger_path, missing_ok=True)
-        ledger.check_owner(
-            client_id=client_id, delta=config.delta, accountant=config.accountant
-        )
-        self._ledger = ledger
+        self._runs = runs_within_budget(config, sigma, num_examples)
+        self._round_run = self._runs[0]
+        self._q = self._round_run.sample_rate
+        self._ledger = open_own_ledger(ledger_path, client_id, config)
         self._engine = CSPRNGPrivacyEngine(
-            accountant=config.accountant,
+            accountant=step_counter(config.accountant),
             rng=rng if rng is not None else SecureRandom(),
             normaliser=float(config.batch_size),
         )
@@ -232,6 +191,21 @@ class PrivateClient:
         """The client's ledger (read-only use; only this client appends)."""
         return self._ledger
 
+    @property
+    def ledger_head(self) -> LedgerHead:
+        """The head of this client's ledger, for the coordinator to record."""
+        return self._ledger.head
+
+    def check_not_rolled_back(self, expected: LedgerHead) -> None:
+        """Refuse a ledger that is behind ``expected``, the last recorded head.
+
+        Re-reads the ledger file, so a file truncated or replaced while this
+        client was alive is caught too.  Raises
+        :class:`~dp.errors.LedgerRollbackError` naming this client, the head
+        found and the head expected; call it before :meth:`train_round`.
+        """
+        check_ledger_not_behind(self._ledger, expected, self._client_id)
+
     def epsilon_spent(self) -> float:
         """ε spent so far, as recorded by the last ledger entry (0 if none)."""
         return self._ledger.epsilon_spent
@@ -240,11 +214,7 @@ class PrivateClient:
         """ε this client would have spent after one more round."""
         key = len(self._ledger.entries)
         if self._projection is None or self._projection[0] != key:
-            eps = epsilon_for_history(
-                [*self._ledger.history, self._round_run],
-                self._config.delta,
-                self._config.accountant,
-            )
+            eps = epsilon_of(self._config, [*self._ledger.history, *self._runs])
             self._projection = (key, eps)
         return self._projection[1]
 
@@ -260,8 +230,12 @@ class PrivateClient:
         """Whether one more round fits in the budget."""
         return self.projected_epsilon() <= self._config.epsilon_budget
 
-    def _charge(self, round_idx: int) -> tuple[float, LedgerEntry]:
-        """Refuse past the budget, else append the round's entry (fsync'd)."""
+    def _charge(self, round_idx: int) -> tuple[float, float, LedgerEntry]:
+        """Refuse past the budget, else append the round's DP-SGD entry (fsync'd).
+
+        Returns ε before the round, ε projected after the whole round (loss
+        release included) and the DP-SGD entry.
+        """
         self._ledger.verify()
         before = self.epsilon_spent()
         projected = self.projected_epsilon()
@@ -273,37 +247,65 @@ class PrivateClient:
                 epsilon_projected=projected,
                 epsilon_budget=self._config.epsilon_budget,
             )
-        charged_before = list(self._ledger.history)
-        entry = self._ledger.append(
+        charged_before = dp_sgd_runs(self._ledger.history)
+        entry = charge(
+            self._ledger,
+            self._config,
             client_id=self._client_id,
             round_idx=round_idx,
             run=self._round_run,
-            delta=self._config.delta,
-            accountant=self._config.accountant,
-            epsilon=projected,
-            epsilon_budget=self._config.epsilon_budget,
-            max_grad_norm=self._config.max_grad_norm,
+            epsilon=projected
+            if len(self._runs) == 1
+            else epsilon_of(self._config, [*self._ledger.history, self._round_run]),
         )
-        # The ledger is the accountant of record; Opacus's accountant restarts
-        # from it every round, so a round that crashed mid-way cannot desync them.
+        # The ledger is the accountant of record; Opacus's accountant (here a
+        # step counter) restarts from it every round, so a round that crashed
+        # mid-way cannot desync them.
         self._engine.accountant.load_state_dict(
             {
                 "history": [
                     (r.noise_multiplier, r.sample_rate, r.steps)
                     for r in merge_runs(charged_before)
                 ],
-                "mechanism": self._config.accountant.value,
+                "mechanism": self._engine.accountant.mechanism(),
             }
         )
-        return before, entry
+        return before, projected, entry
 
     def _check_counted(self) -> None:
         counted = [StepRun(s, q, k) for s, q, k in self._engine.accountant.history]
-        if merge_runs(counted) != merge_runs(self._ledger.history):
+        charged = merge_runs(dp_sgd_runs(self._ledger.history))
+        if merge_runs(counted) != charged:
             raise AccountingError(
                 f"Opacus accountant counted {counted} but the ledger charged "
-                f"{merge_runs(self._ledger.history)}; withholding the update"
+                f"{charged}; withholding the update"
             )
+
+    def _release_loss(
+        self,
+        round_idx: int,
+        projected: float,
+        trained: tuple[nn.Module, dict[str, torch.Tensor]],
+        dataset: Dataset[Any],
+        loss_fn: LossFn,
+    ) -> tuple[LedgerEntry | None, float | None]:
+        """Charge, then release, the round's noised loss if the config asks for it."""
+        if len(self._runs) == 1:
+            return None, None
+        model, state_dict = trained
+        return release_round_loss(
+            ledger=self._ledger,
+            config=self._config,
+            client_id=self._client_id,
+            round_idx=round_idx,
+            run=self._runs[1],
+            epsilon=projected,
+            model=model,
+            state_dict=state_dict,
+            dataset=dataset,
+            loss_fn=loss_fn,
+            rng=self._engine.rng,
+        )
 
     def train_round(
         self,
@@ -325,23 +327,23 @@ class PrivateClient:
         :class:`UnsupportedModelError` for a model Opacus cannot privatise.
         """
         entries = self._ledger.entries
-        _check_round_args(round_idx, lr, entries[-1].round if entries else 0)
-        if len(dataset) != self._n:  # type: ignore[arg-type]
-            raise DPConfigError(
-                f"dataset must have num_examples={self._n} items, the size the "
-                f"sample rate was fixed for; found {len(dataset)}"  # type: ignore[arg-type]
-            )
+        check_round_args(round_idx, lr, entries[-1].round if entries else 0)
+        check_dataset_size(dataset, self._n)
         self._trainer.prepare(model, dataset, optimizer)
-        before, entry = self._charge(round_idx)
+        before, projected, entry = self._charge(round_idx)
+        loss = loss_fn if loss_fn is not None else default_loss()
         outcome = self._trainer.run(
             model,
             dataset,
             epochs=self._config.local_epochs,
             lr=float(lr),
-            loss_fn=loss_fn or nn.CrossEntropyLoss(reduction="none"),
+            loss_fn=loss,
             kind=optimizer,
         )
         self._check_counted()
+        loss_entry, noised_loss = self._release_loss(
+            round_idx, projected, (model, outcome.state_dict), dataset, loss
+        )
         return PrivateRoundResult(
             client_id=self._client_id,
             round_idx=round_idx,
@@ -351,8 +353,10 @@ class PrivateClient:
             noise_multiplier=self._sigma,
             sample_rate=self._q,
             epsilon_before=before,
-            epsilon_after=entry.epsilon,
+            epsilon_after=self._ledger.epsilon_spent,
             epsilon_budget=self._config.epsilon_budget,
             ledger_entry=entry,
-            train_loss=outcome.train_loss,
+            loss_entry=loss_entry,
+            noised_loss=noised_loss,
+            ledger_head=self._ledger.head,
         )

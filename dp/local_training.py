@@ -55,7 +55,6 @@ class LocalTrainingOutcome:
     state_dict: dict[str, torch.Tensor]
     steps: int
     examples_seen: int
-    train_loss: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,9 +257,7 @@ class LocalDPTrainer:
                 warnings.filterwarnings(
                     "ignore", message="Full backward hook is firing"
                 )
-                steps, seen, loss_total = _train_epochs(
-                    w, loader, epochs=epochs, loss_fn=loss_fn
-                )
+                steps, seen = _train_epochs(w, loader, epochs=epochs, loss_fn=loss_fn)
         except BaseException:
             # A step cut short leaves Opacus's per-module activations and
             # forward counters behind; the next round starts from a fresh wrap.
@@ -276,7 +273,6 @@ class LocalDPTrainer:
             state_dict=state,
             steps=steps,
             examples_seen=seen,
-            train_loss=loss_total / seen if seen else float("nan"),
         )
 
 
@@ -301,11 +297,10 @@ def _losses(
 
 def _train_epochs(
     w: _Wrapped, loader: DataLoader[Any], *, epochs: int, loss_fn: LossFn
-) -> tuple[int, int, float]:
+) -> tuple[int, int]:
     device = next(p.device for p in w.local.parameters())
     ghost = w.mode is GradSampleMode.GHOST
     steps = seen = 0
-    loss_total = 0.0
     for _ in range(epochs):
         for inputs, targets in loader:
             w.optimizer.zero_grad(set_to_none=True)
@@ -323,8 +318,7 @@ def _train_epochs(
                     # Summed, not averaged: per-sample gradients must be the
                     # gradients of single examples for clipping to bound each.
                     losses.sum().backward()  # type: ignore[no-untyped-call]
-                loss_total += float(losses.detach().sum())
             w.optimizer.step()
             steps += 1
             seen += batch
-    return steps, seen, loss_total
+    return steps, seen

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import secagg
 from core import (
     ClientUpdate,
     ConsoleReporter,
@@ -37,13 +38,13 @@ from core import (
     LocalTrainer,
     LocalTrainingConfig,
     PlainAggregator,
+    SecureAggregator,
     TrainTask,
     evaluate,
     load_breast_cancer_split,
     to_client_datasets,
     to_dataset,
 )
-from core.secure_aggregator import SecureAggregationConfig, SecureAggregator
 
 DEFAULT_OUTPUT = Path("runs/hospital_pilot")
 
@@ -107,13 +108,16 @@ def run_pilot(
         "hospitals (rows per label): "
         + ", ".join(f"{pid}: {counts}" for pid, counts in label_counts.items())
     )
+    # The public bound on a hospital's weight: the largest hospital's rows,
+    # rounded up to a power of two (only its order of magnitude is published).
+    bound = 1 << (max(h.num_examples for h in hospitals) - 1).bit_length()
     federation = Federation(
         model=model,
         clients=hospitals,
         trainer=LocalTrainer(model, config=local, seed=seed),
         # Secure aggregation: the coordinator learns only Σ n_k·Δ_k and Σ n_k.
         # Standardised features keep every update coordinate well inside ±1.
-        aggregator=SecureAggregator(SecureAggregationConfig(clip=1.0, seed=seed))
+        aggregator=SecureAggregator(secagg.SecAggSettings(clip=1.0, max_weight=bound))
         if secure
         else PlainAggregator(),
         config=FederationConfig(rounds=rounds, seed=seed),

@@ -10,7 +10,9 @@ the signed keys and the session id, and a ConsistencyCheck round (signed
 survivor list).  ``GraphKind.HARARY`` runs SecAgg+ (:meth:`SecAggConfig.for_cohort`
 computes degree and threshold from the cohort size, α and δ).
 ``RingBackend.TORCH`` (the default off the CPU) keeps quantisation, masking
-and summation on the update's device (:mod:`secagg.device_ring`).
+and summation on the update's device (:mod:`secagg.ring_torch`);
+:class:`SecAggSettings` holds what an application configures once and builds
+each round's :class:`SecAggConfig` and :class:`ClientPolicy`.
 
 >>> import torch
 >>> cfg = SecAggConfig(num_clients=3, threshold=2, vector_length=1, max_weight=3)
@@ -18,38 +20,23 @@ and summation on the update's device (:mod:`secagg.device_ring`).
 >>> r.total_weight, round(float(r.mean[0]), 3)
 (4, 0.5)
 >>> hard = SecAggConfig(num_clients=3, threshold=2, vector_length=1,
-...                     mode=SecurityMode.HARDENED)
+...                     max_weight=1, mode=SecurityMode.HARDENED)
 >>> run_session([torch.tensor([0.5])] * 3, [1, 1, 1], hard).total_weight
 3
 """
 
 from __future__ import annotations
 
+from secagg import errors
 from secagg.client import ClientPhase, SecAggClient
 from secagg.config import (
-    ClientPolicy,
+    COMPLETE_GRAPH_BELOW,
     GraphKind,
     Round,
     SecAggConfig,
     SecurityMode,
 )
-from secagg.device_ring import RingBackend
-from secagg.errors import (
-    ConfigError,
-    ConsistencyError,
-    GraphParameterError,
-    InvalidInput,
-    InvalidKey,
-    InvalidMessage,
-    InvalidShare,
-    InvalidSignature,
-    PolicyViolation,
-    ProtocolError,
-    ReconstructionError,
-    SecAggError,
-    TooFewSurvivors,
-    UnknownIdentity,
-)
+from secagg.errors import *  # noqa: F403 (the whole error family is public)
 from secagg.identity import Consortium, make_consortium
 from secagg.local import (
     Identities,
@@ -57,43 +44,33 @@ from secagg.local import (
     run_quantized_session,
     run_session,
 )
+from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, quantize_input
-from secagg.quantize_torch import DeviceQuantizedInput, quantize_tensor
+from secagg.ring import MAX_RING_BITS, RingBackend
 from secagg.server import SecAggAggregate, SecAggServer
+from secagg.settings import SecAggSettings
 
 __all__ = [
+    "COMPLETE_GRAPH_BELOW",
+    "MAX_RING_BITS",
     "ClientPhase",
     "ClientPolicy",
-    "ConfigError",
-    "ConsistencyError",
     "Consortium",
-    "DeviceQuantizedInput",
     "GraphKind",
-    "GraphParameterError",
     "Identities",
-    "InvalidInput",
-    "InvalidKey",
-    "InvalidMessage",
-    "InvalidShare",
-    "InvalidSignature",
-    "PolicyViolation",
-    "ProtocolError",
     "QuantizedInput",
-    "ReconstructionError",
     "RingBackend",
     "Round",
     "SecAggAggregate",
     "SecAggClient",
     "SecAggConfig",
-    "SecAggError",
     "SecAggServer",
+    "SecAggSettings",
     "SecurityMode",
     "SessionResult",
-    "TooFewSurvivors",
-    "UnknownIdentity",
     "make_consortium",
     "quantize_input",
-    "quantize_tensor",
     "run_quantized_session",
     "run_session",
 ]
+__all__ += errors.__all__

@@ -3,23 +3,23 @@
 Each method validates everything it received before it changes anything; a
 failed check raises a named :class:`~secagg.errors.SecAggError`, returns no
 bytes, and leaves the client's state object untouched (``_state`` is a frozen
-snapshot replaced only on success).  The checks follow DESIGN §2:
+snapshot replaced only on success).  The checks:
 
-1. the configuration is within the client's own :class:`ClientPolicy`;
-3. advertised keys are distinct and valid, its own appear exactly once, and
-   there are at least ``threshold`` participants;
-4. every decrypted share names the expected sender and receiver;
-5. survivor and dropped lists are disjoint, within the earlier lists, do not
-   list the client as dropped, hold at least ``threshold`` survivors and miss
-   no more of the cohort than the policy allows, and the client answers one
-   Unmasking request per session, never revealing both kinds of share for
-   one peer;
-6. all session secrets are discarded once the client has answered or aborted.
+* the configuration is within the client's own :class:`ClientPolicy`;
+* advertised keys are distinct and valid, its own appear exactly once, and
+  there are at least ``threshold`` participants;
+* every decrypted share names the expected sender and receiver;
+* survivor and dropped lists are disjoint, within the earlier lists, do not
+  list the client as dropped, hold at least ``threshold`` survivors and miss
+  no more of the cohort than the policy allows, and the client answers one
+  Unmasking request per session, never revealing both kinds of share for
+  one peer;
+* all session secrets are discarded once the client has answered or aborted.
 
-The hardened mode (:mod:`secagg.hardened`) adds to 1 the 2t > n + corrupt
-rule, to 2-3 signed keys from consortium members over this client's own
-model hash, and before 5 the ConsistencyCheck: the client signs U3 and
-unmasks only for that list, against ``threshold`` signatures on it.
+The hardened mode (:mod:`secagg.hardened`) adds the 2t > n + corrupt rule
+to the policy, signed keys from consortium members over this client's own
+model hash, and the ConsistencyCheck before Unmasking: the client signs U3
+and unmasks only for that list, against ``threshold`` signatures on it.
 """
 
 from __future__ import annotations
@@ -33,28 +33,38 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg import crypto, device_ring, shamir
-from secagg.config import MAX_CLIENT_ID, ClientPolicy, SecAggConfig, neighbours
+from secagg import crypto, shamir
+from secagg.backend import select_ring
+from secagg.checks import check_directory, check_lists
+from secagg.config import MAX_CLIENT_ID, SecAggConfig, neighbours
 from secagg.errors import (
+    ConfigError,
     InvalidInput,
-    InvalidKey,
+    InvalidMessage,
     InvalidShare,
     ProtocolError,
     TooFewSurvivors,
 )
 from secagg.hardened import credentials
 from secagg.identity import Consortium
+from secagg.masking import client_masks
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
+    KeyEntry,
+    MaskedInput,
     ShareKeys,
+    SharePlaintext,
     ShareRelay,
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.policy import ClientPolicy
+from secagg.quantize import QuantizedInput
+from secagg.ring import RingBackend
 from secagg.signed_messages import ConsistencyRequest
 
-__all__ = ["ClientPhase", "SecAggClient", "mask_sign"]
+__all__ = ["ClientPhase", "SecAggClient"]
 
 
 class ClientPhase(enum.Enum):
@@ -68,11 +78,6 @@ class ClientPhase(enum.Enum):
     SIGNED = "signed"
     DONE = "done"
     ABORTED = "aborted"
-
-
-def mask_sign(me: int, peer: int) -> int:
-    """Sign of the pairwise mask ``me`` adds for ``peer`` (they cancel in pairs)."""
-    return 1 if me < peer else -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,11 +102,11 @@ class SecAggClient:
     Call, in order: :meth:`advertise_keys`, :meth:`share_keys`,
     :meth:`masked_input`, (hardened mode) :meth:`consistency_check`,
     :meth:`unmask`.  ``entropy`` defaults to the OS CSPRNG; inject another
-    source only in tests.  ``device`` and ``backend`` choose where masking
-    runs (:mod:`secagg.device_ring`); the bytes never depend on them.  In
-    ``SecurityMode.HARDENED`` the client needs the consortium's identity
-    registry, its own Ed25519 ``identity`` key and ``model_hash``, the
-    SHA-256 of the model *it* received (never a hash the server asserts).
+    source only in tests.  ``device`` and ``backend`` choose the ring masking
+    runs on (:func:`secagg.backend.select_ring`); the bytes never depend on
+    them.  In ``SecurityMode.HARDENED`` the client needs the consortium's
+    identity registry, its own Ed25519 ``identity`` key and ``model_hash``,
+    the SHA-256 of the model *it* received (never a hash the server asserts).
     """
 
     def __init__(
@@ -115,12 +120,16 @@ class SecAggClient:
         consortium: Consortium | None = None,
         identity: Ed25519PrivateKey | None = None,
         model_hash: bytes | None = None,
-        backend: device_ring.RingBackend | None = None,
+        backend: RingBackend | None = None,
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int):
             raise InvalidInput("client_id must be an int")
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise InvalidInput(f"client_id must be in [0, {MAX_CLIENT_ID}]")
+        if not isinstance(config, SecAggConfig):
+            raise ConfigError(f"config must be a SecAggConfig, got {config!r}")
+        if policy is not None and not isinstance(policy, ClientPolicy):
+            raise ConfigError(f"policy must be a ClientPolicy, got {policy!r}")
         self._policy = policy or ClientPolicy()
         self._policy.check(config)
         self._hardened = credentials(
@@ -129,7 +138,7 @@ class SecAggClient:
         self._config = config
         self._id = client_id
         self._entropy = entropy
-        self._masker = device_ring.Masker(device, backend)
+        self._ring = select_ring(config.ring_bits, device, backend)
         self._state = _State()
 
     @property
@@ -187,36 +196,9 @@ class SecAggClient:
         st, cfg, me = self._state, self._config, self._id
         if st.c_sk is None or st.s_sk is None:
             raise ProtocolError("key pairs are missing")
-        if self._hardened is not None:
-            entries, session = self._hardened.open_directory(cfg, data)
-        else:
-            directory = KeyDirectory.from_bytes(data)
-            entries = {e.client_id: e for e in directory.entries}
-            session = crypto.session_id(
-                cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries.values())
-            )
-        if len(entries) > cfg.num_clients:
-            raise ProtocolError(
-                f"key directory lists {len(entries)} clients, more than the "
-                f"announced cohort of {cfg.num_clients}"
-            )
-        if len(entries) < cfg.threshold:
-            raise TooFewSurvivors(
-                f"only {len(entries)} clients advertised keys; threshold is "
-                f"{cfg.threshold}"
-            )
-        mine = entries.get(me)
-        if mine is None:
-            raise InvalidKey("own keys are missing from the key directory")
-        if (mine.c_pk, mine.s_pk) != (
-            crypto.public_bytes(st.c_sk),
-            crypto.public_bytes(st.s_sk),
-        ):
-            raise InvalidKey("own entry in the key directory has other keys")
-        all_keys = [k for e in entries.values() for k in (e.c_pk, e.s_pk)]
-        if len(set(all_keys)) != len(all_keys):
-            raise InvalidKey("advertised public keys are not all distinct")
-        self._policy.check_dropouts(cfg, len(entries))
+        entries, session = self._open_directory(data)
+        own = (crypto.public_bytes(st.c_sk), crypto.public_bytes(st.s_sk))
+        check_directory(cfg, self._policy, me, entries, own)
         # Computed here from the session id, never taken from the server.
         peers = neighbours(cfg, session, me, entries)
         channel_keys, pair_keys = {}, {}
@@ -228,21 +210,19 @@ class SecAggClient:
             channel_keys[v] = crypto.channel_key(c_shared, session, me, v)
             pair_keys[v] = crypto.pair_mask_key(s_shared, session, me, v)
         seed = self._entropy(shamir.SECRET_BYTES)
-        holders = sorted(peers | {me})
-        xs = shamir.points(holders)
+        xs = shamir.points(sorted(peers | {me}))
         s_shares = shamir.split(
             st.s_sk.private_bytes_raw(), cfg.threshold, xs, self._entropy
         )
         b_shares = shamir.split(seed, cfg.threshold, xs, self._entropy)
         ciphertexts = []
         for v in sorted(peers):
-            x = v + 1
-            plaintext = (
-                me.to_bytes(4, "little")
-                + v.to_bytes(4, "little")
-                + shamir.encode_share(s_shares[x])
-                + shamir.encode_share(b_shares[x])
-            )
+            plaintext = SharePlaintext(
+                sender=me,
+                receiver=v,
+                key_share=s_shares[v + 1],
+                seed_share=b_shares[v + 1],
+            ).to_bytes()
             ct = crypto.encrypt_share(channel_keys[v], session, me, v, plaintext)
             ciphertexts.append((v, ct))
         out = ShareKeys(sender=me, ciphertexts=tuple(ciphertexts)).to_bytes()
@@ -259,53 +239,43 @@ class SecAggClient:
         )
         return out
 
+    def _open_directory(self, data: bytes) -> tuple[dict[int, KeyEntry], bytes]:
+        # The entries and the session id as this client computes it.
+        if self._hardened is not None:
+            return self._hardened.open_directory(self._config, data)
+        directory = KeyDirectory.from_bytes(data)
+        entries = {e.client_id: e for e in directory.entries}
+        session = crypto.session_id(
+            self._config.digest(),
+            ((e.client_id, e.c_pk, e.s_pk) for e in entries.values()),
+        )
+        return entries, session
+
     # Round 2 ---------------------------------------------------------------
 
-    def masked_input(self, data: bytes, update: device_ring.AnyQuantized) -> bytes:
+    def masked_input(self, data: bytes, update: QuantizedInput) -> bytes:
         """Open the shares sent to this client (U2); return the masked vector."""
         self._expect(ClientPhase.SHARED, "send a masked input")
         st, cfg, me = self._state, self._config, self._id
         if st.seed is None:
             raise ProtocolError("self-mask seed is missing")
-        if update.bits != cfg.bits or update.values.shape != (cfg.encoded_length,):
+        if (
+            not isinstance(update, QuantizedInput)
+            or update.bits != cfg.ring_bits
+            or tuple(update.values.shape) != (cfg.encoded_length,)
+        ):
             raise InvalidInput("quantised update does not match the configuration")
-        relay = ShareRelay.from_bytes(data)
-        if relay.receiver != me:
-            raise ProtocolError(
-                f"share relay is addressed to client {relay.receiver}, not {me}"
-            )
-        senders = [v for v, _ in relay.ciphertexts]
-        strangers = set(senders) - st.neighbours
-        if strangers:
-            raise ProtocolError(
-                f"shares relayed from clients that are not my neighbours: "
-                f"{sorted(strangers)}"
-            )
-        if len(senders) + 1 < cfg.threshold:
-            raise TooFewSurvivors(
-                f"only {len(senders) + 1} clients shared keys; threshold is "
-                f"{cfg.threshold}"
-            )
-        held: dict[int, tuple[int, int]] = {}
-        for v, ct in relay.ciphertexts:
-            pt = crypto.decrypt_share(st.channel_keys[v], st.session, v, me, ct)
-            if pt[:4] != v.to_bytes(4, "little") or pt[4:8] != me.to_bytes(4, "little"):
-                raise InvalidShare(
-                    f"share relayed from client {v} names the wrong sender or receiver"
-                )
-            try:
-                s_share = shamir.decode_share(pt[8 : 8 + shamir.SHARE_BYTES])
-                b_share = shamir.decode_share(pt[8 + shamir.SHARE_BYTES :])
-            except ValueError as exc:
-                raise InvalidShare(f"share from client {v} is malformed") from exc
-            held[v] = (s_share, b_share)
-        keys = [crypto.self_mask_key(st.seed, st.session, me)]
-        signs = [1]
-        for v in senders:
-            keys.append(st.pair_keys[v])
-            signs.append(mask_sign(me, v))
-        out = self._masker.message(me, update, keys, signs)
-        # Pair keys and the seed are no longer needed: only shares remain.
+        held = self._open_relay(data)
+        keys, signs = client_masks(me, st.seed, st.session, st.pair_keys, held)
+        ring = self._ring
+        masked = ring.masked(ring.adopt(update.values), keys, signs)
+        out = MaskedInput(
+            sender=me,
+            bits=ring.bits,
+            length=cfg.encoded_length,
+            payload=ring.to_wire(masked),
+        ).to_bytes()
+        # Pair keys and the seed are not needed any more: only shares remain.
         self._state = replace(
             st,
             phase=ClientPhase.MASKED,
@@ -317,6 +287,39 @@ class SecAggClient:
             held=held,
         )
         return out
+
+    def _open_relay(self, data: bytes) -> dict[int, tuple[int, int]]:
+        # The (key share, seed share) each neighbour sent, by sender.
+        st, me = self._state, self._id
+        relay = ShareRelay.from_bytes(data)
+        if relay.receiver != me:
+            raise ProtocolError(
+                f"share relay is addressed to client {relay.receiver}, not {me}"
+            )
+        strangers = {v for v, _ in relay.ciphertexts} - st.neighbours
+        if strangers:
+            raise ProtocolError(
+                f"shares relayed from clients that are not my neighbours: "
+                f"{sorted(strangers)}"
+            )
+        if len(relay.ciphertexts) + 1 < self._config.threshold:
+            raise TooFewSurvivors(
+                f"only {len(relay.ciphertexts) + 1} clients shared keys; threshold "
+                f"is {self._config.threshold}"
+            )
+        held: dict[int, tuple[int, int]] = {}
+        for v, ct in relay.ciphertexts:
+            pt = crypto.decrypt_share(st.channel_keys[v], st.session, v, me, ct)
+            try:
+                share = SharePlaintext.from_bytes(pt)
+            except InvalidMessage as exc:
+                raise InvalidShare(f"share from client {v} is malformed") from exc
+            if (share.sender, share.receiver) != (v, me):
+                raise InvalidShare(
+                    f"share relayed from client {v} names the wrong sender or receiver"
+                )
+            held[v] = (share.key_share, share.seed_share)
+        return held
 
     # Round 3 (hardened mode only) ----------------------------------------
 
@@ -336,32 +339,12 @@ class SecAggClient:
     # Round 4 ---------------------------------------------------------------
 
     def _check_lists(self, survivors: set[int], dropped: set[int]) -> None:
-        st, cfg, me = self._state, self._config, self._id
-        if survivors & dropped:
-            raise ProtocolError(
-                f"survivor and dropped lists overlap: {sorted(survivors & dropped)}"
-            )
-        if me in dropped:
-            raise ProtocolError("this client is listed as dropped")
-        if me not in survivors:
-            raise ProtocolError("this client is missing from the survivor list")
-        unknown = (survivors | dropped) - st.participants
-        if unknown:
-            raise ProtocolError(
-                f"Unmasking request lists clients that never advertised keys: "
-                f"{sorted(unknown)}"
-            )
-        silent = ((survivors | dropped) & st.neighbours) - set(st.held)
-        if silent:
-            raise ProtocolError(
-                "Unmasking request lists neighbours that never shared keys "
-                f"with this client: {sorted(silent)}"
-            )
-        if len(survivors) < cfg.threshold:
-            raise TooFewSurvivors(
-                f"only {len(survivors)} survivors; threshold is {cfg.threshold}"
-            )
-        self._policy.check_dropouts(cfg, len(survivors))
+        st = self._state
+        check_lists(
+            self._config, self._policy, self._id, survivors, dropped,
+            participants=st.participants, neighbours=st.neighbours,
+            sharers=set(st.held),
+        )  # fmt: skip
 
     def unmask(self, data: bytes) -> bytes:
         """Answer the one Unmasking request: b shares of survivors, s_sk shares
@@ -382,16 +365,11 @@ class SecAggClient:
         seed_shares = [(me, st.own_shares[1])]
         seed_shares += [(v, st.held[v][1]) for v in survivors & sharers]
         key_shares = [(v, st.held[v][0]) for v in dropped & sharers]
-        response = UnmaskResponse(
+        out = UnmaskResponse(
             sender=me,
-            seed_shares=tuple(
-                sorted((v, shamir.encode_share(y)) for v, y in seed_shares)
-            ),
-            key_shares=tuple(
-                sorted((v, shamir.encode_share(y)) for v, y in key_shares)
-            ),
-        )
-        out = response.to_bytes()
+            seed_shares=tuple(sorted(seed_shares)),
+            key_shares=tuple(sorted(key_shares)),
+        ).to_bytes()
         # Answer once, then forget every secret of the session.
         self._state = _State(phase=ClientPhase.DONE)
         return out

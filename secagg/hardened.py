@@ -1,7 +1,9 @@
-"""Client-side checks of the hardened mode (malicious coordinator).
+"""Both halves of the hardened mode (malicious coordinator), side by side.
 
-The pieces a :class:`~secagg.client.SecAggClient` adds in
-``SecurityMode.HARDENED``, kept here so the phase machine stays one screen:
+What a :class:`~secagg.client.SecAggClient` (:class:`Credentials`) and a
+:class:`~secagg.server.SecAggServer` (:class:`HardenedServer`) add in
+``SecurityMode.HARDENED``; the client's checks are the defence, the server's
+the same checks made early so an honest server refuses forgeries at once:
 
 * the signed AdvertiseKeys, over (protocol version, config digest, *this
   client's* model hash, c_pk, s_pk, id);
@@ -13,28 +15,32 @@ The pieces a :class:`~secagg.client.SecAggClient` adds in
 * the ConsistencyCheck: sign (session id, U3); unmask only after ``threshold``
   valid signatures from distinct members of U3 on that identical list.
 
-Every function validates everything before it returns; none changes state.
+Every check validates everything before it returns; only
+:meth:`HardenedServer.accept_signature` keeps state, after its checks pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import identity
 from secagg.config import SecAggConfig, SecurityMode
-from secagg.errors import ConfigError, ConsistencyError, UnknownIdentity
+from secagg.errors import ConfigError, ConsistencyError, ProtocolError, UnknownIdentity
 from secagg.identity import Consortium
 from secagg.messages import KeyEntry, UnmaskRequest
 from secagg.signed_messages import (
+    ConsistencyRequest,
     ConsistencySignature,
     SignedAdvertiseKeys,
     SignedKeyDirectory,
+    SignedKeyEntry,
     SignedUnmaskRequest,
 )
 
-__all__ = ["Credentials", "credentials"]
+__all__ = ["Credentials", "HardenedServer", "credentials"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,3 +164,63 @@ def credentials(
     return Credentials(
         consortium=consortium, signing_key=signing_key, model_hash=model_hash
     )
+
+
+class HardenedServer:
+    """The server's half: verify what it relays, run the ConsistencyCheck."""
+
+    def __init__(
+        self, config: SecAggConfig, consortium: Consortium, model_hash: bytes
+    ) -> None:
+        self._config = config
+        self._consortium = consortium
+        self._model_hash = model_hash
+        self.signatures: dict[int, bytes] = {}  # survivor -> signature on U3
+
+    def verify_advert(self, msg: SignedAdvertiseKeys) -> None:
+        """Refuse an advert whose signature is not its member's over these
+        parameters and this server's model hash."""
+        payload = identity.advertise_payload(
+            self._config.digest(), self._model_hash, msg.sender, msg.c_pk, msg.s_pk
+        )
+        identity.verify(self._consortium, msg.sender, msg.signature, payload)
+
+    def directory(self, adverts: Sequence[SignedAdvertiseKeys]) -> tuple[bytes, bytes]:
+        """The session id as the clients compute it, and the signed directory."""
+        entries = tuple(
+            SignedKeyEntry(
+                client_id=a.sender, c_pk=a.c_pk, s_pk=a.s_pk, signature=a.signature
+            )
+            for a in adverts
+        )
+        session = identity.signed_session_id(
+            self._config.digest(),
+            self._model_hash,
+            ((e.client_id, e.c_pk, e.s_pk, e.signature) for e in entries),
+        )
+        return session, SignedKeyDirectory(entries=entries).to_bytes()
+
+    @staticmethod
+    def consistency_request(survivors: Collection[int]) -> bytes:
+        """The ConsistencyCheck request: the survivor list U3 to sign."""
+        return ConsistencyRequest(survivors=tuple(sorted(survivors))).to_bytes()
+
+    def accept_signature(
+        self, msg: ConsistencySignature, session: bytes, survivors: Collection[int]
+    ) -> None:
+        """Keep a survivor's valid signature over (session id, U3)."""
+        if msg.sender in self.signatures:
+            raise ProtocolError(f"duplicate message from client {msg.sender}")
+        payload = identity.survivors_payload(session, survivors)
+        identity.verify(self._consortium, msg.sender, msg.signature, payload)
+        self.signatures[msg.sender] = msg.signature
+
+    def unmask_request(
+        self, survivors: Collection[int], dropped: Collection[int]
+    ) -> bytes:
+        """The Unmasking request carrying every ConsistencyCheck signature."""
+        return SignedUnmaskRequest(
+            survivors=tuple(sorted(survivors)),
+            dropped=tuple(sorted(dropped)),
+            signatures=tuple(sorted(self.signatures.items())),
+        ).to_bytes()

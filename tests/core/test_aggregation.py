@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from core import (
     ClientUpdate,
+    InvalidUpdateError,
     PlainAggregator,
     RoundAborted,
     RoundContext,
@@ -40,9 +41,9 @@ def test_weighted_mean_equals_closed_form(data: list[tuple[list[float], int]]) -
 
 
 def test_weighted_mean_refuses_bad_weights() -> None:
-    with pytest.raises(ValueError, match="positive sum"):
+    with pytest.raises(InvalidUpdateError, match=r"positive sum; found \[0\]"):
         weighted_mean([torch.ones(2)], [0])
-    with pytest.raises(ValueError, match="as many weights as deltas"):
+    with pytest.raises(InvalidUpdateError, match="as many weights as deltas"):
         weighted_mean([torch.ones(2)], [1, 2])
 
 

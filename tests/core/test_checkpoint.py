@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -12,56 +11,49 @@ from torch import nn
 
 from core import (
     CheckpointMismatchError,
-    ConsoleReporter,
     Federation,
-    FederationConfig,
-    LocalTrainer,
-    LocalTrainingConfig,
     load_checkpoint,
     save_checkpoint,
 )
-from tests.core.helpers import (
-    AbortingAggregator,
-    BudgetTrainer,
-    make_clients,
-    make_model,
-)
+from tests.core.kit import Kit
 
 ROUNDS = 5
 
 
-def build(run_dir: Path, model: nn.Module | None = None) -> Federation:
+def build(kit: Kit, run_dir: Path, model: nn.Module | None = None) -> Federation:
     """A run that uses every piece of resumable state.
 
     Sampling (fraction 0.5), dropout (torch's global RNG), minibatch shuffles
     (the trainer's generator), server momentum, a stateful trainer wrapper
     that retires clients, and a stateful aggregator that aborts a round.
     """
-    model = model if model is not None else make_model(seed=1)
-    local = LocalTrainingConfig(local_epochs=2, batch_size=5, learning_rate=0.2)
-    return Federation(
+    model = model if model is not None else kit.model(seed=1)
+    trainer = kit.trainer(model, local_epochs=2, batch_size=5, learning_rate=0.2,
+                          seed=4)  # fmt: skip
+    return kit.federation(
         model=model,
-        clients=make_clients(6),
-        trainer=BudgetTrainer(LocalTrainer(model, config=local, seed=4), budget=3),
-        aggregator=AbortingAggregator([2]),
-        config=FederationConfig(
-            rounds=ROUNDS, fraction_fit=0.5, server_momentum=0.9, seed=11
-        ),
-        test_data=make_clients(1, rows=30, seed=7)[0],
+        clients=kit.clients(6),
+        trainer=kit.BudgetTrainer(trainer, budget=3),
+        aggregator=kit.AbortingAggregator([2]),
+        rounds=ROUNDS,
+        fraction_fit=0.5,
+        server_momentum=0.9,
+        seed=11,
         run_dir=run_dir,
-        reporter=ConsoleReporter(stream=io.StringIO()),
     )
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path) -> None:
-    straight = build(tmp_path / "straight").run()
+def test_resume_is_bit_identical_to_an_uninterrupted_run(
+    kit: Kit, tmp_path: Path
+) -> None:
+    straight = build(kit, tmp_path / "straight").run()
 
-    first = build(tmp_path / "resumed")
+    first = build(kit, tmp_path / "resumed")
     for _ in range(3):
         first.run_round()
     del first
     torch.manual_seed(12345)  # a new process would start from other RNG state
-    second = build(tmp_path / "resumed")
+    second = build(kit, tmp_path / "resumed")
     second.resume()
     assert second.rounds_completed == 3
     resumed = second.run()
@@ -78,13 +70,15 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path) -> None
     assert [h["resumed_from_round"] for h in headers] == [3]
 
 
-def test_checkpoint_of_another_model_shape_is_refused(tmp_path: Path) -> None:
-    build(tmp_path).run_round()
+def test_checkpoint_of_another_model_shape_is_refused(
+    kit: Kit, tmp_path: Path
+) -> None:
+    build(kit, tmp_path).run_round()
     torch.manual_seed(0)
     wider = nn.Sequential(
         nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2)
     )
-    other = build(tmp_path, model=wider)
+    other = build(kit, tmp_path, model=wider)
     with pytest.raises(
         CheckpointMismatchError,
         match=r"different model shape: entry 0 is '0\.weight:\[8, 4\]:float32' in "
@@ -94,8 +88,10 @@ def test_checkpoint_of_another_model_shape_is_refused(tmp_path: Path) -> None:
     assert other.rounds_completed == 0
 
 
-def test_checkpoint_of_another_format_version_is_refused(tmp_path: Path) -> None:
-    fed = build(tmp_path)
+def test_checkpoint_of_another_format_version_is_refused(
+    kit: Kit, tmp_path: Path
+) -> None:
+    fed = build(kit, tmp_path)
     state = fed.state_dict()
     state["version"] = 99
     with pytest.raises(CheckpointMismatchError, match="version must be 1; found 99"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from core import (
+    ConfigError,
     IidPartitioner,
     load_breast_cancer_split,
     standardise,
@@ -30,7 +31,7 @@ def test_stratified_split_keeps_class_proportions_and_covers_rows() -> None:
     train, test = stratified_split(y, test_size=0.25, seed=3)
     assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(100))
     assert np.bincount(y[test]).tolist() == [20, 5]
-    with pytest.raises(ValueError, match=r"test_size must be in \(0, 1\); found 1.0"):
+    with pytest.raises(ConfigError, match=r"test_size must be in \(0, 1\); found 1.0"):
         stratified_split(y, test_size=1.0, seed=0)
 
 

@@ -1,4 +1,5 @@
-"""Every example in the core's docstrings runs and gives what it shows."""
+"""Every example in core's docstrings (the pilot's included) runs and gives
+what it shows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 
 import core
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(core.__path__, prefix="core."))
+MODULES = sorted(
+    ["core"]
+    + [m.name for m in pkgutil.walk_packages(core.__path__, prefix="core.")]
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

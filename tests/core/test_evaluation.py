@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import ClientDataset, ParamSpec, count_correct, evaluate, evaluate_per_client
-from tests.core.helpers import NUM_FEATURES, make_clients
+from core import DataError, ParamSpec, count_correct, evaluate, evaluate_per_client
+from tests.core.kit import Kit
 
 
 def test_count_correct_for_class_scores_single_logits_and_regression() -> None:
@@ -18,9 +18,11 @@ def test_count_correct_for_class_scores_single_logits_and_regression() -> None:
     assert count_correct(torch.zeros(3, 2, 2), torch.zeros(3)) is None
 
 
-def test_evaluate_matches_a_hand_computed_loss_and_restores_train_mode() -> None:
-    data = make_clients(1, rows=30)[0]
-    model = nn.Sequential(nn.Linear(NUM_FEATURES, 2), nn.Dropout(0.5))
+def test_evaluate_matches_a_hand_computed_loss_and_restores_train_mode(
+    kit: Kit,
+) -> None:
+    data = kit.clients(1, rows=30)[0]
+    model = nn.Sequential(nn.Linear(kit.num_features, 2), nn.Dropout(0.5))
     model.train()
     result = evaluate(model, data, batch_size=7)
     model.eval()
@@ -36,18 +38,16 @@ def test_evaluate_matches_a_hand_computed_loss_and_restores_train_mode() -> None
     assert model.training
 
 
-def test_evaluate_per_client_skips_empty_clients_and_refuses_empty_sets() -> None:
-    clients = make_clients(2)
-    empty = ClientDataset(
-        client_id=5,
-        features=torch.empty(0, NUM_FEATURES),
-        labels=torch.empty(0, dtype=torch.long),
-    )
-    model = nn.Linear(NUM_FEATURES, 2)
+def test_evaluate_per_client_skips_empty_clients_and_refuses_empty_sets(
+    kit: Kit,
+) -> None:
+    clients = kit.clients(2)
+    empty = kit.empty_client(5)
+    model = nn.Linear(kit.num_features, 2)
     spec = ParamSpec.from_module(model)
     results = evaluate_per_client(model, spec, spec.zeros(), [*clients, empty])
     assert sorted(results) == [0, 1]
     # Zero weights give equal scores: the loss is log 2 for every client.
     assert all(r.loss == pytest.approx(0.6931, abs=1e-4) for r in results.values())
-    with pytest.raises(ValueError, match="client 5 has no examples to evaluate on"):
+    with pytest.raises(DataError, match="client 5 has no examples to evaluate on"):
         evaluate(model, empty)

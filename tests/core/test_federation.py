@@ -5,64 +5,25 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from core import (
-    ClientDataset,
-    ConsoleReporter,
-    Federation,
-    FederationConfig,
-    LocalTrainer,
-    LocalTrainingConfig,
-    PlainAggregator,
-)
-from core.interfaces import Aggregator, Trainer
-from tests.core.helpers import (
-    NUM_FEATURES,
-    AbortingAggregator,
-    BudgetTrainer,
-    PoisoningTrainer,
-    make_clients,
-    make_model,
-)
-
-LOCAL = LocalTrainingConfig(local_epochs=1, batch_size=8, learning_rate=0.1)
-
-
-def federation(
-    *,
-    rounds: int = 2,
-    clients: list[ClientDataset] | None = None,
-    trainer: Trainer | None = None,
-    aggregator: Aggregator | None = None,
-    run_dir: Path | None = None,
-    stream: io.StringIO | None = None,
-    **config: float,
-) -> Federation:
-    model = make_model()
-    data = clients if clients is not None else make_clients(4)
-    return Federation(
-        model=model,
-        clients=data,
-        trainer=trainer or LocalTrainer(model, config=LOCAL),
-        aggregator=aggregator or PlainAggregator(),
-        config=FederationConfig(rounds=rounds, **config),  # type: ignore[arg-type]
-        test_data=make_clients(1, rows=50, seed=99)[0],
-        run_dir=run_dir,
-        reporter=ConsoleReporter(stream=stream or io.StringIO()),
-    )
+from core import PlainAggregator
+from core.errors import ConfigError, FederationError
+from tests.core.kit import Kit
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_update_is_rejected_logged_and_never_aggregated(
-    bad: float, caplog: pytest.LogCaptureFixture
+    kit: Kit, bad: float, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = make_model()
-    trainer = PoisoningTrainer(LocalTrainer(model, config=LOCAL), {1: bad})
-    fed = federation(trainer=trainer)
+    model = kit.model()
+    trainer = kit.PoisoningTrainer(kit.trainer(model), {1: bad})
+    fed = kit.federation(model=model, trainer=trainer)
     with caplog.at_level(logging.WARNING, logger="core.federation"):
         result = fed.run()
     assert torch.isfinite(result.params).all()
@@ -73,18 +34,11 @@ def test_non_finite_update_is_rejected_logged_and_never_aggregated(
 
 
 def test_client_without_data_is_skipped_once_with_a_reason(
-    caplog: pytest.LogCaptureFixture,
+    kit: Kit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clients = make_clients(3)
-    clients.append(
-        ClientDataset(
-            client_id=7,
-            features=torch.empty(0, NUM_FEATURES),
-            labels=torch.empty(0, dtype=torch.long),
-        )
-    )
+    clients = [*kit.clients(3), kit.empty_client(7)]
     with caplog.at_level(logging.WARNING, logger="core.federation"):
-        result = federation(clients=clients, rounds=3).run()
+        result = kit.federation(clients=clients, rounds=3).run()
     first, *later = result.history
     assert first.skipped == {7: "no training data"} and first.num_aggregated == 3
     assert all(7 not in r.cohort for r in later), "an empty client was sampled again"
@@ -92,13 +46,13 @@ def test_client_without_data_is_skipped_once_with_a_reason(
 
 
 def test_federation_stops_with_a_final_message_when_no_client_can_train(
-    tmp_path: Path,
+    kit: Kit, tmp_path: Path
 ) -> None:
-    model = make_model()
-    trainer = BudgetTrainer(LocalTrainer(model, config=LOCAL), budget=2)
+    model = kit.model()
+    trainer = kit.BudgetTrainer(kit.trainer(model), budget=2)
     stream = io.StringIO()
-    result = federation(
-        trainer=trainer, rounds=10, run_dir=tmp_path, stream=stream
+    result = kit.federation(
+        model=model, trainer=trainer, rounds=10, run_dir=tmp_path, stream=stream
     ).run()
     message = (
         "federation stopped after round 3 of 10: no client can train any more "
@@ -118,9 +72,9 @@ def test_federation_stops_with_a_final_message_when_no_client_can_train(
 
 
 def test_round_aborted_by_the_aggregator_leaves_the_model_unchanged(
-    caplog: pytest.LogCaptureFixture,
+    kit: Kit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fed = federation(aggregator=AbortingAggregator([2]), rounds=3)
+    fed = kit.federation(aggregator=kit.AbortingAggregator([2]), rounds=3)
     fed.run_round()
     after_one = fed.params
     with caplog.at_level(logging.WARNING, logger="core.federation"):
@@ -149,9 +103,9 @@ class MetricsOnlyAggregator(PlainAggregator):
         )
 
 
-def test_loop_reports_only_the_aggregators_metrics(tmp_path: Path) -> None:
+def test_loop_reports_only_the_aggregators_metrics(kit: Kit, tmp_path: Path) -> None:
     stream = io.StringIO()
-    result = federation(
+    result = kit.federation(
         aggregator=MetricsOnlyAggregator(), rounds=2, run_dir=tmp_path, stream=stream
     ).run()
     assert all(r.metrics == {"epsilon": 1.5} for r in result.history)
@@ -163,8 +117,10 @@ def test_loop_reports_only_the_aggregators_metrics(tmp_path: Path) -> None:
     assert "train loss" not in lines[0]
 
 
-def test_metrics_jsonl_has_a_header_then_one_line_per_round(tmp_path: Path) -> None:
-    federation(rounds=3, run_dir=tmp_path, fraction_fit=0.5).run()
+def test_metrics_jsonl_has_a_header_then_one_line_per_round(
+    kit: Kit, tmp_path: Path
+) -> None:
+    kit.federation(rounds=3, run_dir=tmp_path, fraction_fit=0.5).run()
     rows = [
         json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
     ]
@@ -178,17 +134,65 @@ def test_metrics_jsonl_has_a_header_then_one_line_per_round(tmp_path: Path) -> N
     assert set(rounds[0]["metrics"]) == {"train_accuracy", "train_loss"}
 
 
-def test_duplicate_client_ids_are_refused() -> None:
-    data = make_clients(2)
-    with pytest.raises(ValueError, match=r"client ids must be unique; found \[0, 0\]"):
-        federation(clients=[data[0], data[0]])
+def test_duplicate_client_ids_are_refused(kit: Kit) -> None:
+    data = kit.clients(2)
+    with pytest.raises(ConfigError, match=r"client ids must be unique; found \[0, 0\]"):
+        kit.federation(clients=[data[0], data[0]])
 
 
-def test_run_round_after_exhaustion_raises() -> None:
-    model = make_model()
-    fed = federation(
-        trainer=BudgetTrainer(LocalTrainer(model, config=LOCAL), budget=0), rounds=5
+def test_a_federation_without_clients_is_refused(kit: Kit) -> None:
+    with pytest.raises(ConfigError, match="needs at least one client; found none"):
+        kit.federation(clients=[])
+
+
+def test_checkpoint_without_a_path_or_run_dir_is_refused(kit: Kit) -> None:
+    with pytest.raises(ConfigError, match="no checkpoint path given and the "
+                       "federation has no run_dir"):  # fmt: skip
+        kit.federation().save_checkpoint()
+
+
+def test_run_round_after_exhaustion_raises(kit: Kit) -> None:
+    model = kit.model()
+    fed = kit.federation(
+        model=model, trainer=kit.BudgetTrainer(kit.trainer(model), budget=0), rounds=5
     )
     fed.run_round()
-    with pytest.raises(Exception, match="no client can train any more"):
+    with pytest.raises(FederationError, match="no client can train any more"):
         fed.run_round()
+
+
+BAD_METRIC = "rejected: metric train_loss is NaN or inf"
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        ({"bad_metric": {2: float("nan")}}, BAD_METRIC),
+        ({"bad_metric": {2: float("-inf")}}, BAD_METRIC),
+        ({"zero_weight": [2]}, "rejected: update claims no examples (a weight of 0)"),
+    ],
+    ids=["nan-metric", "inf-metric", "zero-examples"],
+)
+def test_a_bad_metric_or_zero_count_is_a_skipped_client_and_a_logged_round(
+    kit: Kit,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    poison: dict[str, Any],
+    reason: str,
+) -> None:
+    model = kit.model()
+    trainer = kit.PoisoningTrainer(kit.trainer(model), {}, **poison)
+    fed = kit.federation(model=model, trainer=trainer, rounds=2, run_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="core.federation"):
+        result = fed.run()
+    assert result.rounds_completed == 2 and result.stopped_early is None
+    for record in result.history:
+        assert record.skipped == {2: reason} and record.num_aggregated == 3
+        assert all(math.isfinite(v) for v in record.metrics.values())
+    assert torch.isfinite(result.params).all()
+    assert f"round 1: client 2 skipped: {reason}" in caplog.text
+    rounds = [
+        json.loads(x)
+        for x in (tmp_path / "metrics.jsonl").read_text().splitlines()[1:]
+    ]
+    assert [r["skipped"] for r in rounds] == [{"2": reason}] * 2

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from core import (
-    ClientDataset,
     ClientUpdate,
     ConsoleReporter,
     Federation,
@@ -21,13 +20,14 @@ from core import (
     PlainAggregator,
     TrainTask,
 )
-from tests.core.helpers import make_clients, make_model
+from core.errors import DataError
+from tests.core.kit import Kit
 
 
-def test_one_client_one_full_batch_step_equals_centralised_sgd() -> None:
+def test_one_client_one_full_batch_step_equals_centralised_sgd(kit: Kit) -> None:
     torch.manual_seed(3)
     model = nn.Linear(4, 2)
-    data = make_clients(1, rows=40)[0]
+    data = kit.clients(1, rows=40)[0]
     rounds, lr = 3, 0.3
     trainer = LocalTrainer(
         model,
@@ -57,9 +57,9 @@ def test_one_client_one_full_batch_step_equals_centralised_sgd() -> None:
     )
 
 
-def test_update_is_local_minus_global_with_metrics() -> None:
-    model = make_model()
-    data = make_clients(1)[0]
+def test_update_is_local_minus_global_with_metrics(kit: Kit) -> None:
+    model = kit.model()
+    data = kit.clients(1)[0]
     trainer = LocalTrainer(
         model, config=LocalTrainingConfig(local_epochs=2, batch_size=5)
     )
@@ -76,9 +76,9 @@ def test_update_is_local_minus_global_with_metrics() -> None:
     assert torch.equal(spec.flatten(model), before), "the caller's model changed"
 
 
-def test_generator_state_replays_the_same_shuffles() -> None:
-    model = make_model()
-    data = make_clients(1)[0]
+def test_generator_state_replays_the_same_shuffles(kit: Kit) -> None:
+    model = kit.model()
+    data = kit.clients(1)[0]
     config = LocalTrainingConfig(
         batch_size=4, optimizer=OptimizerKind.ADAM, learning_rate=0.01
     )
@@ -94,13 +94,11 @@ def test_generator_state_replays_the_same_shuffles() -> None:
     assert torch.equal(first.delta, again.delta)
 
 
-def test_trainer_refuses_a_client_without_examples() -> None:
+def test_trainer_refuses_a_client_without_examples(kit: Kit) -> None:
     model = nn.Linear(4, 2)
     trainer = LocalTrainer(model, config=LocalTrainingConfig())
-    empty = ClientDataset(
-        client_id=9, features=torch.empty(0, 4), labels=torch.empty(0, dtype=torch.long)
-    )
-    with pytest.raises(ValueError, match="client 9 has no examples"):
+    empty = kit.empty_client(9)
+    with pytest.raises(DataError, match="client 9 has no examples; the federation"):
         trainer.train(
             TrainTask(
                 round_index=1,

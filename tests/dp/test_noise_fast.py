@@ -29,7 +29,9 @@ from dp.device_noise import DeviceGaussian, chacha20_block_words
 from dp.engine import _Noise
 from dp.noise import ChaCha20Random, Keystream, SecureRandom
 from dp.noise_prefetch import PrefetchedNoise
-from tests.dp.helpers import N_EXAMPLES, config, dataset, fixed_rng, model
+from tests.dp.kit import ROWS as N_EXAMPLES
+from tests.dp.kit import config, dataset, fixed_rng
+from tests.dp.kit import mlp as model
 
 ALPHA = 1e-4
 N = 200_000

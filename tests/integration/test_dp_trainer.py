@@ -5,37 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 import dp
-from core import Federation, FederationConfig, PlainAggregator, to_dataset
-from core.dp_trainer import DPTrainer, ledger_path, prepare_dp_model
-from core.interfaces import ClientDataset, ClientDeclined, ClientUpdate, TrainTask
-from core.params import ParamSpec
+from core import (
+    CheckpointMismatchError,
+    ClientDataset,
+    ClientDeclined,
+    ClientUpdate,
+    DPTrainer,
+    Federation,
+    FederationConfig,
+    ParamSpec,
+    PlainAggregator,
+    TrainTask,
+    ledger_path,
+    prepare_dp_model,
+)
+from tests.integration.conftest import ClientsFn, DPConfigFn
 
 
-def _clients(n: int = 3, rows: int = 60) -> list[ClientDataset]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for cid in range(n):
-        x = torch.randn(rows, 4, generator=g)
-        y = (x[:, 0] + 0.1 * torch.randn(rows, generator=g) > 0).long()
-        out.append(to_dataset(cid, x.numpy(), y.numpy()))
-    return out
-
-
-def _config(**overrides: object) -> dp.DPConfig:
-    base: dict[str, object] = {
-        "delta": 1e-3,
-        "max_grad_norm": 1.0,
-        "epsilon_budget": 6.0,
-        "planned_rounds": 3,
-        "batch_size": 10,
-        "noise_multiplier": 1.0,
-    }
-    base.update(overrides)
-    return dp.DPConfig(**base)  # type: ignore[arg-type]
+def _federation(
+    model: nn.Module, clients: list[ClientDataset], trainer: DPTrainer, *, rounds: int
+) -> Federation:
+    return Federation(
+        model=model,
+        clients=clients,
+        trainer=trainer,
+        aggregator=PlainAggregator(),
+        config=FederationConfig(rounds=rounds, checkpoint_every=0),
+    )
 
 
 def _model() -> nn.Module:
@@ -43,20 +42,15 @@ def _model() -> nn.Module:
 
 
 def test_epsilon_accumulates_across_rounds_and_ledgers_are_written(
-    tmp_path: Path,
+    make_clients: ClientsFn, make_dp_config: DPConfigFn, tmp_path: Path
 ) -> None:
-    clients = _clients()
+    clients = make_clients()
     model = _model()
     trainer = DPTrainer(
-        model, clients=clients, config=_config(), ledger_dir=tmp_path, learning_rate=0.5
+        model, clients=clients, config=make_dp_config(), ledger_dir=tmp_path,
+        learning_rate=0.5,
     )
-    fed = Federation(
-        model=model,
-        clients=clients,
-        trainer=trainer,
-        aggregator=PlainAggregator(),
-        config=FederationConfig(rounds=3, checkpoint_every=0),
-    )
+    fed = _federation(model, clients, trainer, rounds=3)
     fed.run()
     eps = [c.epsilon_spent() for c in trainer.clients.values()]
     # One accountant per client over every round equals one over all steps.
@@ -73,11 +67,14 @@ def test_epsilon_accumulates_across_rounds_and_ledgers_are_written(
     assert summary["epsilon_max"] == pytest.approx(max(eps))
 
 
-def test_restart_resumes_from_the_ledger(tmp_path: Path) -> None:
-    clients = _clients(1)
+def test_restart_resumes_from_the_ledger(
+    make_clients: ClientsFn, make_dp_config: DPConfigFn, tmp_path: Path
+) -> None:
+    clients = make_clients(1)
     model = _model()
     first = DPTrainer(
-        model, clients=clients, config=_config(), ledger_dir=tmp_path, learning_rate=0.5
+        model, clients=clients, config=make_dp_config(), ledger_dir=tmp_path,
+        learning_rate=0.5,
     )
     task = TrainTask(
         round_index=1,
@@ -88,20 +85,23 @@ def test_restart_resumes_from_the_ledger(tmp_path: Path) -> None:
     assert isinstance(first.train(task), ClientUpdate)
     spent = first.clients[0].epsilon_spent()
     again = DPTrainer(
-        model, clients=clients, config=_config(), ledger_dir=tmp_path, learning_rate=0.5
+        model, clients=clients, config=make_dp_config(), ledger_dir=tmp_path,
+        learning_rate=0.5,
     )
     assert again.clients[0].epsilon_spent() == pytest.approx(spent)
     assert spent > 0
 
 
-def test_client_over_budget_declines_and_federation_stops(tmp_path: Path) -> None:
-    clients = _clients()
+def test_client_over_budget_declines_and_federation_stops(
+    make_clients: ClientsFn, make_dp_config: DPConfigFn, tmp_path: Path
+) -> None:
+    clients = make_clients()
     model = _model()
     # A budget that fits two rounds but not three.
     probe = DPTrainer(
         model,
         clients=clients,
-        config=_config(epsilon_budget=100.0),
+        config=make_dp_config(epsilon_budget=100.0),
         ledger_dir=tmp_path / "probe",
         learning_rate=0.5,
     )
@@ -120,17 +120,11 @@ def test_client_over_budget_declines_and_federation_stops(tmp_path: Path) -> Non
     trainer = DPTrainer(
         model,
         clients=clients,
-        config=_config(epsilon_budget=two * 1.01, planned_rounds=2),
+        config=make_dp_config(epsilon_budget=two * 1.01, planned_rounds=2),
         ledger_dir=tmp_path / "run",
         learning_rate=0.5,
     )
-    fed = Federation(
-        model=model,
-        clients=clients,
-        trainer=trainer,
-        aggregator=PlainAggregator(),
-        config=FederationConfig(rounds=5, checkpoint_every=0),
-    )
+    fed = _federation(model, clients, trainer, rounds=5)
     result = fed.run()
     assert result.rounds_completed == 3
     assert result.history[2].skipped, "round 3: every client declines"
@@ -149,12 +143,28 @@ def test_client_over_budget_declines_and_federation_stops(tmp_path: Path) -> Non
     assert declined.permanent
 
 
-def test_budget_below_one_round_is_refused_before_training(tmp_path: Path) -> None:
+def test_budget_below_one_round_is_refused_before_training(
+    make_clients: ClientsFn, make_dp_config: DPConfigFn, tmp_path: Path
+) -> None:
     with pytest.raises(dp.BudgetTooSmallError, match="epsilon_budget"):
         DPTrainer(
             _model(),
-            clients=_clients(),
-            config=_config(epsilon_budget=0.01),
+            clients=make_clients(),
+            config=make_dp_config(epsilon_budget=0.01),
             ledger_dir=tmp_path,
             learning_rate=0.5,
         )
+
+
+def test_a_foreign_ledger_folder_in_a_checkpoint_is_refused(
+    make_clients: ClientsFn, make_dp_config: DPConfigFn, tmp_path: Path
+) -> None:
+    trainer = DPTrainer(
+        _model(), clients=make_clients(1), config=make_dp_config(),
+        ledger_dir=tmp_path / "a", learning_rate=0.5,
+    )  # fmt: skip
+    trainer.load_state_dict(trainer.state_dict())
+    with pytest.raises(
+        CheckpointMismatchError, match="checkpoint's DP ledgers are in '/elsewhere'"
+    ):
+        trainer.load_state_dict({"ledger_dir": "/elsewhere"})

@@ -1,0 +1,275 @@
+"""Run a pilot from a `PilotConfig`: data, split, model, DP, secure sums, report.
+
+`run_pilot(config)` is what ``fedshield run CONFIG.toml`` calls. Every input
+problem (missing file or column, a split leaving an institution smaller than
+a batch, a ring too small for the cohort) is raised as
+`core.errors.ConfigError` *before* any folder is created.
+
+Run folder policy: the run is built in ``<output_dir>.partial`` and renamed
+to ``<output_dir>`` only after ``report.md`` (written last) exists; on any
+error the ``.partial`` folder is removed. So a folder named ``output_dir``
+is always a complete run. An existing ``output_dir`` is replaced only if it
+holds a previous run (``config.toml`` and ``report.md``); anything else is
+refused rather than deleted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import dp
+from core.aggregation import PlainAggregator
+from core.dp_trainer import DPTrainer, ledger_path, prepare_dp_model
+from core.errors import ConfigError
+from core.evaluation import evaluate
+from core.federation import Federation
+from core.interfaces import (
+    AggregateResult,
+    Aggregator,
+    ClientUpdate,
+    RoundContext,
+    StateDict,
+    Trainer,
+)
+from core.params import ParamSpec
+from core.pilot.baseline import build_model, centralised_baseline, score_model
+from core.pilot.config_file import to_toml
+from core.pilot.data import PilotData, load_pilot_data
+from core.pilot.plan import RunPlan, make_plan
+from core.pilot.plots import write_plots
+from core.pilot.report import (
+    CoordinatorRound,
+    InstitutionRow,
+    PilotReport,
+    write_markdown,
+)
+from core.pilot.schema import PilotConfig, named_error
+from core.reporting import ConsoleReporter
+from core.secure_aggregator import SecureAggregator
+from core.trainer import LocalTrainer
+
+__all__ = ["run_pilot"]
+
+
+@dataclass(slots=True)
+class _Observed:
+    """Wraps the aggregator to keep what the coordinator learns each round
+    (sums only) and each survivor's traffic, for the report."""
+
+    inner: Aggregator
+    rounds: list[CoordinatorRound]
+    bytes_sent: dict[int, list[int]]
+
+    def aggregate(
+        self, context: RoundContext, updates: Sequence[ClientUpdate]
+    ) -> AggregateResult:
+        try:
+            result = self.inner.aggregate(context, updates)
+        except Exception as exc:
+            self.rounds.append(CoordinatorRound(
+                round_index=context.round_index, cohort=len(context.cohort),
+                survivors=0, dropped=0, total_weight=0.0, update_sum_norm=0.0,
+                aborted=str(exc) or type(exc).__name__))  # fmt: skip
+            raise
+        session = getattr(self.inner, "last_session", None)
+        if session is not None:
+            sent = dict(session.bytes_sent)
+        else:  # plain sums: each client sends its float32 update in the clear
+            sent = {u.client_id: 4 * u.delta.numel() for u in updates}
+        for cid, n in sent.items():
+            self.bytes_sent.setdefault(cid, []).append(int(n))
+        self.rounds.append(CoordinatorRound(
+            round_index=context.round_index, cohort=len(context.cohort),
+            survivors=result.num_aggregated, dropped=len(result.dropped),
+            total_weight=result.total_weight,
+            update_sum_norm=float(result.mean_delta.norm()) * result.total_weight,
+            aborted=None))  # fmt: skip
+        return result
+
+    def state_dict(self) -> StateDict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+
+def _trainer(
+    cfg: PilotConfig, plan: RunPlan, model: nn.Module, data: PilotData, ledgers: Path
+) -> Trainer:
+    if plan.privacy is None:
+        return LocalTrainer(model, config=cfg.training, seed=cfg.run.seed)
+    try:
+        return DPTrainer(
+            model, clients=data.clients, config=plan.privacy, ledger_dir=ledgers,
+            learning_rate=cfg.training.learning_rate,
+            optimizer=cfg.privacy.optimizer,
+        )  # fmt: skip
+    except dp.PrivacyError as exc:
+        names = {"delta": "privacy.delta", "epsilon_budget": "privacy.epsilon_budget",
+                 "target_epsilon": "privacy.target_epsilon",
+                 "noise_multiplier": "privacy.noise_multiplier"}  # fmt: skip
+        raise named_error(exc, "privacy", names) from None
+
+
+def _aggregator(cfg: PilotConfig, plan: RunPlan) -> Aggregator:
+    if plan.secure_aggregation is None:
+        return PlainAggregator()
+    return SecureAggregator(
+        plan.secure_aggregation, simulation=cfg.secure_aggregation.simulation
+    )
+
+
+def _prepare_folder(out: Path) -> Path:
+    if out.exists() and not (
+        (out / "config.toml").is_file() and (out / "report.md").is_file()
+    ):
+        raise ConfigError(
+            f"run.output_dir {str(out)!r} exists and is not a fedshield run "
+            "folder; choose another folder (it is not overwritten)"
+        )
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():  # a crashed earlier run of this same folder
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _publish(partial: Path, out: Path) -> None:
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def run_pilot(
+    config: PilotConfig, *, reporter: ConsoleReporter | None = None
+) -> PilotReport:
+    """Run the pilot described by `config`; returns its report (see module doc)."""
+    started = time.perf_counter()
+    data = load_pilot_data(config)
+    model = build_model(config, data.table.num_features, data.table.num_classes)
+    plan = make_plan(
+        config,
+        data.names,
+        [c.num_examples for c in data.clients],
+        ParamSpec.from_module(model).numel,
+    )
+    out = Path(config.run.output_dir)
+    partial = _prepare_folder(out)
+    try:
+        report = _run(config, plan, data, partial, reporter, started)
+        _publish(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return report
+
+
+def _run(
+    cfg: PilotConfig,
+    plan: RunPlan,
+    data: PilotData,
+    folder: Path,
+    reporter: ConsoleReporter | None,
+    started: float,
+) -> PilotReport:
+    (folder / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+    base = build_model(cfg, data.table.num_features, data.table.num_classes)
+    model = prepare_dp_model(base) if plan.privacy is not None else base
+    ledgers = folder / "ledgers"
+    trainer = _trainer(cfg, plan, model, data, ledgers)
+    observed = _Observed(_aggregator(cfg, plan), [], {})
+    fed = Federation(
+        model=model, clients=data.clients, trainer=trainer, aggregator=observed,
+        config=plan.federation, test_data=data.test, run_dir=folder,
+        reporter=reporter,
+        run_info={"pilot": cfg.run.name, "institutions": list(data.names),
+                  "label_counts": data.label_counts},
+    )  # fmt: skip
+    result = fed.run()
+    final = fed.global_model()
+    torch.save(final.state_dict(), folder / "model.pt")
+    central, curve = (
+        centralised_baseline(cfg, model, data)
+        if cfg.run.centralised_baseline
+        else (None, [])
+    )
+    y_test = data.table.y_test
+    report = PilotReport(
+        config=cfg, plan=plan, run_dir=Path(cfg.run.output_dir),
+        federated=score_model(final, data),
+        centralised=None if central is None else score_model(central, data),
+        majority_rate=float(np.bincount(y_test).max() / len(y_test)),
+        rounds_completed=result.rounds_completed, stopped_early=result.stopped_early,
+        seconds=time.perf_counter() - started, num_params=fed.spec.numel,
+        class_names=data.table.class_names,
+        institutions=_institutions(cfg, data, final, central, trainer, observed),
+        coordinator=tuple(observed.rounds),
+        federated_curve=tuple((r.round_index, r.eval_loss, r.eval_accuracy or 0.0)
+                              for r in result.history if r.eval_loss is not None),
+        centralised_curve=tuple(curve),
+        epsilon_by_round=_epsilon_curves(plan, data, ledgers),
+    )  # fmt: skip
+    write_markdown(report, folder, write_plots(report, folder))
+    return report
+
+
+def _institutions(
+    cfg: PilotConfig,
+    data: PilotData,
+    final: nn.Module,
+    central: nn.Module | None,
+    trainer: Trainer,
+    observed: _Observed,
+) -> tuple[InstitutionRow, ...]:
+    private = trainer.clients if isinstance(trainer, DPTrainer) else {}
+    budget = None if cfg.privacy.config is None else cfg.privacy.config.epsilon_budget
+    rows = []
+    for client, name, ev_data, eval_on in zip(
+        data.clients, data.names, data.eval_sets, data.eval_on, strict=True
+    ):
+        pc = private.get(client.client_id)
+        sent = observed.bytes_sent.get(client.client_id, [])
+        empty = ev_data.num_examples == 0
+        rows.append(InstitutionRow(
+            name=name, train_rows=client.num_examples,
+            label_counts=data.label_counts[name], eval_rows=ev_data.num_examples,
+            eval_on=eval_on,
+            federated_accuracy=None if empty else evaluate(final, ev_data).accuracy,
+            centralised_accuracy=(None if empty or central is None
+                                  else evaluate(central, ev_data).accuracy),
+            epsilon_spent=None if pc is None else pc.epsilon_spent(),
+            epsilon_budget=None if pc is None else budget,
+            rounds_trained=len(sent) if pc is None else len(pc.ledger.entries),
+            mean_bytes_sent=float(np.mean(sent)) if sent else 0.0,
+            ledger=(f"ledgers/{pc.ledger.path.name}"
+                    if pc is not None and pc.ledger.entries else ""),
+        ))  # fmt: skip
+    return tuple(rows)
+
+
+def _epsilon_curves(
+    plan: RunPlan, data: PilotData, ledgers: Path
+) -> dict[str, tuple[tuple[int, float], ...]]:
+    if plan.privacy is None:
+        return {}
+    curves = {}
+    for client, name in zip(data.clients, data.names, strict=True):
+        path = ledger_path(ledgers, client.client_id)
+        # A client never sampled was never charged, and has no ledger file.
+        entries = dp.read_ledger(path) if path.exists() else ()
+        curves[name] = ((0, 0.0), *((e.round, e.epsilon) for e in entries))
+    return curves

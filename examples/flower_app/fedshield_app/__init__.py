@@ -1,0 +1,1 @@
+"""The fedshield Flower app: thin entry points into ``core.flower``."""
