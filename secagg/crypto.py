@@ -67,6 +67,9 @@ class Label(enum.Enum):
     ADVERTISE_SIGNATURE = b"fedshield/secagg/v1/advertise-signature"
     SURVIVOR_SIGNATURE = b"fedshield/secagg/v1/survivor-signature"
     SIGNED_SESSION_ID = b"fedshield/secagg/v1/signed-session-id"
+    # Commitments a dealer publishes with its shares (secagg.robust).
+    SEED_COMMITMENT = b"fedshield/secagg/v1/seed-commitment"
+    SHARE_COMMITMENT = b"fedshield/secagg/v1/share-commitment"
 
 
 def derive(label: Label, ikm: bytes, salt: bytes, context: bytes) -> bytes:
