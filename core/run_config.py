@@ -32,6 +32,7 @@ from typing import Any
 
 from core import _validate as v
 from core.errors import ConfigError
+from secagg import MAX_RING_BITS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -280,9 +281,9 @@ class SecureAggregationSection:
         v.check_float(owner, "corrupt_fraction", self.corrupt_fraction, low=0,
                       high=0.5, high_open=True)
         _ints(owner, self, ring_bits=8, value_bits=2, max_weight=0)
-        if self.ring_bits > 62:  # secagg's ring lives in int64 arithmetic
-            raise ConfigError(f"{owner}.ring_bits must be <= 62; found "
-                              f"{self.ring_bits}")
+        if self.ring_bits > MAX_RING_BITS:
+            raise ConfigError(f"{owner}.ring_bits must be <= {MAX_RING_BITS}; "
+                              f"found {self.ring_bits}")
         _positive(owner, self, "clip")
         v.check_float(owner, "dropout_rate", self.dropout_rate, low=0, high=1,
                       high_open=True)

@@ -122,7 +122,7 @@ class SecureAggregationConfig:
             dropout_fraction=self.dropout_tolerance,
             complete_below=self.complete_below,
             mode=self.mode,
-            bits=self.ring_bits,
+            ring_bits=self.ring_bits,
             clip=self.clip,
             value_bits=self.value_bits,
             max_weight=self.max_weight,

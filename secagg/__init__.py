@@ -18,7 +18,7 @@ and summation on the update's device (:mod:`secagg.device_ring`).
 >>> r.total_weight, round(float(r.mean[0]), 3)
 (4, 0.5)
 >>> hard = SecAggConfig(num_clients=3, threshold=2, vector_length=1,
-...                     mode=SecurityMode.HARDENED)
+...                     max_weight=1, mode=SecurityMode.HARDENED)
 >>> run_session([torch.tensor([0.5])] * 3, [1, 1, 1], hard).total_weight
 3
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from secagg.client import ClientPhase, SecAggClient
 from secagg.config import (
-    ClientPolicy,
+    COMPLETE_GRAPH_BELOW,
     GraphKind,
     Round,
     SecAggConfig,
@@ -57,11 +57,16 @@ from secagg.local import (
     run_quantized_session,
     run_session,
 )
+from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, quantize_input
 from secagg.quantize_torch import DeviceQuantizedInput, quantize_tensor
+from secagg.ring import MAX_RING_BITS
 from secagg.server import SecAggAggregate, SecAggServer
+from secagg.settings import SecAggSettings
 
 __all__ = [
+    "COMPLETE_GRAPH_BELOW",
+    "MAX_RING_BITS",
     "ClientPhase",
     "ClientPolicy",
     "ConfigError",
@@ -87,6 +92,7 @@ __all__ = [
     "SecAggConfig",
     "SecAggError",
     "SecAggServer",
+    "SecAggSettings",
     "SecurityMode",
     "SessionResult",
     "TooFewSurvivors",

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import crypto, device_ring, shamir
-from secagg.config import MAX_CLIENT_ID, ClientPolicy, SecAggConfig, neighbours
+from secagg.config import MAX_CLIENT_ID, SecAggConfig, neighbours
 from secagg.errors import (
     InvalidInput,
     InvalidKey,
@@ -52,6 +52,7 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.policy import ClientPolicy
 from secagg.signed_messages import ConsistencyRequest
 
 __all__ = ["ClientPhase", "SecAggClient", "mask_sign"]
@@ -267,7 +268,7 @@ class SecAggClient:
         st, cfg, me = self._state, self._config, self._id
         if st.seed is None:
             raise ProtocolError("self-mask seed is missing")
-        if update.bits != cfg.bits or update.values.shape != (cfg.encoded_length,):
+        if update.bits != cfg.ring_bits or update.values.shape != (cfg.encoded_length,):
             raise InvalidInput("quantised update does not match the configuration")
         relay = ShareRelay.from_bytes(data)
         if relay.receiver != me:

@@ -1,11 +1,12 @@
-"""Session configuration, client policy, rounds, and the neighbour graph seam.
+"""Session configuration, rounds, and the neighbour graph seam.
 
 :class:`SecAggConfig` holds every privacy-relevant parameter of one session
 and refuses, at construction, any combination whose sum could overflow the
 ring.  Its :meth:`SecAggConfig.digest` is bound into the session id, so
 clients with different configurations cannot complete a session together.
 
->>> SecAggConfig(num_clients=4, threshold=3, vector_length=10).encoded_length
+>>> cfg = SecAggConfig(num_clients=4, threshold=3, vector_length=10, max_weight=1)
+>>> cfg.encoded_length
 12
 """
 
@@ -22,25 +23,22 @@ from dataclasses import dataclass
 
 from secagg import graph as graph_params
 from secagg import ring
-from secagg.errors import ConfigError, PolicyViolation, ProtocolError
+from secagg.errors import ConfigError, ProtocolError
 
 __all__ = [
     "COMPLETE_GRAPH_BELOW",
     "MAX_CLIENT_ID",
-    "ClientPolicy",
     "GraphKind",
     "Round",
     "SecAggConfig",
     "SecurityMode",
     "neighbours",
+    "threat_model",
 ]
 
 # Shamir evaluates at id + 1, and ids travel as uint32.
 MAX_CLIENT_ID = 2**32 - 2
 _CONFIG_VERSION = 1
-# Keeps ceil/floor of fraction·n conservative when fraction·n is an integer
-# that binary floating point represents a hair off (0.2·5).
-_EPS = 1e-9
 
 
 class Round(enum.IntEnum):
@@ -72,8 +70,16 @@ class GraphKind(enum.Enum):
     HARARY = "harary"
 
 
+def threat_model(mode: SecurityMode) -> graph_params.ThreatModel:
+    """The adversary the SecAgg+ analysis assumes for a session mode: a
+    hardened session's server may also lie about dropouts."""
+    if mode is SecurityMode.HARDENED:
+        return graph_params.ThreatModel.SEMI_MALICIOUS
+    return graph_params.ThreatModel.SEMI_HONEST
+
+
 #: Below this cohort size :meth:`SecAggConfig.for_cohort` keeps the complete
-#: graph: SecAgg+ saves little there (notes §2.1: k/n >= 0.2 for n <= ~200).
+#: graph (the cohort size at which SecAgg+ takes over by default).
 COMPLETE_GRAPH_BELOW = 500
 
 
@@ -86,12 +92,14 @@ class SecAggConfig:
         threshold: t, the Shamir threshold and minimum number of survivors.
         vector_length: length of each client's float vector (model update plus
             any extra scalars the caller appended).
-        bits: k, the ring is Z_2^k (8..62).  Each coordinate travels as
-            ceil(k/8) little-endian bytes (k = 32: 4 bytes), unused high bits
-            zero.
+        ring_bits: k, the ring is Z_2^k (``MIN_RING_BITS`` to
+            ``MAX_RING_BITS``).  Each coordinate travels as ceil(k/8)
+            little-endian bytes (k = 32: 4 bytes), unused high bits zero.
         clip: c, values are clipped to [-c, c] (and counted) before rounding.
         value_bits: signed bits of one quantised coordinate (sign included).
-        max_weight: W_max, public cap on a client's secret integer weight.
+        max_weight: W_max, public bound on a client's secret integer weight;
+            a larger weight is refused (:class:`~secagg.errors.InvalidInput`),
+            never capped.  Required: it sizes the ring's bit budget.
         mode: threat model.  ``HARDENED`` adds Ed25519 identities, the
             model hash in the session id and the ConsistencyCheck round.
         context: public bytes bound into the session id.  In hardened mode
@@ -107,22 +115,23 @@ class SecAggConfig:
     num_clients: int
     threshold: int
     vector_length: int
-    bits: int = 32
+    max_weight: int
+    ring_bits: int = 32
     clip: float = 1.0
     value_bits: int = 16
-    max_weight: int = 1
     mode: SecurityMode = SecurityMode.SEMI_HONEST
     context: bytes = b""
     graph: GraphKind = GraphKind.COMPLETE
     degree: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_clients", "threshold", "vector_length", "bits"):
-            if not isinstance(getattr(self, name), int):
-                raise ConfigError(f"{name} must be an int")
-        for name in ("value_bits", "max_weight", "degree"):
-            if not isinstance(getattr(self, name), int):
-                raise ConfigError(f"{name} must be an int")
+        for name in (
+            "num_clients", "threshold", "vector_length", "ring_bits",
+            "value_bits", "max_weight", "degree",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an int, got {value!r}")
         if not 1 <= self.num_clients <= MAX_CLIENT_ID + 1:
             raise ConfigError(f"num_clients must be >= 1, got {self.num_clients}")
         if not 1 <= self.threshold <= self.num_clients:
@@ -134,13 +143,15 @@ class SecAggConfig:
             raise ConfigError(
                 f"vector_length must be in [1, 2^32 - 3], got {self.vector_length}"
             )
-        if not ring.MIN_BITS <= self.bits <= ring.MAX_BITS:
+        if not ring.MIN_RING_BITS <= self.ring_bits <= ring.MAX_RING_BITS:
             raise ConfigError(
-                f"bits must be in [{ring.MIN_BITS}, {ring.MAX_BITS}], got {self.bits}"
+                f"ring_bits must be in [{ring.MIN_RING_BITS}, "
+                f"{ring.MAX_RING_BITS}], got {self.ring_bits}"
             )
-        if not 2 <= self.value_bits <= self.bits:
+        if not 2 <= self.value_bits <= self.ring_bits:
             raise ConfigError(
-                f"value_bits must be in [2, bits={self.bits}], got {self.value_bits}"
+                f"value_bits must be in [2, ring_bits={self.ring_bits}], "
+                f"got {self.value_bits}"
             )
         if self.max_weight < 1:
             raise ConfigError(f"max_weight must be >= 1, got {self.max_weight}")
@@ -176,20 +187,20 @@ class SecAggConfig:
         weight_bits = self.max_weight.bit_length()
         cohort_bits = (self.num_clients - 1).bit_length()  # ceil(log2 n)
         need = self.value_bits + weight_bits + cohort_bits + 1
-        if need > self.bits:
+        if need > self.ring_bits:
             raise ConfigError(
                 f"bit budget exceeded: value_bits ({self.value_bits}) + bits of "
                 f"max_weight ({weight_bits}) + ceil(log2 num_clients) "
-                f"({cohort_bits}) + 1 = {need} > bits ({self.bits}); raise bits "
-                f"(at most {ring.MAX_BITS}) or lower value_bits, max_weight or "
-                "num_clients"
+                f"({cohort_bits}) + 1 = {need} > ring_bits ({self.ring_bits}); "
+                f"raise ring_bits (at most {ring.MAX_RING_BITS}) or lower "
+                "value_bits, max_weight or num_clients"
             )
         # The secure sum of clipped-coordinate counts shares the ring too.
-        if self.num_clients * self.vector_length >= 1 << (self.bits - 1):
+        if self.num_clients * self.vector_length >= 1 << (self.ring_bits - 1):
             raise ConfigError(
                 f"num_clients × vector_length ({self.num_clients} × "
-                f"{self.vector_length}) must be < 2^(bits-1) so the count of "
-                "clipped coordinates cannot overflow; raise bits"
+                f"{self.vector_length}) must be < 2^(ring_bits-1) so the count of "
+                "clipped coordinates cannot overflow; raise ring_bits"
             )
 
     @property
@@ -210,7 +221,7 @@ class SecAggConfig:
             self.num_clients,
             self.threshold,
             self.vector_length,
-            self.bits,
+            self.ring_bits,
             self.value_bits,
             self.max_weight,
             float(self.clip),
@@ -243,12 +254,12 @@ class SecAggConfig:
         vector_length: int,
         corrupt_fraction: float,
         dropout_fraction: float,
+        max_weight: int,
         complete_below: int = COMPLETE_GRAPH_BELOW,
         mode: SecurityMode = SecurityMode.SEMI_HONEST,
-        bits: int = 32,
+        ring_bits: int = 32,
         clip: float = 1.0,
         value_bits: int = 16,
-        max_weight: int = 1,
         context: bytes = b"",
     ) -> SecAggConfig:
         """Graph, degree and threshold computed from (n, α, δ), never guessed.
@@ -260,12 +271,7 @@ class SecAggConfig:
         Raises :class:`~secagg.errors.GraphParameterError` when no secure and
         correct parameters exist.
         """
-        threat = (
-            graph_params.ThreatModel.SEMI_MALICIOUS
-            if mode is SecurityMode.HARDENED
-            else graph_params.ThreatModel.SEMI_HONEST
-        )
-        rates = (num_clients, corrupt_fraction, dropout_fraction, threat)
+        rates = (num_clients, corrupt_fraction, dropout_fraction, threat_model(mode))
         kind, degree = GraphKind.COMPLETE, 0
         if num_clients < complete_below:
             threshold = graph_params.complete_graph_threshold(*rates)
@@ -274,85 +280,10 @@ class SecAggConfig:
             kind, degree, threshold = GraphKind.HARARY, found.degree, found.threshold
         return cls(
             num_clients=num_clients, threshold=threshold, vector_length=vector_length,
-            bits=bits, clip=clip, value_bits=value_bits, max_weight=max_weight,
+            ring_bits=ring_bits, clip=clip, value_bits=value_bits,
+            max_weight=max_weight,
             mode=mode, context=context, graph=kind, degree=degree,
         )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClientPolicy:
-    """What a client accepts, independent of what the server announces.
-
-    Args:
-        min_cohort: smallest ``num_clients`` the client joins.
-        min_threshold: smallest absolute threshold accepted.
-        min_threshold_fraction: threshold must be at least this share of the
-            share holders (n, or degree + 1 in a Harary graph).
-        max_weight_cap: largest ``max_weight`` the client accepts.
-        assumed_corrupt_fraction: α, share of clients assumed to collude with
-            the server.  In hardened mode the client demands 2t > n + ⌈α·n⌉
-            (n the share holders), so at most one survivor list can ever
-            gather t signatures (notes §1.3).
-        max_dropout_fraction: largest share of the announced cohort that may
-            be missing from the survivor list (or the key directory) before
-            this client refuses to go on.
-    """
-
-    min_cohort: int = 2
-    min_threshold: int = 2
-    min_threshold_fraction: float = 0.5
-    max_weight_cap: int = 2**20
-    assumed_corrupt_fraction: float = 0.0
-    max_dropout_fraction: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.min_cohort < 1 or self.min_threshold < 1:
-            raise ConfigError("min_cohort and min_threshold must be >= 1")
-        for name in (
-            "min_threshold_fraction",
-            "assumed_corrupt_fraction",
-            "max_dropout_fraction",
-        ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1]")
-
-    def check(self, config: SecAggConfig) -> None:
-        """Raise :class:`PolicyViolation` unless ``config`` is acceptable."""
-        if config.num_clients < self.min_cohort:
-            raise PolicyViolation(
-                f"cohort of {config.num_clients} is below this client's minimum "
-                f"of {self.min_cohort}"
-            )
-        group = config.group_size
-        need = max(self.min_threshold, math.ceil(self.min_threshold_fraction * group))
-        if config.threshold < need:
-            raise PolicyViolation(
-                f"threshold {config.threshold} is below this client's minimum of "
-                f"{need} for a cohort of {config.num_clients}"
-            )
-        if config.mode is SecurityMode.HARDENED:
-            corrupt = math.ceil(self.assumed_corrupt_fraction * group - _EPS)
-            if 2 * config.threshold <= group + corrupt:
-                raise PolicyViolation(
-                    f"threshold {config.threshold} gives 2t <= {group} share "
-                    f"holders + {corrupt} assumed corrupt: a malicious server "
-                    "could collect both kinds of share for one client"
-                )
-        if config.max_weight > self.max_weight_cap:
-            raise PolicyViolation(
-                f"max_weight {config.max_weight} exceeds this client's cap of "
-                f"{self.max_weight_cap}"
-            )
-
-    def check_dropouts(self, config: SecAggConfig, present: int) -> None:
-        """Refuse when more of the announced cohort than allowed is missing."""
-        missing = config.num_clients - present
-        allowed = math.floor(self.max_dropout_fraction * config.num_clients + _EPS)
-        if missing > allowed:
-            raise PolicyViolation(
-                f"{missing} of {config.num_clients} clients are missing; this "
-                f"client's policy allows at most {allowed}"
-            )
 
 
 @functools.lru_cache(maxsize=8)

@@ -156,7 +156,7 @@ class ServerRing:
         self._device = torch.device(device)
         self.backend = resolve_backend(self._device, backend)
         self._chunk = chunk_elems
-        length, bits = config.encoded_length, config.bits
+        length, bits = config.encoded_length, config.ring_bits
         if self.backend is RingBackend.NUMPY:
             self._host = ring.zeros(length, bits)
         else:
@@ -176,7 +176,9 @@ class ServerRing:
     def snapshot(self) -> list[int]:
         """The running (masked) sum's residues, for state checks in tests."""
         if self.backend is RingBackend.NUMPY:
-            return [int(v) for v in ring.reduce(self._host.copy(), self._config.bits)]
+            return [
+                int(v) for v in ring.reduce(self._host.copy(), self._config.ring_bits)
+            ]
         return [int(v) for v in self._dev.tolist()]
 
     def add(self, values: ring.RingArray | torch.Tensor) -> None:
@@ -185,7 +187,7 @@ class ServerRing:
             # Container arithmetic wraps mod 2^32 / 2^64; reduced at the end.
             np.add(self._host, values, out=self._host)
         else:
-            ring.reduce_t(self._dev.add_(values), self._config.bits)
+            ring.reduce_t(self._dev.add_(values), self._config.ring_bits)
 
     def unmask(self, groups: Sequence[MaskGroup]) -> DecodedSum:
         """Add every group's signed masks to the sum and decode it.
@@ -199,7 +201,9 @@ class ServerRing:
         if self.backend is RingBackend.NUMPY:
             keys = [k for g in groups for k in g[0]]
             signs = [s for g in groups for s in g[1]]
-            total = prg.apply_masks(self._host, keys, signs, cfg.bits, self._device)
+            total = prg.apply_masks(
+                self._host, keys, signs, cfg.ring_bits, self._device
+            )
             decoded = dequantize(total, cfg)
             return DecodedSum(
                 ring_sum=total,
@@ -213,14 +217,14 @@ class ServerRing:
             if not keys_g:
                 continue
             prg_torch.signed_mask_sum(
-                keys_g, signs_g, acc.shape[0], cfg.bits, acc.device,
+                keys_g, signs_g, acc.shape[0], cfg.ring_bits, acc.device,
                 out=scratch, chunk_elems=self._chunk,
             )  # fmt: skip
-            ring.reduce_t(acc.add_(scratch), cfg.bits)
+            ring.reduce_t(acc.add_(scratch), cfg.ring_bits)
         out = dequantize_tensor(acc, cfg)
         # The residues are reported on the host (the aggregate's public
         # result); the decoded sum stays on the device.
-        host = ring.from_int64(acc.to("cpu").numpy(), cfg.bits)
+        host = ring.from_int64(acc.to("cpu").numpy(), cfg.ring_bits)
         return DecodedSum(
             ring_sum=host,
             weighted_sum=out.weighted_sum,

@@ -17,6 +17,7 @@ the server is never needed.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import struct
 from collections.abc import Iterator
@@ -35,17 +36,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAPH_PERMUTATION_LABEL",
+    "MAX_BAD_FRACTION",
     "MAX_CLIENTS",
     "GraphParameterError",
     "SecAggPlusParams",
     "ThreatModel",
     "complete_graph_threshold",
     "harary_graph",
+    "minimum_threshold",
     "secaggplus_parameters",
 ]
 
 #: HKDF ``info`` label of the relabelling key; no other key uses it.
 GRAPH_PERMUTATION_LABEL = b"fedshield/secagg/v1/graph-permutation"
+#: Largest share of bad clients the analysis tolerates: corrupt + dropped
+#: (semi-honest) or corrupt + 2 · dropped (semi-malicious, where the server
+#: may also lie about dropouts).
+MAX_BAD_FRACTION = 0.9
 #: Largest cohort the parameter finder accepts (the analysis is validated up to it).
 MAX_CLIENTS = 1_000_000
 
@@ -130,16 +137,47 @@ def _check_rates(n: int, corrupt: float, dropout: float, threat: ThreatModel) ->
             raise GraphParameterError(f"{name} must be in [0, 1), got {rate!r}")
     if not isinstance(threat, ThreatModel):
         raise GraphParameterError(f"threat must be a ThreatModel, got {threat!r}")
-    if threat is ThreatModel.SEMI_HONEST and corrupt + dropout > 0.9:
+    if threat is ThreatModel.SEMI_HONEST and corrupt + dropout > MAX_BAD_FRACTION:
         raise GraphParameterError(
-            "semi-honest SecAgg+ needs corrupt_fraction + dropout_fraction <= 0.9, "
-            f"got {corrupt} + {dropout}"
+            "semi-honest SecAgg+ needs corrupt_fraction + dropout_fraction <= "
+            f"{MAX_BAD_FRACTION}, got {corrupt} + {dropout}"
         )
-    if threat is ThreatModel.SEMI_MALICIOUS and corrupt + 2 * dropout > 0.9:
+    malicious = threat is ThreatModel.SEMI_MALICIOUS
+    if malicious and corrupt + 2 * dropout > MAX_BAD_FRACTION:
         raise GraphParameterError(
             "semi-malicious SecAgg+ needs corrupt_fraction + 2*dropout_fraction "
-            f"<= 0.9, got {corrupt} + 2*{dropout}"
+            f"<= {MAX_BAD_FRACTION}, got {corrupt} + 2*{dropout}"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _security_floor(n: int, max_corrupt: int, k: int, threat: ThreatModel) -> int:
+    """The smallest t1 with P[more than t1 of k neighbours corrupt] < 2^-41 / n.
+
+    A threshold above t1 is secure.  Under the semi-malicious model it must
+    also exceed half of the k neighbours plus the corrupt ones.
+    """
+    q_security = 2.0 ** -(_SECURITY_BITS + 1.0) / n
+    t1 = _upper_quantile(_hypergeom_pmf(n, max_corrupt, k), q_security)
+    if threat is ThreatModel.SEMI_MALICIOUS:
+        t1 = math.ceil((t1 + k - 1.25) / 2)
+    return t1
+
+
+def minimum_threshold(
+    n: int, degree: int, corrupt_fraction: float, threat: ThreatModel
+) -> int:
+    """Smallest secure threshold of a degree-``degree`` SecAgg+ graph of ``n``.
+
+    The security half of :func:`secaggplus_parameters`: what a client can
+    recompute from the announced (n, degree) and its own assumed corrupt
+    fraction, to refuse a threshold the server chose too low.
+    """
+    _check_rates(n, corrupt_fraction, 0.0, threat)
+    if not isinstance(degree, int) or isinstance(degree, bool) or degree < 1:
+        raise GraphParameterError(f"degree must be a positive int, got {degree!r}")
+    max_corrupt = math.floor((corrupt_fraction + _EPS) * n)
+    return max(_security_floor(n, max_corrupt, min(degree, n - 1), threat) + 1, 2)
 
 
 def secaggplus_parameters(
@@ -164,7 +202,6 @@ def secaggplus_parameters(
     min_survivors = math.ceil((1.0 - dropout_fraction - _EPS) * n)
     max_bad = max_corrupt + max_dropped
     log_security = -(_SECURITY_BITS + 1.0) * math.log(2.0)
-    q_security = 2.0 ** -(_SECURITY_BITS + 1.0) / n
     q_correct = 2.0**-_CORRECTNESS_BITS / n
     lg = math.lgamma
 
@@ -182,10 +219,8 @@ def secaggplus_parameters(
             )
             if log_p >= log_security:
                 continue
-        t1 = _upper_quantile(_hypergeom_pmf(n, max_corrupt, k), q_security)
+        t1 = _security_floor(n, max_corrupt, k, threat)
         t2 = _lower_quantile(_hypergeom_pmf(n, min_survivors, k), q_correct)
-        if threat is ThreatModel.SEMI_MALICIOUS:
-            t1 = math.ceil((t1 + k - 1.25) / 2)
         if t2 <= t1:
             continue
         return SecAggPlusParams(degree=k, threshold=max(t1 + 1, 2))
@@ -206,7 +241,8 @@ def complete_graph_threshold(
     (semi-malicious: at most one survivor list can then gather t clients).
     """
     _check_rates(n, corrupt_fraction, dropout_fraction, threat)
-    corrupt = math.floor((corrupt_fraction + _EPS) * n)
+    # Rounded up, as a client's policy counts the corrupt: ⌈α·n⌉.
+    corrupt = math.ceil((corrupt_fraction - _EPS) * n)
     floor_t = corrupt if threat is ThreatModel.SEMI_HONEST else (n + corrupt) // 2
     threshold = math.ceil((1.0 - dropout_fraction - _EPS) * n)
     if threshold <= floor_t:

@@ -25,11 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import ring
 from secagg.client import SecAggClient
-from secagg.config import ClientPolicy, Round, SecAggConfig, SecurityMode
+from secagg.config import Round, SecAggConfig, SecurityMode
 from secagg.device_ring import AnyQuantized, RingBackend, resolve_backend
 from secagg.errors import ConfigError, InvalidInput
 from secagg.identity import Consortium, make_consortium
-from secagg.quantize import QuantizedInput, quantize_input
+from secagg.policy import ClientPolicy
+from secagg.quantize import QuantizedInput, check_weight, quantize_input
 from secagg.quantize_torch import quantize_tensor
 from secagg.server import SecAggServer
 
@@ -200,7 +201,7 @@ def run_session(
 
     ``inputs`` are 1-D float vectors of length ``config.vector_length`` (a
     sequence gives ids 0..n-1, a mapping names them); ``weights`` are integer
-    example counts with the same ids, capped at ``config.max_weight``;
+    example counts with the same ids, each at most ``config.max_weight``;
     ``drop`` maps a client id to the :class:`Round` before which it vanishes
     (semi-honest sessions have no ConsistencyCheck, so ``CONSISTENCY_CHECK``
     acts as ``UNMASKING``).  A client that vanishes after ``MASKED_INPUT``
@@ -218,6 +219,8 @@ def run_session(
     xs, ws = _by_id(inputs), _by_id(weights)
     if set(xs) != set(ws):
         raise InvalidInput("inputs and weights must name the same clients")
+    for i in sorted(ws):
+        check_weight(ws[i], config)  # type: ignore[arg-type]
     drops = drop or {}
     on_device = resolve_backend(device, backend) is RingBackend.TORCH
 
@@ -234,10 +237,10 @@ def run_session(
     # Clients that vanish before MaskedInput never quantise; they still take
     # part in the earlier rounds.
     placeholder = QuantizedInput(
-        values=ring.zeros(config.encoded_length, config.bits),
+        values=ring.zeros(config.encoded_length, config.ring_bits),
         weight=0,
         clipped=0,
-        bits=config.bits,
+        bits=config.ring_bits,
     )
     for i in xs:
         quantized.setdefault(i, placeholder)

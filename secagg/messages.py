@@ -209,7 +209,7 @@ class MaskedInput:
 
     def __post_init__(self) -> None:
         check_id(self.sender, "sender")
-        if not ring.MIN_BITS <= self.bits <= ring.MAX_BITS:
+        if not ring.MIN_RING_BITS <= self.bits <= ring.MAX_RING_BITS:
             raise InvalidMessage("ring bits out of range")
         v = self.values
         if not isinstance(v, np.ndarray) or v.ndim != 1:
@@ -235,7 +235,7 @@ class MaskedInput:
         r = Reader(data, MessageType.MASKED_INPUT)
         sender, bits, length = r.u32(), r.u8(), r.u32()
         check_id(sender, "sender")
-        if not ring.MIN_BITS <= bits <= ring.MAX_BITS:
+        if not ring.MIN_RING_BITS <= bits <= ring.MAX_RING_BITS:
             raise InvalidMessage("ring bits out of range")
         payload = r.view(length * ring.wire_width(bits))
         r.finish()

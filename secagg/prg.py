@@ -5,7 +5,7 @@ derived 32-byte key per (session, pair, tensor); ChaCha20 with an all-zero
 12-byte nonce and the block counter starting at 0; keystream words are
 little-endian uint32.  Ring element ``i`` is ``word_i & (2^k - 1)`` for
 ``k <= 32`` and ``(word_{2i} | word_{2i+1} << 32) & (2^k - 1)`` for
-``32 < k <= 62``.  Power-of-two moduli make every mask exactly uniform.
+``32 < k <= MAX_RING_BITS``.  Power-of-two moduli make every mask exactly uniform.
 
 The CPU back end drives pyca/OpenSSL's ChaCha20 with ``update_into`` over a
 reused buffer, block by block, so the accumulator block stays in cache across

@@ -10,7 +10,7 @@ Keystream contract (shared with the CPU back end built on pyca's ChaCha20,
 whose 16-byte nonce is LE32 counter || 96-bit nonce): one 32-byte key, a
 12-byte all-zero nonce, block counter from 0, words read little-endian. Ring
 element ``i`` of Z_2^k is ``word_i & (2^k - 1)`` for k <= 32 and
-``(word_{2i} | word_{2i+1} << 32) & (2^k - 1)`` for 32 < k <= 62.
+``(word_{2i} | word_{2i+1} << 32) & (2^k - 1)`` for 32 < k <= MAX_RING_BITS.
 
 The state tensor has shape (16, B), one column per 64-byte block; B spans
 several keys times several blocks so one eager launch does many keys' work.
@@ -23,15 +23,14 @@ from collections.abc import Sequence
 
 import torch
 
+from secagg.ring import MAX_RING_BITS
+
 __all__ = [
-    "MAX_RING_BITS",
     "chacha20_words",
     "ring_mask",
     "signed_mask_sum",
 ]
 
-#: Largest ring Z_2^k that an int64 container holds with room for signed sums.
-MAX_RING_BITS = 62
 
 _M32 = 0xFFFFFFFF
 _SIGMA = (0x61707865, 0x3320646E, 0x79622D32, 0x6B206574)  # "expand 32-byte k"
@@ -180,7 +179,7 @@ def _signed_sum(vals: torch.Tensor, signs: torch.Tensor, bits: int) -> torch.Ten
     if bits <= 32:
         # |Σ| < 2^32 · #keys stays far inside int64 for any realistic batch.
         return (vals * signs).sum(0).bitwise_and_(mask)
-    # Split at bit 31 so each partial sum stays below 2^62 for < 2^31 keys.
+    # Split at bit 31 so each partial sum stays below 2^(31+31) for < 2^31 keys.
     low = ((vals & 0x7FFFFFFF) * signs).sum(0)
     high = ((vals >> 31) * signs).sum(0).bitwise_and_((1 << (bits - 31)) - 1)
     return (low + (high << 31)).bitwise_and_(mask)

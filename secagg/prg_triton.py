@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from secagg.ring import MAX_RING_BITS
+
 __all__ = ["signed_mask_sum_triton", "triton_available"]
 
 try:  # Triton ships with Linux CUDA builds of torch; CPU machines lack it.
@@ -241,7 +243,7 @@ if triton is not None:
         n_elems: tl.tensor,
         MASK: tl.constexpr,
     ) -> None:
-        # Zero-extend to 64 bits first so MASK (< 2^62) never truncates.
+        # Zero-extend to 64 bits first so MASK (< 2^MAX_RING_BITS) never truncates.
         val = acc.to(tl.uint64) & MASK
         tl.store(out_ptr + idx, val.to(tl.int64, bitcast=True), mask=idx < n_elems)
 
@@ -258,7 +260,7 @@ def signed_mask_sum_triton(
 ) -> torch.Tensor:
     """Fused-kernel version of :func:`secagg.prg_torch.signed_mask_sum`.
 
-    Same arguments and result (int64 in [0, 2^bits), 1 <= bits <= 62).
+    Same arguments and result (int64 in [0, 2^bits), 1 <= bits <= MAX_RING_BITS).
     ``chunk_elems`` is accepted for signature compatibility and ignored: the
     kernel materialises no keystream, only (for short masks) a few MiB of
     per-split partial sums. Raises ``RuntimeError`` when Triton or a
@@ -272,8 +274,8 @@ def signed_mask_sum_triton(
         dev = torch.device("cuda", torch.cuda.current_device())
     if dev.type != "cuda" and not _interpreting():
         raise RuntimeError(f"the Triton kernel needs a CUDA device, got {dev}")
-    if not 1 <= bits <= 62:
-        raise ValueError(f"ring bits must be in [1, 62], got {bits}")
+    if not 1 <= bits <= MAX_RING_BITS:
+        raise ValueError(f"ring bits must be in [1, {MAX_RING_BITS}], got {bits}")
     if len(keys) != len(signs):
         raise ValueError(f"{len(keys)} keys but {len(signs)} signs")
     if any(s not in (1, -1) for s in signs):

@@ -34,7 +34,13 @@ from secagg.config import SecAggConfig
 from secagg.errors import InvalidInput
 from secagg.prg import Keystream
 
-__all__ = ["Dequantized", "QuantizedInput", "dequantize", "quantize_input"]
+__all__ = [
+    "Dequantized",
+    "QuantizedInput",
+    "check_weight",
+    "dequantize",
+    "quantize_input",
+]
 
 _CHUNK = 1 << 16  # words per rounding block: 256 KiB of keystream
 
@@ -56,6 +62,24 @@ class Dequantized:
     weighted_sum: npt.NDArray[np.float64]
     total_weight: int
     clipped: int
+
+
+def check_weight(weight: int, config: SecAggConfig) -> int:
+    """``weight`` as an int in ``[1, max_weight]``; :class:`InvalidInput` otherwise.
+
+    A weight above the cap is refused, never capped: a silent cap would turn
+    a FedAvg weighted by example counts into a differently weighted mean.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, int | np.integer):
+        raise InvalidInput(f"weight must be an int, got {type(weight).__name__}")
+    if weight < 1:
+        raise InvalidInput(f"weight must be >= 1, got {weight}")
+    if weight > config.max_weight:
+        raise InvalidInput(
+            f"weight {weight} exceeds max_weight {config.max_weight}; raise "
+            "max_weight (the ring's bit budget grows with it)"
+        )
+    return int(weight)
 
 
 def _as_numpy(
@@ -85,9 +109,8 @@ def quantize_input(
 ) -> QuantizedInput:
     """Clip, scale and stochastically round ``vector``; multiply by ``weight``.
 
-    ``weight`` (an example count) is capped at ``config.max_weight``.  Raises
-    :class:`InvalidInput` for a wrong shape, non-finite values, or a weight
-    below 1.
+    Raises :class:`InvalidInput` for a wrong shape, non-finite values, or a
+    ``weight`` (an example count) below 1 or above ``config.max_weight``.
     """
     x = _as_numpy(vector)
     if x.ndim != 1 or x.shape[0] != config.vector_length:
@@ -95,12 +118,8 @@ def quantize_input(
             f"vector must be 1-D of length {config.vector_length}, got shape "
             f"{tuple(x.shape)}"
         )
-    if isinstance(weight, bool) or not isinstance(weight, int | np.integer):
-        raise InvalidInput(f"weight must be an int, got {type(weight).__name__}")
-    if weight < 1:
-        raise InvalidInput(f"weight must be >= 1, got {weight}")
-    w = min(int(weight), config.max_weight)
-    bits, clip, scale = config.bits, float(config.clip), config.scale
+    w = check_weight(weight, config)
+    bits, clip, scale = config.ring_bits, float(config.clip), config.scale
     d = config.vector_length
     out = ring.zeros(config.encoded_length, bits)
     stream = Keystream(crypto.rounding_key(entropy(crypto.KEY_BYTES)))
@@ -131,7 +150,7 @@ def dequantize(total: ring.RingArray, config: SecAggConfig) -> Dequantized:
     """Centred decode of the ring sum into Σ w·x, Σ w and the clip count."""
     if total.shape != (config.encoded_length,):
         raise InvalidInput("sum has the wrong length for this configuration")
-    signed = ring.decode_centered(total, config.bits)
+    signed = ring.decode_centered(total, config.ring_bits)
     d = config.vector_length
     return Dequantized(
         weighted_sum=signed[:d].astype(np.float64) / config.scale,

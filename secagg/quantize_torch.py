@@ -28,7 +28,7 @@ from secagg import crypto, ring
 from secagg.config import SecAggConfig
 from secagg.errors import InvalidInput
 from secagg.prg_torch import chacha20_words
-from secagg.quantize import QuantizedInput
+from secagg.quantize import QuantizedInput, check_weight
 
 __all__ = [
     "DeviceDequantized",
@@ -63,13 +63,6 @@ class DeviceDequantized:
     clipped: int
 
 
-def _check_weight(weight: int) -> None:
-    if isinstance(weight, bool) or not isinstance(weight, int | np.integer):
-        raise InvalidInput(f"weight must be an int, got {type(weight).__name__}")
-    if weight < 1:
-        raise InvalidInput(f"weight must be >= 1, got {weight}")
-
-
 def quantize_tensor(
     vector: torch.Tensor,
     weight: int,
@@ -91,9 +84,8 @@ def quantize_tensor(
             f"vector must be 1-D of length {config.vector_length}, got shape "
             f"{tuple(x.shape)}"
         )
-    _check_weight(weight)
-    w = min(int(weight), config.max_weight)
-    bits, clip, scale = config.bits, float(config.clip), config.scale
+    w = check_weight(weight, config)
+    bits, clip, scale = config.ring_bits, float(config.clip), config.scale
     d, dev = config.vector_length, x.device
     key = crypto.rounding_key(entropy(crypto.KEY_BYTES))
     out = torch.empty(config.encoded_length, dtype=torch.int64, device=dev)
@@ -125,7 +117,7 @@ def dequantize_tensor(total: torch.Tensor, config: SecAggConfig) -> DeviceDequan
     """Centred decode of a ring-sum tensor, on its device."""
     if tuple(total.shape) != (config.encoded_length,):
         raise InvalidInput("sum has the wrong length for this configuration")
-    signed = ring.decode_centered_t(total, config.bits)
+    signed = ring.decode_centered_t(total, config.ring_bits)
     d = config.vector_length
     tail = signed[d:].tolist()  # two scalars: the weight and clip sums
     return DeviceDequantized(

@@ -1,8 +1,8 @@
 """All arithmetic in the ring Z_2^k, and nothing else.
 
 A ring vector is a 1-D numpy array in a *container* dtype: ``uint32`` for
-``k <= 32`` and ``uint64`` for ``32 < k <= 62``.  numpy's unsigned integers wrap
-modulo 2^32 or 2^64; since 2^k divides both, any sequence of additions and
+``k <= 32`` and ``uint64`` for ``32 < k <= MAX_RING_BITS``.  numpy's unsigned
+integers wrap modulo 2^32 or 2^64; since 2^k divides both, any sequence of additions and
 subtractions in the container, reduced once with ``& (2^k - 1)``, is exact in
 Z_2^k.  So adds stay free of masking in hot loops and :func:`reduce` runs once
 at the end.
@@ -13,7 +13,7 @@ else).  ``k = 32`` therefore uploads exactly 4 bytes per coordinate.
 
 The ``*_t`` helpers are the same ring on torch tensors (the device path):
 int64 lanes holding ``[0, 2^k)`` with an explicit ``& (2^k - 1)`` after every
-operation, since torch's ``uint32`` lacks add and shifts.  With k <= 62 a sum
+operation, since torch's ``uint32`` lacks add and shifts.  With k <= MAX_RING_BITS a sum
 or difference of two reduced lanes never overflows int64, and ``&`` of a
 negative int64 is its residue mod 2^k (two's complement), so results are
 bit-identical to the numpy containers.
@@ -35,8 +35,8 @@ import numpy.typing as npt
 import torch
 
 __all__ = [
-    "MAX_BITS",
-    "MIN_BITS",
+    "MAX_RING_BITS",
+    "MIN_RING_BITS",
     "RingArray",
     "add",
     "add_t",
@@ -60,8 +60,11 @@ __all__ = [
     "zeros",
 ]
 
-MIN_BITS = 8
-MAX_BITS = 62
+#: Narrowest ring the protocol accepts.
+MIN_RING_BITS = 8
+#: Widest ring Z_2^k: an int64 lane holds two reduced values' sum or
+#: difference without overflow, and uint64 containers hold every residue.
+MAX_RING_BITS = 62
 
 RingArray = npt.NDArray[np.unsignedinteger]
 

@@ -95,8 +95,7 @@ class SecAggServer:
         hardened = config.mode is SecurityMode.HARDENED
         if hardened != (consortium is not None and model_hash is not None):
             raise ConfigError(
-                "the consortium and the model hash are given exactly in hardened "
-                "mode"
+                "the consortium and the model hash are given exactly in hardened mode"
             )
         self._consortium = consortium
         self._model_hash = model_hash or b""
@@ -204,7 +203,7 @@ class SecAggServer:
             raise ProtocolError(f"client {sender} did not share keys")
         self._fresh(sender, self._masked)
         cfg = self._config
-        if msg.bits != cfg.bits or msg.values.shape != (cfg.encoded_length,):
+        if msg.bits != cfg.ring_bits or msg.values.shape != (cfg.encoded_length,):
             raise ProtocolError(
                 f"masked input of client {sender} does not match the configuration"
             )

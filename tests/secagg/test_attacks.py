@@ -422,7 +422,7 @@ def _recover(run: Drive, u: int, y_u: MaskedInput, responses: list[bytes]) -> li
             shared = crypto.agree(s_u, entry.s_pk)
             keys.append(crypto.pair_mask_key(shared, session, u, v))
             signs.append(-mask_sign(u, v))
-    x = prg.apply_masks(y_u.values, keys, signs, run.cfg.bits)
+    x = prg.apply_masks(y_u.values, keys, signs, run.cfg.ring_bits)
     return [int(v) for v in x]
 
 

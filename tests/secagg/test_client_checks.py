@@ -201,7 +201,7 @@ def test_masked_input_checks() -> None:
         InvalidShare,
         "share relayed from client 1 names the wrong sender or receiver",
     )
-    wrong = quantize_input(np.zeros(8), 1, config(n=4, t=3, bits=40))
+    wrong = quantize_input(np.zeros(8), 1, config(n=4, t=3, ring_bits=40))
     refuses(
         client,
         lambda: client.masked_input(msg, wrong),

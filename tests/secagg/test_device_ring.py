@@ -97,7 +97,7 @@ def test_torch_wire_rejects_what_numpy_rejects() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
-@pytest.mark.parametrize("weight", [1, 5, 99])
+@pytest.mark.parametrize("weight", [1, 5, 15])
 def test_quantize_tensor_is_bit_identical(
     dtype: torch.dtype, weight: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,7 +204,7 @@ def _lockstep(
 
 @pytest.mark.parametrize("bits", [32, 40])
 def test_sessions_give_identical_wire_bytes_and_sums(bits: int) -> None:
-    cfg = config(n=6, t=3, d=45, bits=bits)
+    cfg = config(n=6, t=3, d=45, ring_bits=bits)
     drops = {1: Round.MASKED_INPUT, 4: Round.MASKED_INPUT, 2: Round.UNMASKING}
     aggs = _lockstep(cfg, drops)
     a, b = aggs[NP], aggs[TORCH]
@@ -243,7 +243,7 @@ def test_run_session_on_the_torch_backend(mode: SecurityMode) -> None:
 
 
 def test_torch_server_rejects_an_oversized_coordinate() -> None:
-    cfg = config(n=3, t=2, d=2, bits=30)
+    cfg = config(n=3, t=2, d=2, ring_bits=30)
     server = SecAggServer(cfg, backend=TORCH)
     payload = (1 << 30).to_bytes(4, "little") * cfg.encoded_length
     data = MaskedInput.frame(0, 30, cfg.encoded_length) + payload
@@ -280,7 +280,7 @@ def test_cuda_wire_matches_the_host(bits: int) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [32, 40])
 def test_cuda_session_gives_identical_bytes_and_sum(bits: int) -> None:
-    cfg = config(n=6, t=3, d=5000, bits=bits)
+    cfg = config(n=6, t=3, d=5000, ring_bits=bits)
     drops = {1: Round.MASKED_INPUT, 4: Round.MASKED_INPUT, 2: Round.UNMASKING}
     aggs = _lockstep(cfg, drops, device="cuda")
     a, b = aggs[NP], aggs[TORCH]

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from secagg import MAX_RING_BITS
 from secagg.prg_torch import (
-    MAX_RING_BITS,
     _quarter_rounds,
     chacha20_words,
     ring_mask,

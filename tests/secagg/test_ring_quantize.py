@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -12,16 +14,19 @@ from secagg import (
     ConfigError,
     GraphKind,
     InvalidInput,
+    Round,
     SecAggConfig,
     SecurityMode,
+    quantize_tensor,
     ring,
+    run_session,
 )
 from secagg.quantize import dequantize, quantize_input
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    bits=st.integers(ring.MIN_BITS, ring.MAX_BITS),
+    bits=st.integers(ring.MIN_RING_BITS, ring.MAX_RING_BITS),
     data=st.data(),
 )
 def test_encode_decode_and_wire_round_trip(bits: int, data: st.DataObject) -> None:
@@ -50,7 +55,12 @@ def test_wire_rejects_high_bits_and_bad_length() -> None:
 
 
 def _cfg(**kw: object) -> SecAggConfig:
-    base: dict[str, object] = {"num_clients": 4, "threshold": 3, "vector_length": 6}
+    base: dict[str, object] = {
+        "num_clients": 4,
+        "threshold": 3,
+        "vector_length": 6,
+        "max_weight": 15,
+    }
     base.update(kw)
     return SecAggConfig(**base)  # type: ignore[arg-type]
 
@@ -58,21 +68,26 @@ def _cfg(**kw: object) -> SecAggConfig:
 def test_bit_budget_refused_with_knobs_named() -> None:
     msg = (
         r"bit budget exceeded: value_bits \(16\) \+ bits of max_weight \(10\) \+ "
-        r"ceil\(log2 num_clients\) \(9\) \+ 1 = 36 > bits \(32\); raise bits "
-        r"\(at most 62\) or lower value_bits, max_weight or num_clients"
+        r"ceil\(log2 num_clients\) \(9\) \+ 1 = 36 > ring_bits \(32\); raise "
+        r"ring_bits \(at most 62\) or lower value_bits, max_weight or num_clients"
     )
     with pytest.raises(ConfigError, match=msg):
         SecAggConfig(num_clients=500, threshold=300, vector_length=10, max_weight=1000)
-    # The same session fits once bits is raised.
+    # The same session fits once ring_bits is raised.
     SecAggConfig(
-        num_clients=500, threshold=300, vector_length=10, max_weight=1000, bits=36
+        num_clients=500, threshold=300, vector_length=10, max_weight=1000, ring_bits=36
     )
 
 
 def test_clip_count_budget_refused() -> None:
     with pytest.raises(ConfigError, match="clipped coordinates cannot overflow"):
         SecAggConfig(
-            num_clients=2, threshold=2, vector_length=2**20, bits=20, value_bits=8
+            num_clients=2,
+            threshold=2,
+            vector_length=2**20,
+            ring_bits=20,
+            value_bits=8,
+            max_weight=1,
         )
 
 
@@ -80,7 +95,7 @@ def test_clip_count_budget_refused() -> None:
     ("kw", "message"),
     [
         ({"threshold": 5}, "threshold must be in"),
-        ({"bits": 63}, "bits must be in"),
+        ({"ring_bits": 63}, "ring_bits must be in"),
         ({"value_bits": 1}, "value_bits must be in"),
         ({"clip": float("nan")}, "clip must be a finite number"),
         ({"clip": -1.0}, "clip must be > 0"),
@@ -104,7 +119,7 @@ def test_config_digest_binds_every_field() -> None:
     digests = {
         _cfg().digest(),
         _cfg(clip=2.0).digest(),
-        _cfg(bits=40).digest(),
+        _cfg(ring_bits=40).digest(),
         _cfg(max_weight=3).digest(),
         _cfg(context=b"model-hash").digest(),
         _cfg(threshold=2).digest(),
@@ -126,9 +141,28 @@ def test_clipping_is_counted_not_wrapped() -> None:
     assert out.weighted_sum[2] == pytest.approx(-2.0)
 
 
-def test_weight_is_capped_at_max_weight() -> None:
-    q = quantize_input(np.zeros(6), 1000, _cfg(max_weight=15))
+def test_weight_at_max_weight_is_kept() -> None:
+    q = quantize_input(np.zeros(6), 15, _cfg(max_weight=15))
     assert q.weight == 15 and int(q.values[6]) == 15
+
+
+@pytest.mark.parametrize("quantise", [quantize_input, quantize_tensor])
+def test_weight_above_max_weight_is_refused_not_capped(
+    quantise: Callable[..., object],
+) -> None:
+    # A silent cap would turn a count-weighted FedAvg into another mean.
+    with pytest.raises(
+        InvalidInput, match=r"^weight 16 exceeds max_weight 15; raise max_weight"
+    ):
+        quantise(torch.zeros(6), 16, _cfg(max_weight=15))
+
+
+def test_run_session_refuses_an_over_cap_weight_of_a_dropped_client() -> None:
+    cfg = _cfg(max_weight=15)
+    with pytest.raises(InvalidInput, match="weight 99 exceeds max_weight 15"):
+        run_session(
+            [torch.zeros(6)] * 4, [1, 1, 1, 99], cfg, drop={3: Round.SHARE_KEYS}
+        )
 
 
 @pytest.mark.parametrize(
@@ -150,7 +184,12 @@ def test_quantize_rejects_bad_input(
 
 def test_stochastic_rounding_is_unbiased_and_within_one_step() -> None:
     cfg = SecAggConfig(
-        num_clients=2, threshold=2, vector_length=200_000, value_bits=4, clip=1.0
+        num_clients=2,
+        threshold=2,
+        vector_length=200_000,
+        value_bits=4,
+        clip=1.0,
+        max_weight=1,
     )
     # scale = 7: 0.3 · 7 = 2.1 rounds to 2 or 3, up with probability 0.1.
     x = np.full(cfg.vector_length, 0.3)

@@ -53,9 +53,9 @@ def test_secaggplus_recovers_exact_sums_with_dropouts_at_n_200() -> None:
     elapsed = time.perf_counter() - start
     survivors = {i for i in range(n) if i not in drop or drop[i] > Round.MASKED_INPUT}
     assert res.survivors == survivors
-    expect = ring.zeros(cfg.encoded_length, cfg.bits)
+    expect = ring.zeros(cfg.encoded_length, cfg.ring_bits)
     for i in survivors:
-        expect = ring.add(expect, q[i].values, cfg.bits)
+        expect = ring.add(expect, q[i].values, cfg.ring_bits)
     assert res.ring_sum.tolist() == expect.tolist()
     exact = sum((1 + i % 7) * (grid + i % 5) / cfg.scale for i in survivors)
     assert np.allclose(res.weighted_sum.numpy(), exact, rtol=0, atol=1e-9)
@@ -110,11 +110,19 @@ def test_server_with_another_graph_rejects_honest_shares(
 
 def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
     small = SecAggConfig.for_cohort(
-        num_clients=50, vector_length=4, corrupt_fraction=0.05, dropout_fraction=0.1
+        num_clients=50,
+        vector_length=4,
+        corrupt_fraction=0.05,
+        dropout_fraction=0.1,
+        max_weight=1,
     )
     assert (small.graph, small.degree, small.threshold) == (GraphKind.COMPLETE, 0, 45)
     big = SecAggConfig.for_cohort(
-        num_clients=1000, vector_length=4, corrupt_fraction=0.05, dropout_fraction=0.1
+        num_clients=1000,
+        vector_length=4,
+        corrupt_fraction=0.05,
+        dropout_fraction=0.1,
+        max_weight=1,
     )
     assert (big.graph, big.degree, big.threshold) == (GraphKind.HARARY, 36, 19)
     hard = SecAggConfig.for_cohort(
@@ -122,10 +130,11 @@ def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
         vector_length=4,
         corrupt_fraction=0.05,
         dropout_fraction=0.1,
+        max_weight=1,
         complete_below=100,
         mode=SecurityMode.HARDENED,
     )
-    assert (hard.degree, hard.threshold) == (42, 27)  # notes §2.1, semi-malicious
+    assert (hard.degree, hard.threshold) == (42, 27)  # semi-malicious
     assert hard.group_size == 43 and 2 * hard.threshold > hard.group_size
     assert complete_graph_threshold(10, 0.2, 0.3, ThreatModel.SEMI_MALICIOUS) == 7
     with pytest.raises(GraphParameterError, match="2\\*dropout_fraction"):
@@ -136,6 +145,7 @@ def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
             vector_length=4,
             corrupt_fraction=0.3,
             dropout_fraction=0.4,
+            max_weight=1,
             mode=SecurityMode.HARDENED,
         )
 
@@ -151,6 +161,7 @@ def test_hardened_secaggplus_session() -> None:
         num_clients=24,
         threshold=4,
         vector_length=3,
+        max_weight=1,
         mode=SecurityMode.HARDENED,
         graph=GraphKind.HARARY,
         degree=6,

@@ -49,7 +49,7 @@ def test_secure_sum_equals_plain_sum(data: st.DataObject) -> None:
         num_clients=n,
         threshold=t,
         vector_length=d,
-        bits=bits,
+        ring_bits=bits,
         value_bits=12,
         max_weight=15,
         clip=clip,
@@ -59,7 +59,7 @@ def test_secure_sum_equals_plain_sum(data: st.DataObject) -> None:
         i: np.array(data.draw(st.lists(floats, min_size=d, max_size=d)))
         for i in range(n)
     }
-    ws = {i: data.draw(st.integers(1, 20)) for i in range(n)}
+    ws = {i: data.draw(st.integers(1, cfg.max_weight)) for i in range(n)}
     drop = {
         i: r
         for i in range(n)
@@ -81,7 +81,7 @@ def test_secure_sum_equals_plain_sum(data: st.DataObject) -> None:
         expect_ring = ring.add(expect_ring, q[i].values, bits)
     assert res.ring_sum.tolist() == expect_ring.tolist()
     # Within the quantisation bound of the plain weighted sum of clipped inputs.
-    w_eff = {i: min(ws[i], cfg.max_weight) for i in survivors}
+    w_eff = {i: ws[i] for i in survivors}
     plain = sum(w_eff[i] * np.clip(xs[i], -clip, clip) for i in survivors)
     bound = sum(w_eff.values()) / cfg.scale
     err = float(np.max(np.abs(res.weighted_sum.numpy() - plain)))
@@ -138,7 +138,7 @@ def test_drops_at_every_round_recover_survivors_sum() -> None:
 
 
 def test_too_few_survivors_aborts_with_named_error() -> None:
-    cfg = SecAggConfig(num_clients=5, threshold=4, vector_length=3)
+    cfg = SecAggConfig(num_clients=5, threshold=4, vector_length=3, max_weight=1)
     inputs = [torch.zeros(3)] * 5
     drop = {0: Round.MASKED_INPUT, 1: Round.MASKED_INPUT}
     with pytest.raises(TooFewSurvivors, match="only 3 clients sent masked inputs"):
