@@ -35,6 +35,8 @@ from secagg.config import (
 )
 from secagg.device_ring import RingBackend
 from secagg.errors import (
+    AlreadyContributed,
+    CheatingError,
     ConfigError,
     ConsistencyError,
     GraphParameterError,
@@ -46,6 +48,7 @@ from secagg.errors import (
     PolicyViolation,
     ProtocolError,
     ReconstructionError,
+    ReplayedSession,
     SecAggError,
     TooFewSurvivors,
     UnknownIdentity,
@@ -57,6 +60,11 @@ from secagg.local import (
     run_quantized_session,
     run_session,
 )
+from secagg.participation import (
+    FileParticipationLog,
+    MemoryParticipationLog,
+    ParticipationLog,
+)
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, quantize_input
 from secagg.quantize_torch import DeviceQuantizedInput, quantize_tensor
@@ -67,12 +75,15 @@ from secagg.settings import SecAggSettings
 __all__ = [
     "COMPLETE_GRAPH_BELOW",
     "MAX_RING_BITS",
+    "AlreadyContributed",
+    "CheatingError",
     "ClientPhase",
     "ClientPolicy",
     "ConfigError",
     "ConsistencyError",
     "Consortium",
     "DeviceQuantizedInput",
+    "FileParticipationLog",
     "GraphKind",
     "GraphParameterError",
     "Identities",
@@ -81,10 +92,13 @@ __all__ = [
     "InvalidMessage",
     "InvalidShare",
     "InvalidSignature",
+    "MemoryParticipationLog",
+    "ParticipationLog",
     "PolicyViolation",
     "ProtocolError",
     "QuantizedInput",
     "ReconstructionError",
+    "ReplayedSession",
     "RingBackend",
     "Round",
     "SecAggAggregate",

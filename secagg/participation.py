@@ -129,14 +129,14 @@ class FileParticipationLog(ParticipationLog):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         path = Path(directory)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"participation log {path} is not a directory")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"cannot use {path} as a participation log: {exc.strerror}"
             ) from exc
-        if not path.is_dir():
-            raise ConfigError(f"participation log {path} is not a directory")
         self._dir = path
 
     @property
