@@ -52,7 +52,7 @@ def test_bad_values_and_paths_are_refused(tmp_path: Path) -> None:
         log.claim_nonce("22" * 32)  # type: ignore[arg-type]
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(ConfigError, match="cannot use .* as a participation log"):
+    with pytest.raises(ConfigError, match=r"cannot use .* as a participation log"):
         FileParticipationLog(blocker / "log")
     with pytest.raises(ConfigError, match="is not a directory"):
         FileParticipationLog(blocker)

@@ -47,9 +47,7 @@ def test_roster_graph_is_regular_symmetric_and_fixed_by_the_roster() -> None:
     again = roster_graph(tuple(members), 8)
     assert all(again.neighbours(u) == graph.neighbours(u) for u in ids)
     other = (*members[:-1], (members[-1][0], bytes(31) + b"\x01"))
-    assert any(
-        roster_graph(other, 8).neighbours(u) != graph.neighbours(u) for u in ids
-    )
+    assert any(roster_graph(other, 8).neighbours(u) != graph.neighbours(u) for u in ids)
     with pytest.raises(GraphParameterError, match="client 7 is not on the roster"):
         graph.neighbours(7)
 
@@ -70,9 +68,7 @@ def _connected(nodes: set[int], adjacency: list[set[int]]) -> bool:
 
 def _ring(n: int, k: int) -> list[set[int]]:
     half = k // 2
-    return [
-        {(p + off) % n for off in range(-half, half + 1) if off} for p in range(n)
-    ]
+    return [{(p + off) % n for off in range(-half, half + 1) if off} for p in range(n)]
 
 
 def _worst_case(n: int, k: int, corrupt: int, allowed: int) -> bool:
