@@ -16,10 +16,17 @@ snapshot replaced only on success).  The checks follow DESIGN §2:
    one peer;
 6. all session secrets are discarded once the client has answered or aborted.
 
-The hardened mode (:mod:`secagg.hardened`) adds to 1 the 2t > n + corrupt
-rule, to 2-3 signed keys from consortium members over this client's own
-model hash, and before 5 the ConsistencyCheck: the client signs U3 and
-unmasks only for that list, against ``threshold`` signatures on it.
+Both modes refuse non-canonical and low-order keys in the directory, naming
+their owner (:mod:`secagg.pubkeys`), and check every share received against
+the commitment its dealer published (:mod:`secagg.share_bundles`).
+
+The hardened mode (:mod:`secagg.hardened`, :mod:`secagg.threat`) adds to 1
+the roster-wide 2t > g + C rule, to 2-3 signed keys from consortium members
+over this client's own model hash and a session nonce it signs once, SecAgg+
+neighbourhoods from the roster and a bound on how many of them may be
+missing, the ConsistencyCheck before 5 (the client signs U3 and reveals a
+peer's share only against ``threshold`` signatures on that list from the
+peer's share holders), and one contribution per model in a durable log.
 """
 
 from __future__ import annotations
@@ -33,12 +40,11 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg import crypto, device_ring, shamir
-from secagg.config import MAX_CLIENT_ID, SecAggConfig, neighbours
+from secagg import crypto, device_ring, shamir, share_bundles
+from secagg.client_checks import Neighbourhood, check_directory, check_lists
+from secagg.config import MAX_CLIENT_ID, SecAggConfig
 from secagg.errors import (
     InvalidInput,
-    InvalidKey,
-    InvalidShare,
     ProtocolError,
     TooFewSurvivors,
 )
@@ -47,11 +53,11 @@ from secagg.identity import Consortium
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
-    ShareKeys,
     ShareRelay,
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.participation import ParticipationLog
 from secagg.policy import ClientPolicy
 from secagg.signed_messages import ConsistencyRequest
 
@@ -101,8 +107,9 @@ class SecAggClient:
     source only in tests.  ``device`` and ``backend`` choose where masking
     runs (:mod:`secagg.device_ring`); the bytes never depend on them.  In
     ``SecurityMode.HARDENED`` the client needs the consortium's identity
-    registry, its own Ed25519 ``identity`` key and ``model_hash``, the
-    SHA-256 of the model *it* received (never a hash the server asserts).
+    registry, its own Ed25519 ``identity`` key, ``model_hash``, the
+    SHA-256 of the model *it* received (never a hash the server asserts), and
+    the institution's durable ``participation`` log.
     """
 
     def __init__(
@@ -117,16 +124,25 @@ class SecAggClient:
         identity: Ed25519PrivateKey | None = None,
         model_hash: bytes | None = None,
         backend: device_ring.RingBackend | None = None,
+        participation: ParticipationLog | None = None,
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int):
             raise InvalidInput("client_id must be an int")
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise InvalidInput(f"client_id must be in [0, {MAX_CLIENT_ID}]")
-        self._policy = policy or ClientPolicy()
-        self._policy.check(config)
         self._hardened = credentials(
-            config, client_id, consortium, identity, model_hash
+            config, client_id, consortium, identity, model_hash, participation
         )
+        self._policy = policy or ClientPolicy()
+        h = self._hardened
+        self._nb = Neighbourhood(
+            config,
+            self._policy,
+            client_id,
+            graph=None if h is None else h.graph(config),
+            roster_size=None if h is None else h.roster_size,
+        )
+        self._policy.check(config, self._nb.roster_size)
         self._config = config
         self._id = client_id
         self._entropy = entropy
@@ -189,64 +205,33 @@ class SecAggClient:
         if st.c_sk is None or st.s_sk is None:
             raise ProtocolError("key pairs are missing")
         if self._hardened is not None:
-            entries, session = self._hardened.open_directory(cfg, data)
+            entries, session = self._hardened.open_directory(cfg, me, data)
         else:
             directory = KeyDirectory.from_bytes(data)
             entries = {e.client_id: e for e in directory.entries}
             session = crypto.session_id(
                 cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries.values())
             )
-        if len(entries) > cfg.num_clients:
-            raise ProtocolError(
-                f"key directory lists {len(entries)} clients, more than the "
-                f"announced cohort of {cfg.num_clients}"
-            )
-        if len(entries) < cfg.threshold:
-            raise TooFewSurvivors(
-                f"only {len(entries)} clients advertised keys; threshold is "
-                f"{cfg.threshold}"
-            )
-        mine = entries.get(me)
-        if mine is None:
-            raise InvalidKey("own keys are missing from the key directory")
-        if (mine.c_pk, mine.s_pk) != (
-            crypto.public_bytes(st.c_sk),
-            crypto.public_bytes(st.s_sk),
-        ):
-            raise InvalidKey("own entry in the key directory has other keys")
-        all_keys = [k for e in entries.values() for k in (e.c_pk, e.s_pk)]
-        if len(set(all_keys)) != len(all_keys):
-            raise InvalidKey("advertised public keys are not all distinct")
-        self._policy.check_dropouts(cfg, len(entries))
-        # Computed here from the session id, never taken from the server.
-        peers = neighbours(cfg, session, me, entries)
+        own = (crypto.public_bytes(st.c_sk), crypto.public_bytes(st.s_sk))
+        check_directory(cfg, self._policy, me, entries, own)
+        peers = self._nb.peers(session, entries)
         channel_keys, pair_keys = {}, {}
         for v in sorted(peers):
-            # agree() raises InvalidKey on a low-order key: checked before any
-            # share is produced.
             c_shared = crypto.agree(st.c_sk, entries[v].c_pk)
             s_shared = crypto.agree(st.s_sk, entries[v].s_pk)
             channel_keys[v] = crypto.channel_key(c_shared, session, me, v)
             pair_keys[v] = crypto.pair_mask_key(s_shared, session, me, v)
         seed = self._entropy(shamir.SECRET_BYTES)
-        holders = sorted(peers | {me})
-        xs = shamir.points(holders)
-        s_shares = shamir.split(
-            st.s_sk.private_bytes_raw(), cfg.threshold, xs, self._entropy
+        sealed = share_bundles.seal(
+            me=me,
+            holders=sorted(peers | {me}),
+            threshold=cfg.threshold,
+            mask_key=st.s_sk.private_bytes_raw(),
+            seed=seed,
+            session=session,
+            channel_keys=channel_keys,
+            entropy=self._entropy,
         )
-        b_shares = shamir.split(seed, cfg.threshold, xs, self._entropy)
-        ciphertexts = []
-        for v in sorted(peers):
-            x = v + 1
-            plaintext = (
-                me.to_bytes(4, "little")
-                + v.to_bytes(4, "little")
-                + shamir.encode_share(s_shares[x])
-                + shamir.encode_share(b_shares[x])
-            )
-            ct = crypto.encrypt_share(channel_keys[v], session, me, v, plaintext)
-            ciphertexts.append((v, ct))
-        out = ShareKeys(sender=me, ciphertexts=tuple(ciphertexts)).to_bytes()
         self._state = replace(
             st,
             phase=ClientPhase.SHARED,
@@ -254,11 +239,11 @@ class SecAggClient:
             participants=frozenset(entries),
             neighbours=peers,
             seed=seed,
-            own_shares=(s_shares[me + 1], b_shares[me + 1]),
+            own_shares=sealed.own_shares,
             channel_keys=channel_keys,
             pair_keys=pair_keys,
         )
-        return out
+        return sealed.message
 
     # Round 2 ---------------------------------------------------------------
 
@@ -287,25 +272,18 @@ class SecAggClient:
                 f"only {len(senders) + 1} clients shared keys; threshold is "
                 f"{cfg.threshold}"
             )
-        held: dict[int, tuple[int, int]] = {}
-        for v, ct in relay.ciphertexts:
-            pt = crypto.decrypt_share(st.channel_keys[v], st.session, v, me, ct)
-            if pt[:4] != v.to_bytes(4, "little") or pt[4:8] != me.to_bytes(4, "little"):
-                raise InvalidShare(
-                    f"share relayed from client {v} names the wrong sender or receiver"
-                )
-            try:
-                s_share = shamir.decode_share(pt[8 : 8 + shamir.SHARE_BYTES])
-                b_share = shamir.decode_share(pt[8 + shamir.SHARE_BYTES :])
-            except ValueError as exc:
-                raise InvalidShare(f"share from client {v} is malformed") from exc
-            held[v] = (s_share, b_share)
+        self._nb.check(frozenset(senders), "shared keys")
+        held = share_bundles.open_relay(relay, me, st.session, st.channel_keys)
         keys = [crypto.self_mask_key(st.seed, st.session, me)]
         signs = [1]
         for v in senders:
             keys.append(st.pair_keys[v])
             signs.append(mask_sign(me, v))
         out = self._masker.message(me, update, keys, signs)
+        if self._hardened is not None:
+            # Recorded durably before the masked input can leave: one
+            # contribution per model, even across restarts.
+            self._hardened.participation.claim_model(self._hardened.model_hash)
         # Pair keys and the seed are no longer needed: only shares remain.
         self._state = replace(
             st,
@@ -328,7 +306,8 @@ class SecAggClient:
             raise ProtocolError("a semi-honest session has no ConsistencyCheck")
         st, me = self._state, self._id
         survivors = ConsistencyRequest.from_bytes(data).survivors
-        self._check_lists(set(survivors), set())
+        check_lists(self._nb, st.participants, st.neighbours, set(st.held),
+                    set(survivors), set())  # fmt: skip
         out = self._hardened.sign_survivors(me, st.session, survivors)
         # Shares stay held: they are revealed only against t signatures.
         self._state = replace(st, phase=ClientPhase.SIGNED, signed=survivors)
@@ -336,50 +315,32 @@ class SecAggClient:
 
     # Round 4 ---------------------------------------------------------------
 
-    def _check_lists(self, survivors: set[int], dropped: set[int]) -> None:
-        st, cfg, me = self._state, self._config, self._id
-        if survivors & dropped:
-            raise ProtocolError(
-                f"survivor and dropped lists overlap: {sorted(survivors & dropped)}"
-            )
-        if me in dropped:
-            raise ProtocolError("this client is listed as dropped")
-        if me not in survivors:
-            raise ProtocolError("this client is missing from the survivor list")
-        unknown = (survivors | dropped) - st.participants
-        if unknown:
-            raise ProtocolError(
-                f"Unmasking request lists clients that never advertised keys: "
-                f"{sorted(unknown)}"
-            )
-        silent = ((survivors | dropped) & st.neighbours) - set(st.held)
-        if silent:
-            raise ProtocolError(
-                "Unmasking request lists neighbours that never shared keys "
-                f"with this client: {sorted(silent)}"
-            )
-        if len(survivors) < cfg.threshold:
-            raise TooFewSurvivors(
-                f"only {len(survivors)} survivors; threshold is {cfg.threshold}"
-            )
-        self._policy.check_dropouts(cfg, len(survivors))
-
     def unmask(self, data: bytes) -> bytes:
         """Answer the one Unmasking request: b shares of survivors, s_sk shares
         of dropped clients, never both for one client.  In hardened mode only
-        for the survivor list it signed, against ``threshold`` signatures."""
+        for the survivor list it signed, and for each peer only against
+        ``threshold`` signatures on it from that peer's share holders."""
         st, me = self._state, self._id
         if self._hardened is None:
             self._expect(ClientPhase.MASKED, "answer an Unmasking request")
             request = UnmaskRequest.from_bytes(data)
         else:
             self._expect(ClientPhase.SIGNED, "answer an Unmasking request")
-            request = self._hardened.open_unmask_request(
-                self._config, st.session, st.signed, data
-            )
+            request, signatures = self._hardened.open_unmask_request(st.signed, data)
         survivors, dropped = set(request.survivors), set(request.dropped)
-        self._check_lists(survivors, dropped)
+        check_lists(
+            self._nb, st.participants, st.neighbours, set(st.held), survivors, dropped
+        )
         sharers = set(st.held)
+        if self._hardened is not None:
+            self._hardened.check_quorum(
+                self._config,
+                st.session,
+                st.signed,
+                signatures,
+                {me} | ((survivors | dropped) & sharers),
+                lambda u: self._nb.holders(u, st.participants),
+            )
         seed_shares = [(me, st.own_shares[1])]
         seed_shares += [(v, st.held[v][1]) for v in survivors & sharers]
         key_shares = [(v, st.held[v][0]) for v in dropped & sharers]

@@ -3,30 +3,38 @@
 The pieces a :class:`~secagg.client.SecAggClient` adds in
 ``SecurityMode.HARDENED``, kept here so the phase machine stays one screen:
 
-* the signed AdvertiseKeys, over (protocol version, config digest, *this
-  client's* model hash, c_pk, s_pk, id);
+* the signed AdvertiseKeys, over (protocol version, config digest with its
+  session nonce, *this client's* model hash, c_pk, s_pk, id); the nonce is
+  claimed in the client's durable participation log first, so the client
+  signs keys for one nonce once and an advert never replays elsewhere;
 * the signed key directory: every entry must belong to a consortium member
   and carry a valid signature made over the same parameters and model hash
   (a client given another model signs another payload, so its peers refuse
   it: Pasquini et al.'s model inconsistency fails closed at ShareKeys);
 * the session id, over the parameters, the model hash and the signed keys;
-* the ConsistencyCheck: sign (session id, U3); unmask only after ``threshold``
-  valid signatures from distinct members of U3 on that identical list.
+* the ConsistencyCheck: sign (session id, U3); before revealing any share
+  of a peer u, require ``threshold`` valid signatures on that identical list
+  from u's share holders (u's closed neighbourhood), so with 2t > g + C no
+  second list can gather them;
+* SecAgg+ neighbourhoods from the roster graph (:mod:`secagg.threat`), and
+  the bound on how many of them may be missing.
 
 Every function validates everything before it returns; none changes state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secagg import identity
-from secagg.config import SecAggConfig, SecurityMode
+from secagg import identity, threat
+from secagg.config import GraphKind, SecAggConfig, SecurityMode
 from secagg.errors import ConfigError, ConsistencyError, UnknownIdentity
 from secagg.identity import Consortium
 from secagg.messages import KeyEntry, UnmaskRequest
+from secagg.participation import ParticipationLog
 from secagg.signed_messages import (
     ConsistencySignature,
     SignedAdvertiseKeys,
@@ -39,16 +47,30 @@ __all__ = ["Credentials", "credentials"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:
-    """One client's hardened-mode inputs: registry, signing key, model hash."""
+    """One client's hardened-mode inputs: registry, signing key, model hash,
+    and the institution's participation log."""
 
     consortium: Consortium
     signing_key: Ed25519PrivateKey
     model_hash: bytes
+    participation: ParticipationLog
+
+    @property
+    def roster_size(self) -> int:
+        """N, the consortium members the colluders are counted over."""
+        return len(self.consortium.members)
+
+    def graph(self, config: SecAggConfig) -> threat.RosterGraph | None:
+        """The roster graph of a SecAgg+ session; ``None`` on the complete graph."""
+        if config.graph is GraphKind.COMPLETE:
+            return None
+        return threat.roster_graph(self.consortium.members, config.degree)
 
     def advertise(
         self, config: SecAggConfig, me: int, c_pk: bytes, s_pk: bytes
     ) -> bytes:
-        """The signed AdvertiseKeys message."""
+        """The signed AdvertiseKeys message, once per session nonce."""
+        self.participation.claim_nonce(config.session_nonce)
         payload = identity.advertise_payload(
             config.digest(), self.model_hash, me, c_pk, s_pk
         )
@@ -58,17 +80,27 @@ class Credentials:
         ).to_bytes()
 
     def open_directory(
-        self, config: SecAggConfig, data: bytes
+        self, config: SecAggConfig, me: int, data: bytes
     ) -> tuple[dict[int, KeyEntry], bytes]:
         """Verify a signed key directory; return its entries and the session id.
 
         :class:`UnknownIdentity` for an id outside the consortium (a Sybil),
         :class:`InvalidSignature` for a signature that does not verify over
-        this client's own parameters and model hash.
+        this client's own parameters and model hash.  In SecAgg+ only the
+        neighbours' signatures are verified here: only their keys are used,
+        and every other entry is verified by that member's own neighbours.
         """
         directory = SignedKeyDirectory.from_bytes(data)
         digest = config.digest()
+        graph = self.graph(config)
+        used = None if graph is None else graph.closed(me)
         for e in directory.entries:
+            if e.client_id not in self.consortium:
+                raise UnknownIdentity(
+                    f"client {e.client_id} is not a registered consortium member"
+                )
+            if used is not None and e.client_id not in used:
+                continue
             payload = identity.advertise_payload(
                 digest, self.model_hash, e.client_id, e.c_pk, e.s_pk
             )
@@ -89,18 +121,11 @@ class Credentials:
         return ConsistencySignature(sender=me, signature=sig).to_bytes()
 
     def open_unmask_request(
-        self,
-        config: SecAggConfig,
-        session: bytes,
-        signed: tuple[int, ...],
-        data: bytes,
-    ) -> UnmaskRequest:
-        """The Unmasking request, once its ConsistencyCheck evidence holds.
-
-        The survivor list must be the one this client signed, and at least
-        ``threshold`` distinct members of it must have signed it too; with
-        2t > n + corrupt (the client's policy) no other list can reach t.
-        """
+        self, signed: tuple[int, ...], data: bytes
+    ) -> tuple[UnmaskRequest, dict[int, bytes]]:
+        """The Unmasking request and its signatures, if the list is the one
+        this client signed and every signer is on it (checked before use by
+        :meth:`check_quorum`)."""
         request = SignedUnmaskRequest.from_bytes(data)
         if request.survivors != signed:
             raise ConsistencyError(
@@ -113,15 +138,39 @@ class Credentials:
             raise ConsistencyError(
                 f"survivor-list signatures from clients outside it: {outsiders}"
             )
-        if len(request.signatures) < config.threshold:
-            raise ConsistencyError(
-                f"only {len(request.signatures)} signatures on the survivor list; "
-                f"threshold is {config.threshold}"
-            )
+        return request.lists, dict(request.signatures)
+
+    def check_quorum(
+        self,
+        config: SecAggConfig,
+        session: bytes,
+        signed: tuple[int, ...],
+        signatures: dict[int, bytes],
+        owners: Iterable[int],
+        holders: Callable[[int], frozenset[int]],
+    ) -> None:
+        """Every owner whose share this client reveals must have ``threshold``
+        valid signatures on ``signed`` from its share holders ``holders(u)``.
+
+        Honest holders sign one list; with 2t > g + C (the client's policy)
+        no second list can gather t signatures among any owner's holders, so
+        every honest holder treats each owner alike.  Signatures of clients
+        that hold none of these shares are not even verified.
+        """
+        groups = {u: holders(u) for u in owners}
+        relevant = set().union(*groups.values()) if groups else set()
         payload = identity.survivors_payload(session, signed)
-        for signer, sig in request.signatures:
-            identity.verify(self.consortium, signer, sig, payload)
-        return request.lists
+        valid = set()
+        for signer in sorted(relevant & set(signatures)):
+            identity.verify(self.consortium, signer, signatures[signer], payload)
+            valid.add(signer)
+        for owner in sorted(groups):
+            count = len(valid & groups[owner])
+            if count < config.threshold:
+                raise ConsistencyError(
+                    f"only {count} signatures on the survivor list from client "
+                    f"{owner}'s share holders; threshold is {config.threshold}"
+                )
 
 
 def credentials(
@@ -130,20 +179,28 @@ def credentials(
     consortium: Consortium | None,
     signing_key: Ed25519PrivateKey | None,
     model_hash: bytes | None,
+    participation: ParticipationLog | None,
 ) -> Credentials | None:
     """Check a client's hardened-mode inputs against its mode; ``None`` if
-    semi-honest.  Refuses a signing key that is not ``me``'s registered one."""
-    given = (consortium, signing_key, model_hash)
+    semi-honest.  Refuses a signing key that is not ``me``'s registered one,
+    and a model this client already contributed to."""
+    given = (consortium, signing_key, model_hash, participation)
     if config.mode is SecurityMode.SEMI_HONEST:
         if any(x is not None for x in given):
             raise ConfigError(
-                "consortium, identity and model_hash are hardened-mode inputs"
+                "consortium, identity, model_hash and participation are "
+                "hardened-mode inputs"
             )
         return None
     if consortium is None or signing_key is None or model_hash is None:
         raise ConfigError(
             "hardened mode needs the consortium, this client's identity key and "
             "the hash of the model it received"
+        )
+    if not isinstance(participation, ParticipationLog):
+        raise ConfigError(
+            "hardened mode needs this institution's participation log (one "
+            "contribution per model, one advert per session nonce)"
         )
     if (
         not isinstance(model_hash, bytes)
@@ -155,6 +212,10 @@ def credentials(
         raise UnknownIdentity(
             f"the identity key given does not match client {me}'s registered key"
         )
+    participation.check_model(model_hash)
     return Credentials(
-        consortium=consortium, signing_key=signing_key, model_hash=model_hash
+        consortium=consortium,
+        signing_key=signing_key,
+        model_hash=model_hash,
+        participation=participation,
     )

@@ -29,6 +29,7 @@ from secagg.config import Round, SecAggConfig, SecurityMode
 from secagg.device_ring import AnyQuantized, RingBackend, resolve_backend
 from secagg.errors import ConfigError, InvalidInput
 from secagg.identity import Consortium, make_consortium
+from secagg.participation import MemoryParticipationLog, ParticipationLog
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, check_weight, quantize_input
 from secagg.quantize_torch import quantize_tensor
@@ -78,11 +79,14 @@ def _vanish_round(rnd: Round, hardened: bool) -> Round:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identities:
     """Hardened-mode inputs of a simulated cohort: the consortium registry,
-    each client's Ed25519 signing key, and the hash of the model sent."""
+    each client's Ed25519 signing key, the hash of the model sent, and each
+    client's participation log (fresh in-memory logs when ``None``: a
+    simulation in one process; a deployment passes durable ones)."""
 
     consortium: Consortium
     keys: Mapping[int, Ed25519PrivateKey]
     model_hash: bytes
+    participation: Mapping[int, ParticipationLog] | None = None
 
 
 def _identities(
@@ -137,8 +141,14 @@ def run_quantized_session(
             config, i, policy=policy, entropy=entropy, device=device,
             consortium=ident.consortium, identity=ident.keys[i],
             model_hash=ident.model_hash, backend=backend,
+            participation=logs[i],
         )  # fmt: skip
 
+    logs: Mapping[int, ParticipationLog] = {}
+    if ident is not None:
+        logs = ident.participation or {
+            i: MemoryParticipationLog() for i in sorted(quantized)
+        }
     clients = {i: client(i) for i in sorted(quantized)}
     sent = dict.fromkeys(clients, 0)
     received = dict.fromkeys(clients, 0)

@@ -31,8 +31,10 @@ from secagg._wire import (
 )
 from secagg.crypto import AEAD_TAG_BYTES, KEY_BYTES
 from secagg.errors import InvalidMessage
+from secagg.robust import COMMITMENT_BYTES
 
 __all__ = [
+    "PAIR_COMMITMENT_BYTES",
     "SHARE_CIPHERTEXT_BYTES",
     "SHARE_PLAINTEXT_BYTES",
     "VERSION",
@@ -50,6 +52,8 @@ __all__ = [
 # sender u32 ‖ receiver u32 ‖ share of s_sk ‖ share of b_u
 SHARE_PLAINTEXT_BYTES = 8 + 2 * shamir.SHARE_BYTES
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + AEAD_TAG_BYTES
+# Commitment to the mask-key share ‖ commitment to the seed share.
+PAIR_COMMITMENT_BYTES = 2 * COMMITMENT_BYTES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,35 +133,57 @@ def _ciphertext_entry(r: Reader) -> tuple[int, bytes]:
     return r.u32(), r.take(SHARE_CIPHERTEXT_BYTES)
 
 
-def _encode_ciphertexts(entries: tuple[tuple[int, bytes], ...]) -> bytes:
+def _commitment_entry(r: Reader) -> tuple[int, bytes]:
+    return r.u32(), r.take(PAIR_COMMITMENT_BYTES)
+
+
+def _encode_entries(entries: tuple[tuple[int, bytes], ...]) -> bytes:
     parts = [struct.pack("<I", len(entries))]
-    parts.extend(struct.pack("<I", i) + ct for i, ct in entries)
+    parts.extend(struct.pack("<I", i) + blob for i, blob in entries)
     return b"".join(parts)
 
 
-def _check_ciphertexts(entries: tuple[tuple[int, bytes], ...], what: str) -> None:
-    check_sorted([i for i, _ in entries], what)
-    for _, ct in entries:
+def _check_sealed(
+    ciphertexts: tuple[tuple[int, bytes], ...],
+    commitments: tuple[tuple[int, bytes], ...],
+    what: str,
+) -> None:
+    check_sorted([i for i, _ in ciphertexts], what)
+    for _, ct in ciphertexts:
         check_bytes(ct, SHARE_CIPHERTEXT_BYTES, "share ciphertext")
+    if [i for i, _ in commitments] != [i for i, _ in ciphertexts]:
+        raise InvalidMessage("share commitments must name the ciphertexts' parties")
+    for _, c in commitments:
+        check_bytes(c, PAIR_COMMITMENT_BYTES, "share commitment")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareKeys:
-    """Round 1, client → server: one encrypted share bundle per neighbour."""
+    """Round 1, client → server: one encrypted share bundle per neighbour.
+
+    ``commitments`` holds, per receiver, the commitments to the two shares
+    inside its bundle (mask-key share ‖ seed share, :mod:`secagg.robust`);
+    ``seed_commitment`` commits to the sender's self-mask seed.
+    """
 
     sender: int
+    seed_commitment: bytes
     ciphertexts: tuple[tuple[int, bytes], ...]  # (receiver, ciphertext)
+    commitments: tuple[tuple[int, bytes], ...]  # (receiver, key ‖ seed)
 
     def __post_init__(self) -> None:
         check_id(self.sender, "sender")
-        _check_ciphertexts(self.ciphertexts, "receiver")
+        check_bytes(self.seed_commitment, COMMITMENT_BYTES, "seed commitment")
+        _check_sealed(self.ciphertexts, self.commitments, "receiver")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
         return (
             header(MessageType.SHARE_KEYS)
             + struct.pack("<I", self.sender)
-            + _encode_ciphertexts(self.ciphertexts)
+            + self.seed_commitment
+            + _encode_entries(self.ciphertexts)
+            + _encode_entries(self.commitments)
         )
 
     @classmethod
@@ -165,28 +191,38 @@ class ShareKeys:
         """Decode; :class:`InvalidMessage` on any malformation."""
         r = Reader(data, MessageType.SHARE_KEYS)
         sender = r.u32()
-        out = cls(sender=sender, ciphertexts=r.items(4, _ciphertext_entry))
+        seed_commitment = r.take(COMMITMENT_BYTES)
+        ciphertexts = r.items(4 + SHARE_CIPHERTEXT_BYTES, _ciphertext_entry)
+        commitments = r.items(4 + PAIR_COMMITMENT_BYTES, _commitment_entry)
         r.finish()
-        return out
+        return cls(
+            sender=sender,
+            seed_commitment=seed_commitment,
+            ciphertexts=ciphertexts,
+            commitments=commitments,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareRelay:
-    """Round 2 request, server → client: bundles addressed to it (from U2)."""
+    """Round 2 request, server → client: bundles addressed to it (from U2),
+    each with its sender's commitments to the shares inside."""
 
     receiver: int
     ciphertexts: tuple[tuple[int, bytes], ...]  # (sender, ciphertext)
+    commitments: tuple[tuple[int, bytes], ...]  # (sender, key ‖ seed)
 
     def __post_init__(self) -> None:
         check_id(self.receiver, "receiver")
-        _check_ciphertexts(self.ciphertexts, "sender")
+        _check_sealed(self.ciphertexts, self.commitments, "sender")
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
         return (
             header(MessageType.SHARE_RELAY)
             + struct.pack("<I", self.receiver)
-            + _encode_ciphertexts(self.ciphertexts)
+            + _encode_entries(self.ciphertexts)
+            + _encode_entries(self.commitments)
         )
 
     @classmethod
@@ -194,9 +230,10 @@ class ShareRelay:
         """Decode; :class:`InvalidMessage` on any malformation."""
         r = Reader(data, MessageType.SHARE_RELAY)
         receiver = r.u32()
-        out = cls(receiver=receiver, ciphertexts=r.items(4, _ciphertext_entry))
+        ciphertexts = r.items(4 + SHARE_CIPHERTEXT_BYTES, _ciphertext_entry)
+        commitments = r.items(4 + PAIR_COMMITMENT_BYTES, _commitment_entry)
         r.finish()
-        return out
+        return cls(receiver=receiver, ciphertexts=ciphertexts, commitments=commitments)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

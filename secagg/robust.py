@@ -38,16 +38,17 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from secagg.crypto import Label
-from secagg.errors import ReconstructionError
-from secagg.shamir import PRIME, SECRET_BYTES, encode_share
+from secagg.errors import CheatingError, ReconstructionError
+from secagg.shamir import PRIME, SECRET_BYTES, encode_share, reconstruct
 
 __all__ = [
     "COMMITMENT_BYTES",
     "ShareKind",
     "decode",
+    "recover",
     "seed_commitment",
     "share_commitment",
 ]
@@ -204,3 +205,41 @@ def decode(shares: Mapping[int, int], threshold: int) -> tuple[int, frozenset[in
     if secret >= 1 << (8 * SECRET_BYTES):
         raise ReconstructionError("decoded secret is out of range")
     return secret, wrong
+
+
+def recover(
+    owner: int,
+    shares: Mapping[int, int],
+    threshold: int,
+    opens: Callable[[bytes], bool],
+) -> tuple[bytes, bool]:
+    """``owner``'s secret from verified shares, checked by ``opens`` against
+    its commitment; ``(secret, dealer_cheated)``.
+
+    The ``threshold`` lowest shares are tried first (one cached Lagrange
+    combination).  If the result fails its commitment the shares are off one
+    polynomial: :func:`decode` finds the codeword, and ``dealer_cheated`` is
+    true, since every share was already checked against its dealer's
+    per-share commitment.  :class:`CheatingError` names ``owner`` when even
+    that does not open the commitment.
+    """
+    try:
+        first = reconstruct(shares, threshold)
+    except ReconstructionError:  # the lowest shares give no 32-byte secret
+        first = None
+    if first is not None and opens(first):
+        return first, False
+    try:
+        value, _ = decode(shares, threshold)
+    except ReconstructionError as exc:
+        raise CheatingError(
+            f"client {owner} dealt shares that do not decode: {exc}",
+            frozenset({owner}),
+        ) from None
+    secret = value.to_bytes(SECRET_BYTES, "little")
+    if not opens(secret):
+        raise CheatingError(
+            f"the shares of client {owner} do not open its commitment",
+            frozenset({owner}),
+        )
+    return secret, True

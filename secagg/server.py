@@ -10,27 +10,36 @@ U1 ⊇ U2 ⊇ U3 ⊇ U5: a client may vanish before any round, and while at leas
 In ``SecurityMode.HARDENED`` the server also needs the consortium registry
 and the hash of the model it sent: it verifies every signature it relays, so
 an honest server refuses forgeries early (clients verify again anyway), and
-runs the ConsistencyCheck round between MaskedInput and Unmasking.
+runs the ConsistencyCheck round between MaskedInput and Unmasking.  SecAgg+
+neighbourhoods then come from the roster graph (:mod:`secagg.threat`).
 
-A rejected message raises and leaves the server as it was.
+Against cheating clients: a non-canonical or low-order key is refused,
+naming its client (:mod:`secagg.pubkeys`); a revealed share that differs
+from its dealer's commitment convicts its holder (:class:`~secagg.errors.
+CheatingError`); rebuilt secrets are checked and decoded around bad shares
+(:mod:`secagg.unmasking`).  While ``threshold`` honest shares of every
+secret remain the sum stays exact, and :attr:`SecAggAggregate.cheaters`
+names who cheated.
+
+A rejected message raises and leaves the server as it was, except that a
+convicted cheater is remembered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 
-from secagg import crypto, identity, ring, shamir
-from secagg.client import mask_sign
-from secagg.config import Round, SecAggConfig, SecurityMode, neighbours
-from secagg.device_ring import DeviceMaskedInput, MaskGroup, RingBackend, ServerRing
+from secagg import crypto, identity, pubkeys, ring, share_bundles, threat
+from secagg.config import GraphKind, Round, SecAggConfig, SecurityMode, neighbours
+from secagg.device_ring import DeviceMaskedInput, RingBackend, ServerRing
 from secagg.errors import (
+    CheatingError,
     ConfigError,
     InvalidKey,
     ProtocolError,
-    ReconstructionError,
     TooFewSurvivors,
 )
 from secagg.identity import Consortium
@@ -52,6 +61,7 @@ from secagg.signed_messages import (
     SignedKeyEntry,
     SignedUnmaskRequest,
 )
+from secagg.unmasking import Unmasking, mask_groups
 
 __all__ = ["SecAggAggregate", "SecAggServer"]
 
@@ -61,7 +71,9 @@ class SecAggAggregate:
     """What the server learns: sums only, plus who took part.
 
     ``survivors`` are the clients whose masked input is in the sum (U3);
-    ``responders`` those that answered Unmasking.  ``ring_sum`` is on the
+    ``responders`` those that answered Unmasking; ``cheaters`` those caught
+    revealing or dealing shares off their commitments (the sum was decoded
+    around them).  ``ring_sum`` is on the
     host; ``weighted_sum`` on the server's device (``RingBackend.TORCH``).
     """
 
@@ -72,6 +84,7 @@ class SecAggAggregate:
     survivors: frozenset[int]
     dropped: frozenset[int]
     responders: frozenset[int]
+    cheaters: frozenset[int] = frozenset()
 
 
 class SecAggServer:
@@ -108,6 +121,15 @@ class SecAggServer:
         self._session = b""
         self._graph: dict[int, frozenset[int]] = {}
         self._shares: dict[int, dict[int, bytes]] = {}  # sender -> receiver -> ct
+        # dealer -> holder -> key ‖ seed share commitments; dealer -> seed's
+        self._commitments: dict[int, dict[int, bytes]] = {}
+        self._seed_commitments: dict[int, bytes] = {}
+        self._cheaters: set[int] = set()
+        self._roster_graph = (
+            threat.roster_graph(consortium.members, config.degree)
+            if consortium is not None and config.graph is GraphKind.HARARY
+            else None
+        )
         self._masked: set[int] = set()
         self._responses: dict[int, UnmaskResponse] = {}
         self._dropped: frozenset[int] = frozenset()
@@ -155,6 +177,8 @@ class SecAggServer:
         self._fresh(sender, self._keys)
         if len(self._keys) >= self._config.num_clients:
             raise ProtocolError("more clients than the announced cohort")
+        pubkeys.check_public_key(msg.c_pk, sender, "c_pk")
+        pubkeys.check_public_key(msg.s_pk, sender, "s_pk")
         seen = {k for e in self._keys.values() for k in (e.c_pk, e.s_pk)}
         if msg.c_pk == msg.s_pk or msg.c_pk in seen or msg.s_pk in seen:
             raise InvalidKey(f"client {sender} advertised a duplicate public key")
@@ -194,6 +218,8 @@ class SecAggServer:
                 f"client {sender} sent shares to other clients than its neighbours"
             )
         self._shares[sender] = dict(msg.ciphertexts)
+        self._commitments[sender] = dict(msg.commitments)
+        self._seed_commitments[sender] = msg.seed_commitment
 
     def _receive_masked(
         self, sender: int, msg: MaskedInput | DeviceMaskedInput
@@ -227,6 +253,11 @@ class SecAggServer:
             raise ProtocolError(
                 f"client {sender} sent shares for clients it may not reveal"
             )
+        try:
+            share_bundles.check_revealed(msg, self._commitments, self._session)
+        except CheatingError:
+            self._cheaters.add(sender)
+            raise
         self._responses[sender] = msg
 
     def _require(self, count: int, what: str) -> None:
@@ -238,14 +269,12 @@ class SecAggServer:
 
     def broadcast(self) -> dict[int, bytes]:
         """Close the current round; return the next round's message per client."""
-        rnd, cfg = self._round, self._config
+        rnd = self._round
         if rnd is Round.ADVERTISE_KEYS:
             self._require(len(self._keys), "advertised keys")
             entries = tuple(self._keys[i] for i in sorted(self._keys))
             data = self._open_session(entries)
-            self._graph = {
-                u: neighbours(cfg, self._session, u, self._keys) for u in self._keys
-            }
+            self._graph = {u: self._neighbours(u) for u in self._keys}
             self._round = Round.SHARE_KEYS
             return dict.fromkeys(self._keys, data)
         if rnd is Round.SHARE_KEYS:
@@ -257,7 +286,10 @@ class SecAggServer:
                     for v in sorted(self._shares)
                     if u in self._shares[v]
                 )
-                out[u] = ShareRelay(receiver=u, ciphertexts=cts).to_bytes()
+                commits = tuple((v, self._commitments[v][u]) for v, _ in cts)
+                out[u] = ShareRelay(
+                    receiver=u, ciphertexts=cts, commitments=commits
+                ).to_bytes()
             self._round = Round.MASKED_INPUT
             return out
         if rnd is Round.MASKED_INPUT:
@@ -276,14 +308,37 @@ class SecAggServer:
             return dict.fromkeys(self._masked, data)
         if rnd is Round.CONSISTENCY_CHECK:
             self._require(len(self._survivor_sigs), "signed the survivor list")
-            data = SignedUnmaskRequest(
-                survivors=tuple(sorted(self._masked)),
-                dropped=tuple(sorted(self._dropped)),
-                signatures=tuple(sorted(self._survivor_sigs.items())),
-            ).to_bytes()
             self._round = Round.UNMASKING
-            return dict.fromkeys(self._survivor_sigs, data)
+            return self._signed_unmask_requests()
         raise ProtocolError("no round to broadcast; call unmask() after Unmasking")
+
+    def _neighbours(self, u: int) -> frozenset[int]:
+        if self._roster_graph is not None:
+            return self._roster_graph.neighbours(u) & set(self._keys)
+        return neighbours(self._config, self._session, u, self._keys)
+
+    def _signed_unmask_requests(self) -> dict[int, bytes]:
+        # Each survivor gets the signatures it counts: on SecAgg+ those of the
+        # share holders of its neighbours (two hops on the roster graph).
+        survivors = tuple(sorted(self._masked))
+        dropped = tuple(sorted(self._dropped))
+        sigs = self._survivor_sigs
+
+        def request(signers: Iterable[int]) -> bytes:
+            return SignedUnmaskRequest(
+                survivors=survivors,
+                dropped=dropped,
+                signatures=tuple((i, sigs[i]) for i in sorted(signers)),
+            ).to_bytes()
+
+        graph = self._roster_graph
+        if graph is None:
+            return dict.fromkeys(sigs, request(sigs))
+        out = {}
+        for v in sigs:
+            reach = set().union(*(graph.closed(u) for u in graph.closed(v)))
+            out[v] = request(reach & set(sigs))
+        return out
 
     def _open_session(self, entries: tuple[KeyEntry, ...]) -> bytes:
         # Session id as the clients compute it; the key directory to send.
@@ -309,53 +364,25 @@ class SecAggServer:
         )
         return SignedKeyDirectory(entries=signed).to_bytes()
 
-    def _share_index(self) -> tuple[dict[int, dict[int, int]], ...]:
-        # owner -> {share point: value}, for seeds and for mask keys.
-        seeds: dict[int, dict[int, int]] = {}
-        keys: dict[int, dict[int, int]] = {}
-        for responder, msg in self._responses.items():
-            for index, entries in ((seeds, msg.seed_shares), (keys, msg.key_shares)):
-                for owner, y in entries:
-                    index.setdefault(owner, {})[responder + 1] = shamir.decode_share(y)
-        return seeds, keys
-
-    def _reconstruct(self, owner: int, shares: Mapping[int, int]) -> bytes:
-        if len(shares) < self._config.threshold:
-            raise TooFewSurvivors(
-                f"only {len(shares)} shares for client {owner}; threshold is "
-                f"{self._config.threshold}"
-            )
-        return shamir.reconstruct(shares, self._config.threshold)
-
     def unmask(self) -> SecAggAggregate:
         """Close Unmasking: remove all masks and return the decoded sum."""
         if self._round is not Round.UNMASKING:
             raise ProtocolError("unmask() is only valid after the Unmasking round")
         self._require(len(self._responses), "answered the Unmasking request")
-        seed_index, key_index = self._share_index()
-        keys: list[bytes] = []
-        signs: list[int] = []
-        for u in sorted(self._masked):
-            seed = self._reconstruct(u, seed_index.get(u, {}))
-            keys.append(crypto.self_mask_key(seed, self._session, u))
-            signs.append(-1)
-        # One mask group for the self masks, then one per dropped client (all
-        # its surviving neighbours at once).
-        groups: list[MaskGroup] = [(keys, signs)]
-        for v in sorted(self._dropped):
-            keys, signs = [], []
-            groups.append((keys, signs))
-            s_sk = crypto.private_from_bytes(self._reconstruct(v, key_index.get(v, {})))
-            if crypto.public_bytes(s_sk) != self._keys[v].s_pk:
-                raise ReconstructionError(
-                    f"reconstructed mask key of client {v} does not match its "
-                    "advertised key"
-                )
-            for u in sorted(self._masked & self._graph[v]):
-                shared = crypto.agree(s_sk, self._keys[u].s_pk)
-                keys.append(crypto.pair_mask_key(shared, self._session, u, v))
-                # u added mask_sign(u, v) · PRG; take it away.
-                signs.append(-mask_sign(u, v))
+        groups, convicted = mask_groups(
+            Unmasking(
+                threshold=self._config.threshold,
+                session=self._session,
+                survivors=self._masked,
+                dropped=self._dropped,
+                neighbours=self._graph,
+                s_pks={u: e.s_pk for u, e in self._keys.items()},
+                seed_commitments=self._seed_commitments,
+                responses=self._responses,
+                cheaters=self._cheaters,
+            )
+        )
+        self._cheaters |= convicted
         decoded = self._ring.unmask(groups)
         result = SecAggAggregate(
             ring_sum=decoded.ring_sum,
@@ -365,6 +392,7 @@ class SecAggServer:
             survivors=frozenset(self._masked),
             dropped=self._dropped,
             responders=frozenset(self._responses),
+            cheaters=frozenset(self._cheaters),
         )
         self._round = None
         self._responses = {}
