@@ -4,11 +4,17 @@ The server learns only the sum of the survivors' weighted, quantised updates,
 their total weight and the total count of clipped coordinates, and recovers
 that sum exactly while at least ``threshold`` clients survive every round.
 
-``SecurityMode.HARDENED`` defends against a malicious coordinator: Ed25519
-consortium identities (:class:`Consortium`), each client's own model hash in
-the signed keys and the session id, and a ConsistencyCheck round (signed
-survivor list).  ``GraphKind.HARARY`` runs SecAgg+ (:meth:`SecAggConfig.for_cohort`
-computes degree and threshold from the cohort size, α and δ).
+``SecurityMode.HARDENED`` defends against a malicious coordinator colluding
+with up to ⌈α·N⌉ of the N consortium members (:mod:`secagg.threat` states
+the guarantee): Ed25519 identities (:class:`Consortium`), each client's own
+model hash and a once-used session nonce in the signed keys, thresholds and
+SecAgg+ neighbourhoods fixed by the roster, a ConsistencyCheck whose
+signatures are counted among each peer's share holders, a bound on declared
+dropouts, and one contribution per model in a durable
+:class:`ParticipationLog`.  In every mode shares carry commitments, so the
+server names cheating clients and decodes around them.  ``GraphKind.HARARY``
+runs SecAgg+ (:meth:`SecAggConfig.for_cohort` computes degree and threshold
+from the cohort size, α and δ).
 ``RingBackend.TORCH`` (the default off the CPU) keeps quantisation, masking
 and summation on the update's device (:mod:`secagg.device_ring`).
 
@@ -17,7 +23,7 @@ and summation on the update's device (:mod:`secagg.device_ring`).
 >>> r = run_session([torch.tensor([0.5])] * 3, [1, 1, 2], cfg)
 >>> r.total_weight, round(float(r.mean[0]), 3)
 (4, 0.5)
->>> hard = SecAggConfig(num_clients=3, threshold=2, vector_length=1,
+>>> hard = SecAggConfig(num_clients=3, threshold=3, vector_length=1,
 ...                     max_weight=1, mode=SecurityMode.HARDENED)
 >>> run_session([torch.tensor([0.5])] * 3, [1, 1, 1], hard).total_weight
 3

@@ -133,7 +133,11 @@ class SecAggConfig:
     context: bytes = b""
     graph: GraphKind = GraphKind.COMPLETE
     degree: int = 0
-    session_nonce: bytes = field(default_factory=lambda: os.urandom(NONCE_BYTES))
+    # Not part of ==: two sessions with the same parameters compare equal;
+    # their digests, hence their session ids and signed adverts, differ.
+    session_nonce: bytes = field(
+        default_factory=lambda: os.urandom(NONCE_BYTES), compare=False
+    )
 
     def __post_init__(self) -> None:
         for name in (

@@ -197,11 +197,6 @@ def credentials(
             "hardened mode needs the consortium, this client's identity key and "
             "the hash of the model it received"
         )
-    if not isinstance(participation, ParticipationLog):
-        raise ConfigError(
-            "hardened mode needs this institution's participation log (one "
-            "contribution per model, one advert per session nonce)"
-        )
     if (
         not isinstance(model_hash, bytes)
         or len(model_hash) != identity.MODEL_HASH_BYTES
@@ -211,6 +206,11 @@ def credentials(
     if identity.identity_public_bytes(signing_key) != registered:
         raise UnknownIdentity(
             f"the identity key given does not match client {me}'s registered key"
+        )
+    if not isinstance(participation, ParticipationLog):
+        raise ConfigError(
+            "hardened mode needs this institution's participation log (one "
+            "contribution per model, one advert per session nonce)"
         )
     participation.check_model(model_hash)
     return Credentials(

@@ -99,8 +99,8 @@ class ClientPolicy:
     def check(self, config: SecAggConfig, roster_size: int | None = None) -> None:
         """Raise :class:`PolicyViolation` unless ``config`` is acceptable.
 
-        A hardened session needs ``roster_size``, the number of consortium
-        members (N); the colluders are counted over it.
+        A hardened session counts the colluders over ``roster_size``, the
+        number of consortium members N (default: the cohort is the roster).
         """
         if self.mode is not None and config.mode is not self.mode:
             raise PolicyViolation(
@@ -119,7 +119,7 @@ class ClientPolicy:
                 f"{self.max_share_holders} share holders"
             )
         if config.mode is SecurityMode.HARDENED:
-            self._check_hardened(config, roster_size)
+            self._check_hardened(config, roster_size or n)
         else:
             need = max(self.min_threshold, self._threshold_floor(config))
             if config.threshold < need:
@@ -137,9 +137,7 @@ class ClientPolicy:
         """C = max(1, ⌈α·N⌉), the colluders a hardened client assumes."""
         return threat.assumed_corrupt(self.assumed_corrupt_fraction, roster_size)
 
-    def _check_hardened(self, config: SecAggConfig, roster_size: int | None) -> None:
-        if roster_size is None:
-            raise ConfigError("a hardened session is checked against the roster size")
+    def _check_hardened(self, config: SecAggConfig, roster_size: int) -> None:
         n, t, group = config.num_clients, config.threshold, config.group_size
         corrupt = self.corrupt(roster_size)
         if n > roster_size:

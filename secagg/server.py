@@ -8,10 +8,9 @@ U1 ⊇ U2 ⊇ U3 ⊇ U5: a client may vanish before any round, and while at leas
 ``threshold`` remain the server recovers the exact sum of the inputs of U3.
 
 In ``SecurityMode.HARDENED`` the server also needs the consortium registry
-and the hash of the model it sent: it verifies every signature it relays, so
-an honest server refuses forgeries early (clients verify again anyway), and
-runs the ConsistencyCheck round between MaskedInput and Unmasking.  SecAgg+
-neighbourhoods then come from the roster graph (:mod:`secagg.threat`).
+and the hash of the model it sent: it verifies every signature it relays (so
+an honest server refuses forgeries early), runs the ConsistencyCheck round,
+and takes SecAgg+ neighbourhoods from the roster (:mod:`secagg.threat`).
 
 Against cheating clients: a non-canonical or low-order key is refused,
 naming its client (:mod:`secagg.pubkeys`); a revealed share that differs
@@ -73,8 +72,8 @@ class SecAggAggregate:
     ``survivors`` are the clients whose masked input is in the sum (U3);
     ``responders`` those that answered Unmasking; ``cheaters`` those caught
     revealing or dealing shares off their commitments (the sum was decoded
-    around them).  ``ring_sum`` is on the
-    host; ``weighted_sum`` on the server's device (``RingBackend.TORCH``).
+    around them).  ``ring_sum`` is on the host; ``weighted_sum`` on the
+    server's device (``RingBackend.TORCH``).
     """
 
     ring_sum: ring.RingArray
@@ -125,9 +124,10 @@ class SecAggServer:
         self._commitments: dict[int, dict[int, bytes]] = {}
         self._seed_commitments: dict[int, bytes] = {}
         self._cheaters: set[int] = set()
+        harary = config.graph is GraphKind.HARARY
         self._roster_graph = (
             threat.roster_graph(consortium.members, config.degree)
-            if consortium is not None and config.graph is GraphKind.HARARY
+            if consortium is not None and harary
             else None
         )
         self._masked: set[int] = set()
@@ -334,11 +334,7 @@ class SecAggServer:
         graph = self._roster_graph
         if graph is None:
             return dict.fromkeys(sigs, request(sigs))
-        out = {}
-        for v in sigs:
-            reach = set().union(*(graph.closed(u) for u in graph.closed(v)))
-            out[v] = request(reach & set(sigs))
-        return out
+        return {v: request(graph.two_hops(v) & set(sigs)) for v in sigs}
 
     def _open_session(self, entries: tuple[KeyEntry, ...]) -> bytes:
         # Session id as the clients compute it; the key directory to send.

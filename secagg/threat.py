@@ -117,6 +117,11 @@ class RosterGraph:
         """``client`` and its neighbours: the holders of its shares."""
         return self.neighbours(client) | {client}
 
+    def two_hops(self, client: int) -> frozenset[int]:
+        """The share holders of ``client``'s neighbours: whose survivor-list
+        signatures ``client`` counts before it unmasks."""
+        return frozenset().union(*(self.closed(u) for u in self.closed(client)))
+
     def _position(self, client: int) -> int:
         import bisect
 
@@ -156,7 +161,12 @@ class HardenedParams:
 
 def _complete(cohort: int, corrupt: int, dropout_fraction: float) -> HardenedParams:
     threshold = math.ceil((1.0 - dropout_fraction - _EPS) * cohort)
-    if cohort < corrupt + 2 or 2 * threshold <= cohort + corrupt:
+    if cohort < corrupt + 2:
+        raise GraphParameterError(
+            f"a hardened cohort needs at least {corrupt + 2} members ({corrupt} "
+            f"assumed colluders + 2 honest), got {cohort}"
+        )
+    if 2 * threshold <= cohort + corrupt:
         raise GraphParameterError(
             f"no hardened threshold for a complete graph of {cohort} with "
             f"{corrupt} assumed colluders and dropout {dropout_fraction}: need "

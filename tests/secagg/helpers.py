@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from secagg import (
     ClientPolicy,
     Consortium,
+    MemoryParticipationLog,
     QuantizedInput,
     Round,
     SecAggClient,
@@ -81,6 +82,7 @@ def _client(
         consortium=consortium,
         identity=keys[i],
         model_hash=model_hash,
+        participation=MemoryParticipationLog(),
     )
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from secagg import (
     InvalidMessage,
+    MemoryParticipationLog,
     Round,
     SecAggClient,
     SecAggError,
@@ -76,6 +77,7 @@ def samples() -> dict[str, tuple[Decoder, bytes]]:
                 consortium=hard.consortium,
                 identity=hard.keys[0],
                 model_hash=bytes(32),
+                participation=MemoryParticipationLog(),
             ).advertise_keys(),
         ),
         "signed_directory": (SignedKeyDirectory.from_bytes, hard.requests[0]),
