@@ -107,6 +107,8 @@ class RosterGraph:
 
     ids: tuple[int, ...]
     degree: int
+    #: Roster ids in ring order: position p is linked to p ± 1 .. p ± k/2.
+    ring: tuple[int, ...]
     _adjacency: tuple[frozenset[int], ...]
 
     def neighbours(self, client: int) -> frozenset[int]:
@@ -141,9 +143,12 @@ def _roster_seed(members: Sequence[tuple[int, bytes]]) -> bytes:
 @functools.lru_cache(maxsize=8)
 def _build(members: tuple[tuple[int, bytes], ...], degree: int) -> RosterGraph:
     ids = tuple(i for i, _ in members)
-    positions = graph_params.harary_graph(len(ids), degree, _roster_seed(members))
+    seed = _roster_seed(members)
+    positions = graph_params.harary_graph(len(ids), degree, seed)
     adjacency = tuple(frozenset(ids[p] for p in nb) for nb in positions)
-    return RosterGraph(ids=ids, degree=degree, _adjacency=adjacency)
+    # The same relabelling harary_graph applies: ring position -> position.
+    ring = tuple(ids[p] for p in graph_params._permutation(len(ids), seed))
+    return RosterGraph(ids=ids, degree=degree, ring=ring, _adjacency=adjacency)
 
 
 def roster_graph(members: tuple[tuple[int, bytes], ...], degree: int) -> RosterGraph:
