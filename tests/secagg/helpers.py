@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +14,7 @@ from secagg import (
     ClientPolicy,
     Consortium,
     MemoryParticipationLog,
+    ParticipationLog,
     QuantizedInput,
     Round,
     SecAggClient,
@@ -72,6 +73,7 @@ def _client(
     consortium: Consortium | None,
     keys: dict[int, Ed25519PrivateKey],
     model_hash: bytes,
+    log: ParticipationLog | None = None,
 ) -> SecAggClient:
     if consortium is None:
         return SecAggClient(cfg, i, policy=policy)
@@ -82,7 +84,7 @@ def _client(
         consortium=consortium,
         identity=keys[i],
         model_hash=model_hash,
-        participation=MemoryParticipationLog(),
+        participation=log or MemoryParticipationLog(),
     )
 
 
@@ -92,21 +94,27 @@ def drive(
     *,
     absent: dict[int, Round] | None = None,
     policy: ClientPolicy = LENIENT,
+    roster: tuple[Consortium, dict[int, Ed25519PrivateKey]] | None = None,
+    logs: Mapping[int, ParticipationLog] | None = None,
+    cohort: Sequence[int] | None = None,
 ) -> Drive:
     """Run every round before ``until``; ``absent`` clients vanish before a round.
 
-    A hardened ``cfg`` gets a fresh consortium of ids 0..n-1, every party
-    holding the model hash :data:`MODEL`, and the ConsistencyCheck round.
+    A hardened ``cfg`` gets a fresh consortium of ids 0..n-1 (or ``roster``),
+    every party holding the model hash :data:`MODEL`, a participation log
+    (fresh, or ``logs[i]``), and the ConsistencyCheck round.  ``cohort``
+    names the clients (default 0..n-1).
     """
     absent = absent or {}
     hardened = cfg.mode is SecurityMode.HARDENED
+    ids = list(cohort) if cohort is not None else list(range(cfg.num_clients))
     consortium: Consortium | None = None
     keys: dict[int, Ed25519PrivateKey] = {}
     if hardened:
-        consortium, keys = make_consortium(range(cfg.num_clients))
+        consortium, keys = roster or make_consortium(range(cfg.num_clients))
+    logs = logs or {}
     clients = {
-        i: _client(cfg, i, policy, consortium, keys, MODEL)
-        for i in range(cfg.num_clients)
+        i: _client(cfg, i, policy, consortium, keys, MODEL, logs.get(i)) for i in ids
     }
     server = SecAggServer(
         cfg, consortium=consortium, model_hash=MODEL if hardened else None
