@@ -263,8 +263,10 @@ class SecAggServer:
     def _require(self, count: int, what: str) -> None:
         if count < self._config.threshold:
             self._round = None
+            aside = sorted(self._cheaters)
             raise TooFewSurvivors(
                 f"only {count} clients {what}; threshold is {self._config.threshold}"
+                + (f" (cheaters set aside: {aside})" if aside else "")
             )
 
     def broadcast(self) -> dict[int, bytes]:
