@@ -267,12 +267,12 @@ class SecAggClient:
                 f"shares relayed from clients that are not my neighbours: "
                 f"{sorted(strangers)}"
             )
+        self._nb.check(frozenset(senders), "shared keys")
         if len(senders) + 1 < cfg.threshold:
             raise TooFewSurvivors(
                 f"only {len(senders) + 1} clients shared keys; threshold is "
                 f"{cfg.threshold}"
             )
-        self._nb.check(frozenset(senders), "shared keys")
         held = share_bundles.open_relay(relay, me, st.session, st.channel_keys)
         keys = [crypto.self_mask_key(st.seed, st.session, me)]
         signs = [1]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from secagg import (
     ClientPolicy,
+    ConsistencyError,
     GraphKind,
     PolicyViolation,
     QuantizedInput,
@@ -24,8 +25,10 @@ from secagg import (
     quantize_input,
     run_quantized_session,
 )
-from secagg.threat import max_missing_neighbours
-from tests.secagg.helpers import LENIENT, config
+from secagg.messages import ShareRelay
+from secagg.signed_messages import SignedKeyDirectory
+from secagg.threat import max_missing_neighbours, roster_graph
+from tests.secagg.helpers import LENIENT, config, drive, quantized, refuses
 
 HARD, SEMI = SecurityMode.HARDENED, SecurityMode.SEMI_HONEST
 DROP_ROUNDS = [
@@ -137,8 +140,9 @@ def test_any_dropout_schedule_gives_the_exact_sum_or_a_named_refusal(
     drop = {i: data.draw(st.sampled_from(DROP_ROUNDS)) for i in who}
     try:
         _check(cfg, drop)
-    except (TooFewSurvivors, PolicyViolation):
-        # Refused before anything was unmasked: no wrong sum, ever.
+    except (TooFewSurvivors, PolicyViolation, ConsistencyError):
+        # Too few survivors, neighbours or signatures left: refused by name,
+        # never a wrong sum.
         assert len(who) > _tolerated(cfg)
 
 
@@ -155,3 +159,40 @@ def test_hardened_secaggplus_at_500_members_with_dropouts() -> None:
     rng = random.Random(500)  # the dropout schedule only, never key material
     drop = {i: rng.choice(DROP_ROUNDS) for i in rng.sample(range(500), 25)}
     _check(cfg, drop)
+
+
+def test_declared_dropouts_are_bounded_in_every_round_a_client_can_see() -> None:
+    # Hardened SecAgg+, k = 8, one assumed colluder: D = 3.  The coordinator
+    # hides four of the target's neighbours, first from the key directory,
+    # then from the relayed shares.
+    cfg = config(n=24, t=6, d=3, mode=HARD, graph=GraphKind.HARARY, degree=8)
+    run = drive(cfg, Round.SHARE_KEYS)
+    assert run.consortium is not None
+    hidden = sorted(roster_graph(run.consortium.members, 8).neighbours(0))[:4]
+    entries = SignedKeyDirectory.from_bytes(run.requests[0]).entries
+    kept = tuple(e for e in entries if e.client_id not in hidden)
+    target = run.clients[0]
+    message = "4 of this client's 8 neighbours are missing; with 1 assumed colluders"
+    refuses(
+        target,
+        lambda: target.share_keys(SignedKeyDirectory(entries=kept).to_bytes()),
+        PolicyViolation,
+        message,
+    )
+    relay_run = drive(cfg, Round.MASKED_INPUT)
+    assert relay_run.consortium is not None
+    graph = roster_graph(relay_run.consortium.members, 8)
+    relay = ShareRelay.from_bytes(relay_run.requests[0])
+    drop = set(sorted(graph.neighbours(0))[:4])
+    thin = ShareRelay(
+        receiver=0,
+        ciphertexts=tuple(c for c in relay.ciphertexts if c[0] not in drop),
+        commitments=tuple(c for c in relay.commitments if c[0] not in drop),
+    ).to_bytes()
+    target = relay_run.clients[0]
+    refuses(
+        target,
+        lambda: target.masked_input(thin, quantized(cfg, 0)),
+        PolicyViolation,
+        message,
+    )
