@@ -149,6 +149,11 @@ def run_quantized_session(
         logs = ident.participation or {
             i: MemoryParticipationLog() for i in sorted(quantized)
         }
+        if set(quantized) - set(logs):
+            raise ConfigError(
+                "identities.participation has no log for clients "
+                f"{sorted(set(quantized) - set(logs))}"
+            )
     clients = {i: client(i) for i in sorted(quantized)}
     sent = dict.fromkeys(clients, 0)
     received = dict.fromkeys(clients, 0)
