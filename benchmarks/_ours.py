@@ -323,8 +323,9 @@ def sparse_params(n: int, dropout: float = SPARSE_DROPOUT) -> tuple[int, int] | 
     """(degree, threshold) from secagg's SecAgg+ finder, or ``None`` when
     secagg has no sparse graph or the finder needs the complete graph.
 
-    The threshold is raised, where needed, to the default ``ClientPolicy``
-    minimum (half the share holders, rounded up), which clients enforce."""
+    The threshold is raised, where needed, to half the share holders,
+    rounded up: an honest majority of each neighbourhood, as on the Flower
+    side of the comparison."""
     if not has_sparse_graph():
         return None
     from secagg import graph

@@ -1,14 +1,15 @@
 """Mask-PRG throughput and server unmasking time, against the copy bandwidth.
 
-Measures :func:`secagg.prg_torch.signed_mask_sum` (fused Triton kernel on CUDA
-when importable, eager torch ops otherwise) in Z_2^32:
+Measures the torch back end's mask kernel, as :func:`secagg.backend.mask_sum_for`
+chooses it (the fused Triton kernel on CUDA when importable, eager torch ops
+otherwise), in Z_2^32:
 
 * client masking: the signed sum of k neighbours' ChaCha20 masks over d
   parameters, as keystream GB/s (4·k·d bytes / s) and masked parameters / s;
 * server unmasking (Bonawitz et al.'s headline setting): n = 500 clients,
   d = 100K, 30 % dropped after ShareKeys, complete graph. For each dropped
   client the server regenerates its pair masks with all ~350 surviving
-  neighbours in one ``signed_mask_sum`` call and adds them to the aggregate.
+  neighbours in one kernel call and adds them to the aggregate.
   Only the PRG work is timed; key agreement and Shamir reconstruction belong
   to the protocol and are excluded. Keys are random 32-byte strings.
 * the device's copy bandwidth (a large ``Tensor.copy_``, 2 × size bytes moved
@@ -35,15 +36,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from secagg import prg_triton
+from secagg.backend import mask_sum_for
 from secagg.prg_torch import signed_mask_sum
+from secagg.ring_torch import MaskSum
 
 __all__ = ["BenchConfig", "main", "run"]
 
@@ -100,10 +101,8 @@ def _keys(count: int, rng: random.Random) -> list[bytes]:
     return [rng.randbytes(32) for _ in range(count)]
 
 
-def _backend(device: torch.device) -> str:
-    if device.type == "cuda" and prg_triton.triton_available():
-        return "triton"
-    return "torch-eager"
+def _backend(kernel: MaskSum) -> str:
+    return "torch-eager" if kernel is signed_mask_sum else "triton"
 
 
 def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int) -> float:
@@ -115,17 +114,22 @@ def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int) -> float:
 
 
 def time_masking(
-    device: torch.device, d: int, k: int, repeats: int, rng: random.Random
+    device: torch.device,
+    d: int,
+    k: int,
+    repeats: int,
+    rng: random.Random,
+    kernel: MaskSum,
 ) -> dict[str, Any]:
     """One client's signed sum of k pair masks over d parameters."""
     keys = _keys(k, rng)
     signs = [rng.choice((1, -1)) for _ in range(k)]
     out = torch.empty(d, dtype=torch.int64, device=device)
     t = _best_time(
-        lambda: signed_mask_sum(keys, signs, d, BITS, device, out=out), device, repeats
+        lambda: kernel(keys, signs, d, BITS, device, out=out), device, repeats
     )
     return {
-        "backend": _backend(device),
+        "backend": _backend(kernel),
         "neighbours": k,
         "params": d,
         "seconds": t,
@@ -155,14 +159,15 @@ def time_unmasking(
     aggregate = torch.zeros(d, dtype=torch.int64, device=device)
     scratch = torch.empty(d, dtype=torch.int64, device=device)
     mask = (1 << BITS) - 1
+    kernel = mask_sum_for(device)
 
     def unmask() -> None:
         for keys, signs in work:
-            signed_mask_sum(keys, signs, d, BITS, device, out=scratch)
+            kernel(keys, signs, d, BITS, device, out=scratch)
             aggregate.sub_(scratch).bitwise_and_(mask)
 
     # One warm-up client only: a full warm-up pass would double a long CPU run.
-    signed_mask_sum(work[0][0][:1], work[0][1][:1], d, BITS, device, out=scratch)
+    kernel(work[0][0][:1], work[0][1][:1], d, BITS, device, out=scratch)
     _sync(device)
     t0 = time.perf_counter()
     unmask()
@@ -171,7 +176,7 @@ def time_unmasking(
     scale = len(dropped) / len(timed)
     keystream = 4 * d * len(survivors) * len(dropped)
     return {
-        "backend": _backend(device),
+        "backend": _backend(kernel),
         "clients": n,
         "params": d,
         "dropped": len(dropped),
@@ -224,13 +229,17 @@ def run(cfg: BenchConfig) -> Results:
     res.copy_gbps = copy_bandwidth(device, cfg.copy_bytes, cfg.repeats)
     if device.type == "cpu":
         res.pyca_keystream_gbps = pyca_keystream(4 * cfg.mask_params, cfg.repeats)
+    kernel = mask_sum_for(device)
     for k in cfg.neighbour_counts:
-        res.masking.append(time_masking(device, cfg.mask_params, k, cfg.repeats, rng))
-    if device.type == "cuda" and cfg.eager_params and _backend(device) == "triton":
-        # The eager torch path, the fallback on CUDA machines without Triton.
-        with mock.patch.object(prg_triton, "triton_available", lambda: False):
-            for k in cfg.neighbour_counts:
-                res.masking.append(time_masking(device, cfg.eager_params, k, 1, rng))
+        res.masking.append(
+            time_masking(device, cfg.mask_params, k, cfg.repeats, rng, kernel)
+        )
+    if cfg.eager_params and kernel is not signed_mask_sum:
+        # The eager torch path, the kernel on CUDA machines without Triton.
+        for k in cfg.neighbour_counts:
+            res.masking.append(
+                time_masking(device, cfg.eager_params, k, 1, rng, signed_mask_sum)
+            )
     res.unmasking = time_unmasking(cfg, device, rng)
     return res
 

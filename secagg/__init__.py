@@ -16,7 +16,9 @@ server names cheating clients and decodes around them.  ``GraphKind.HARARY``
 runs SecAgg+ (:meth:`SecAggConfig.for_cohort` computes degree and threshold
 from the cohort size, α and δ).
 ``RingBackend.TORCH`` (the default off the CPU) keeps quantisation, masking
-and summation on the update's device (:mod:`secagg.device_ring`).
+and summation on the update's device (:mod:`secagg.ring_torch`);
+:class:`SecAggSettings` holds what an application configures once and builds
+each round's :class:`SecAggConfig` and :class:`ClientPolicy`.
 
 >>> import torch
 >>> cfg = SecAggConfig(num_clients=3, threshold=2, vector_length=1, max_weight=3)
@@ -31,6 +33,7 @@ and summation on the update's device (:mod:`secagg.device_ring`).
 
 from __future__ import annotations
 
+from secagg import errors
 from secagg.client import ClientPhase, SecAggClient
 from secagg.config import (
     COMPLETE_GRAPH_BELOW,
@@ -39,26 +42,7 @@ from secagg.config import (
     SecAggConfig,
     SecurityMode,
 )
-from secagg.device_ring import RingBackend
-from secagg.errors import (
-    AlreadyContributed,
-    CheatingError,
-    ConfigError,
-    ConsistencyError,
-    GraphParameterError,
-    InvalidInput,
-    InvalidKey,
-    InvalidMessage,
-    InvalidShare,
-    InvalidSignature,
-    PolicyViolation,
-    ProtocolError,
-    ReconstructionError,
-    ReplayedSession,
-    SecAggError,
-    TooFewSurvivors,
-    UnknownIdentity,
-)
+from secagg.errors import *  # noqa: F403 (the whole error family is public)
 from secagg.identity import Consortium, make_consortium
 from secagg.local import (
     Identities,
@@ -73,53 +57,34 @@ from secagg.participation import (
 )
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, quantize_input
-from secagg.quantize_torch import DeviceQuantizedInput, quantize_tensor
-from secagg.ring import MAX_RING_BITS
+from secagg.ring import MAX_RING_BITS, RingBackend
 from secagg.server import SecAggAggregate, SecAggServer
 from secagg.settings import SecAggSettings
 
 __all__ = [
     "COMPLETE_GRAPH_BELOW",
     "MAX_RING_BITS",
-    "AlreadyContributed",
-    "CheatingError",
     "ClientPhase",
     "ClientPolicy",
-    "ConfigError",
-    "ConsistencyError",
     "Consortium",
-    "DeviceQuantizedInput",
     "FileParticipationLog",
     "GraphKind",
-    "GraphParameterError",
     "Identities",
-    "InvalidInput",
-    "InvalidKey",
-    "InvalidMessage",
-    "InvalidShare",
-    "InvalidSignature",
     "MemoryParticipationLog",
     "ParticipationLog",
-    "PolicyViolation",
-    "ProtocolError",
     "QuantizedInput",
-    "ReconstructionError",
-    "ReplayedSession",
     "RingBackend",
     "Round",
     "SecAggAggregate",
     "SecAggClient",
     "SecAggConfig",
-    "SecAggError",
     "SecAggServer",
     "SecAggSettings",
     "SecurityMode",
     "SessionResult",
-    "TooFewSurvivors",
-    "UnknownIdentity",
     "make_consortium",
     "quantize_input",
-    "quantize_tensor",
     "run_quantized_session",
     "run_session",
 ]
+__all__ += errors.__all__

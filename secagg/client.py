@@ -3,30 +3,31 @@
 Each method validates everything it received before it changes anything; a
 failed check raises a named :class:`~secagg.errors.SecAggError`, returns no
 bytes, and leaves the client's state object untouched (``_state`` is a frozen
-snapshot replaced only on success).  The checks follow DESIGN §2:
+snapshot replaced only on success).  The checks:
 
-1. the configuration is within the client's own :class:`ClientPolicy`;
-3. advertised keys are distinct and valid, its own appear exactly once, and
-   there are at least ``threshold`` participants;
-4. every decrypted share names the expected sender and receiver;
-5. survivor and dropped lists are disjoint, within the earlier lists, do not
-   list the client as dropped, hold at least ``threshold`` survivors and miss
-   no more of the cohort than the policy allows, and the client answers one
-   Unmasking request per session, never revealing both kinds of share for
-   one peer;
-6. all session secrets are discarded once the client has answered or aborted.
+* the configuration is within the client's own :class:`ClientPolicy`;
+* advertised keys are distinct and valid, its own appear exactly once, and
+  there are at least ``threshold`` participants;
+* every decrypted share names the expected sender and receiver;
+* survivor and dropped lists are disjoint, within the earlier lists, do not
+  list the client as dropped, hold at least ``threshold`` survivors and miss
+  no more of the cohort than the policy allows, and the client answers one
+  Unmasking request per session, never revealing both kinds of share for
+  one peer;
+* all session secrets are discarded once the client has answered or aborted.
 
 Both modes refuse non-canonical and low-order keys in the directory, naming
 their owner (:mod:`secagg.pubkeys`), and check every share received against
 the commitment its dealer published (:mod:`secagg.share_bundles`).
 
-The hardened mode (:mod:`secagg.hardened`, :mod:`secagg.threat`) adds to 1
-the roster-wide 2t > g + C rule, to 2-3 signed keys from consortium members
-over this client's own model hash and a session nonce it signs once, SecAgg+
-neighbourhoods from the roster and a bound on how many of them may be
-missing, the ConsistencyCheck before 5 (the client signs U3 and reveals a
-peer's share only against ``threshold`` signatures on that list from the
-peer's share holders), and one contribution per model in a durable log.
+The hardened mode (:mod:`secagg.hardened`, :mod:`secagg.threat`) adds the
+roster-wide 2t > g + C rule to the policy, signed keys from consortium
+members over this client's own model hash and a session nonce it signs once,
+SecAgg+ neighbourhoods from the roster and a bound on how many of them may
+be missing, the ConsistencyCheck before Unmasking (the client signs U3 and
+reveals a peer's share only against ``threshold`` signatures on that list
+from the peer's share holders), and one contribution per model in a durable
+log.
 """
 
 from __future__ import annotations
@@ -40,28 +41,35 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg import crypto, device_ring, shamir, share_bundles
-from secagg.client_checks import Neighbourhood, check_directory, check_lists
+from secagg import crypto, shamir, share_bundles
+from secagg.backend import select_ring
+from secagg.checks import Neighbourhood, check_directory, check_lists
 from secagg.config import MAX_CLIENT_ID, SecAggConfig
 from secagg.errors import (
+    ConfigError,
     InvalidInput,
     ProtocolError,
     TooFewSurvivors,
 )
 from secagg.hardened import credentials
 from secagg.identity import Consortium
+from secagg.masking import client_masks
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
+    KeyEntry,
+    MaskedInput,
     ShareRelay,
     UnmaskRequest,
     UnmaskResponse,
 )
 from secagg.participation import ParticipationLog
 from secagg.policy import ClientPolicy
+from secagg.quantize import QuantizedInput
+from secagg.ring import RingBackend
 from secagg.signed_messages import ConsistencyRequest
 
-__all__ = ["ClientPhase", "SecAggClient", "mask_sign"]
+__all__ = ["ClientPhase", "SecAggClient"]
 
 
 class ClientPhase(enum.Enum):
@@ -75,11 +83,6 @@ class ClientPhase(enum.Enum):
     SIGNED = "signed"
     DONE = "done"
     ABORTED = "aborted"
-
-
-def mask_sign(me: int, peer: int) -> int:
-    """Sign of the pairwise mask ``me`` adds for ``peer`` (they cancel in pairs)."""
-    return 1 if me < peer else -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,10 +107,10 @@ class SecAggClient:
     Call, in order: :meth:`advertise_keys`, :meth:`share_keys`,
     :meth:`masked_input`, (hardened mode) :meth:`consistency_check`,
     :meth:`unmask`.  ``entropy`` defaults to the OS CSPRNG; inject another
-    source only in tests.  ``device`` and ``backend`` choose where masking
-    runs (:mod:`secagg.device_ring`); the bytes never depend on them.  In
-    ``SecurityMode.HARDENED`` the client needs the consortium's identity
-    registry, its own Ed25519 ``identity`` key, ``model_hash``, the
+    source only in tests.  ``device`` and ``backend`` choose the ring masking
+    runs on (:func:`secagg.backend.select_ring`); the bytes never depend on
+    them.  In ``SecurityMode.HARDENED`` the client needs the consortium's
+    identity registry, its own Ed25519 ``identity`` key, ``model_hash``, the
     SHA-256 of the model *it* received (never a hash the server asserts), and
     the institution's durable ``participation`` log.
     """
@@ -123,18 +126,21 @@ class SecAggClient:
         consortium: Consortium | None = None,
         identity: Ed25519PrivateKey | None = None,
         model_hash: bytes | None = None,
-        backend: device_ring.RingBackend | None = None,
+        backend: RingBackend | None = None,
         participation: ParticipationLog | None = None,
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int):
             raise InvalidInput("client_id must be an int")
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise InvalidInput(f"client_id must be in [0, {MAX_CLIENT_ID}]")
-        self._hardened = credentials(
+        if not isinstance(config, SecAggConfig):
+            raise ConfigError(f"config must be a SecAggConfig, got {config!r}")
+        if policy is not None and not isinstance(policy, ClientPolicy):
+            raise ConfigError(f"policy must be a ClientPolicy, got {policy!r}")
+        self._hardened = h = credentials(
             config, client_id, consortium, identity, model_hash, participation
         )
         self._policy = policy or ClientPolicy()
-        h = self._hardened
         self._nb = Neighbourhood(
             config,
             self._policy,
@@ -146,7 +152,7 @@ class SecAggClient:
         self._config = config
         self._id = client_id
         self._entropy = entropy
-        self._masker = device_ring.Masker(device, backend)
+        self._ring = select_ring(config.ring_bits, device, backend)
         self._state = _State()
 
     @property
@@ -204,14 +210,7 @@ class SecAggClient:
         st, cfg, me = self._state, self._config, self._id
         if st.c_sk is None or st.s_sk is None:
             raise ProtocolError("key pairs are missing")
-        if self._hardened is not None:
-            entries, session = self._hardened.open_directory(cfg, me, data)
-        else:
-            directory = KeyDirectory.from_bytes(data)
-            entries = {e.client_id: e for e in directory.entries}
-            session = crypto.session_id(
-                cfg.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries.values())
-            )
+        entries, session = self._open_directory(data)
         own = (crypto.public_bytes(st.c_sk), crypto.public_bytes(st.s_sk))
         check_directory(cfg, self._policy, me, entries, own)
         peers = self._nb.peers(session, entries)
@@ -245,46 +244,47 @@ class SecAggClient:
         )
         return sealed.message
 
+    def _open_directory(self, data: bytes) -> tuple[dict[int, KeyEntry], bytes]:
+        # The entries and the session id as this client computes it.
+        if self._hardened is not None:
+            return self._hardened.open_directory(self._config, self._id, data)
+        directory = KeyDirectory.from_bytes(data)
+        entries = {e.client_id: e for e in directory.entries}
+        session = crypto.session_id(
+            self._config.digest(),
+            ((e.client_id, e.c_pk, e.s_pk) for e in entries.values()),
+        )
+        return entries, session
+
     # Round 2 ---------------------------------------------------------------
 
-    def masked_input(self, data: bytes, update: device_ring.AnyQuantized) -> bytes:
+    def masked_input(self, data: bytes, update: QuantizedInput) -> bytes:
         """Open the shares sent to this client (U2); return the masked vector."""
         self._expect(ClientPhase.SHARED, "send a masked input")
         st, cfg, me = self._state, self._config, self._id
         if st.seed is None:
             raise ProtocolError("self-mask seed is missing")
-        if update.bits != cfg.ring_bits or update.values.shape != (cfg.encoded_length,):
+        if (
+            not isinstance(update, QuantizedInput)
+            or update.bits != cfg.ring_bits
+            or tuple(update.values.shape) != (cfg.encoded_length,)
+        ):
             raise InvalidInput("quantised update does not match the configuration")
-        relay = ShareRelay.from_bytes(data)
-        if relay.receiver != me:
-            raise ProtocolError(
-                f"share relay is addressed to client {relay.receiver}, not {me}"
-            )
-        senders = [v for v, _ in relay.ciphertexts]
-        strangers = set(senders) - st.neighbours
-        if strangers:
-            raise ProtocolError(
-                f"shares relayed from clients that are not my neighbours: "
-                f"{sorted(strangers)}"
-            )
-        self._nb.check(frozenset(senders), "shared keys")
-        if len(senders) + 1 < cfg.threshold:
-            raise TooFewSurvivors(
-                f"only {len(senders) + 1} clients shared keys; threshold is "
-                f"{cfg.threshold}"
-            )
-        held = share_bundles.open_relay(relay, me, st.session, st.channel_keys)
-        keys = [crypto.self_mask_key(st.seed, st.session, me)]
-        signs = [1]
-        for v in senders:
-            keys.append(st.pair_keys[v])
-            signs.append(mask_sign(me, v))
-        out = self._masker.message(me, update, keys, signs)
+        held = self._open_relay(data)
+        keys, signs = client_masks(me, st.seed, st.session, st.pair_keys, held)
+        ring = self._ring
+        masked = ring.masked(ring.adopt(update.values), keys, signs)
+        out = MaskedInput(
+            sender=me,
+            bits=ring.bits,
+            length=cfg.encoded_length,
+            payload=ring.to_wire(masked),
+        ).to_bytes()
         if self._hardened is not None:
             # Recorded durably before the masked input can leave: one
             # contribution per model, even across restarts.
             self._hardened.participation.claim_model(self._hardened.model_hash)
-        # Pair keys and the seed are no longer needed: only shares remain.
+        # Pair keys and the seed are not needed any more: only shares remain.
         self._state = replace(
             st,
             phase=ClientPhase.MASKED,
@@ -297,6 +297,28 @@ class SecAggClient:
         )
         return out
 
+    def _open_relay(self, data: bytes) -> dict[int, tuple[int, int]]:
+        # The (key share, seed share) each neighbour sent, by sender.
+        st, me = self._state, self._id
+        relay = ShareRelay.from_bytes(data)
+        if relay.receiver != me:
+            raise ProtocolError(
+                f"share relay is addressed to client {relay.receiver}, not {me}"
+            )
+        strangers = {v for v, _ in relay.ciphertexts} - st.neighbours
+        if strangers:
+            raise ProtocolError(
+                f"shares relayed from clients that are not my neighbours: "
+                f"{sorted(strangers)}"
+            )
+        self._nb.check({v for v, _ in relay.ciphertexts}, "shared keys")
+        if len(relay.ciphertexts) + 1 < self._config.threshold:
+            raise TooFewSurvivors(
+                f"only {len(relay.ciphertexts) + 1} clients shared keys; threshold "
+                f"is {self._config.threshold}"
+            )
+        return share_bundles.open_relay(relay, me, st.session, st.channel_keys)
+
     # Round 3 (hardened mode only) ----------------------------------------
 
     def consistency_check(self, data: bytes) -> bytes:
@@ -306,8 +328,7 @@ class SecAggClient:
             raise ProtocolError("a semi-honest session has no ConsistencyCheck")
         st, me = self._state, self._id
         survivors = ConsistencyRequest.from_bytes(data).survivors
-        check_lists(self._nb, st.participants, st.neighbours, set(st.held),
-                    set(survivors), set())  # fmt: skip
+        self._check_lists(set(survivors), set())
         out = self._hardened.sign_survivors(me, st.session, survivors)
         # Shares stay held: they are revealed only against t signatures.
         self._state = replace(st, phase=ClientPhase.SIGNED, signed=survivors)
@@ -315,12 +336,22 @@ class SecAggClient:
 
     # Round 4 ---------------------------------------------------------------
 
+    def _check_lists(self, survivors: set[int], dropped: set[int]) -> None:
+        st = self._state
+        check_lists(
+            self._config, self._policy, self._id, survivors, dropped,
+            participants=st.participants, neighbours=st.neighbours,
+            sharers=set(st.held),
+        )  # fmt: skip
+        self._nb.check(survivors, "survived")
+
     def unmask(self, data: bytes) -> bytes:
         """Answer the one Unmasking request: b shares of survivors, s_sk shares
         of dropped clients, never both for one client.  In hardened mode only
         for the survivor list it signed, and for each peer only against
         ``threshold`` signatures on it from that peer's share holders."""
         st, me = self._state, self._id
+        signatures: dict[int, bytes] = {}
         if self._hardened is None:
             self._expect(ClientPhase.MASKED, "answer an Unmasking request")
             request = UnmaskRequest.from_bytes(data)
@@ -328,9 +359,7 @@ class SecAggClient:
             self._expect(ClientPhase.SIGNED, "answer an Unmasking request")
             request, signatures = self._hardened.open_unmask_request(st.signed, data)
         survivors, dropped = set(request.survivors), set(request.dropped)
-        check_lists(
-            self._nb, st.participants, st.neighbours, set(st.held), survivors, dropped
-        )
+        self._check_lists(survivors, dropped)
         sharers = set(st.held)
         if self._hardened is not None:
             self._hardened.check_quorum(
@@ -344,16 +373,11 @@ class SecAggClient:
         seed_shares = [(me, st.own_shares[1])]
         seed_shares += [(v, st.held[v][1]) for v in survivors & sharers]
         key_shares = [(v, st.held[v][0]) for v in dropped & sharers]
-        response = UnmaskResponse(
+        out = UnmaskResponse(
             sender=me,
-            seed_shares=tuple(
-                sorted((v, shamir.encode_share(y)) for v, y in seed_shares)
-            ),
-            key_shares=tuple(
-                sorted((v, shamir.encode_share(y)) for v, y in key_shares)
-            ),
-        )
-        out = response.to_bytes()
+            seed_shares=tuple(sorted(seed_shares)),
+            key_shares=tuple(sorted(key_shares)),
+        ).to_bytes()
         # Answer once, then forget every secret of the session.
         self._state = _State(phase=ClientPhase.DONE)
         return out

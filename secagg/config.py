@@ -339,7 +339,10 @@ def neighbours(
     takes a neighbour list from the server.  For ``GraphKind.HARARY`` the
     advertised ids, sorted, are positions 0..n-1 of
     :func:`secagg.graph.harary_graph`, whose relabelling is derived from the
-    session id, which the server cannot choose.
+    session id (a hash of every listed key, never a value the server sends).
+    A hardened session's SecAgg+ graph spans the roster instead
+    (:class:`secagg.threat.RosterGraph`), which nothing the server sends can
+    move.
     """
     others = frozenset(participants)
     if config.graph is GraphKind.COMPLETE:

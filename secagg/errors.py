@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyContributed",
+    "BackendUnavailable",
     "CheatingError",
     "ConfigError",
     "ConsistencyError",
@@ -36,6 +37,11 @@ class ConfigError(SecAggError, ValueError):
     """A configuration is invalid or could overflow the ring."""
 
 
+class BackendUnavailable(ConfigError):  # noqa: N818 (named like its siblings)
+    """The ring back end or kernel asked for cannot run on this machine
+    (no Triton, no CUDA device)."""
+
+
 class GraphParameterError(ConfigError):
     """Graph parameters are invalid or no secure and correct (k, t) exists.
 
@@ -44,11 +50,17 @@ class GraphParameterError(ConfigError):
     """
 
 
-class InvalidInput(SecAggError, ValueError):  # noqa: N818 (names fixed by issue 3)
-    """A client's own vector or weight cannot be quantised as configured."""
+class InvalidInput(SecAggError, ValueError):  # noqa: N818 (public name)
+    """Something the caller passed in is malformed or out of range.
+
+    A client's own vector or weight that cannot be quantised as configured,
+    or a bad argument to a primitive (a PRG key, a ring width, a mask sign,
+    an output buffer).  Bytes received from a peer raise
+    :class:`InvalidMessage` instead.
+    """
 
 
-class InvalidMessage(SecAggError, ValueError):  # noqa: N818 (names fixed by issue 3)
+class InvalidMessage(SecAggError, ValueError):  # noqa: N818 (public name)
     """Bytes received from a peer do not decode to a well-formed message.
 
     Every parse failure (truncated, extended, wrong version, wrong type,
@@ -65,19 +77,19 @@ class ProtocolError(SecAggError):
     """
 
 
-class PolicyViolation(ProtocolError):  # noqa: N818 (names fixed by issue 3)
+class PolicyViolation(ProtocolError):  # noqa: N818 (public name)
     """The session configuration is outside the client's own policy."""
 
 
-class InvalidKey(ProtocolError):  # noqa: N818 (names fixed by issue 3)
+class InvalidKey(ProtocolError):  # noqa: N818 (public name)
     """Advertised public keys are duplicated, missing, or of low order."""
 
 
-class InvalidShare(ProtocolError):  # noqa: N818 (names fixed by issue 3)
+class InvalidShare(ProtocolError):  # noqa: N818 (public name)
     """An encrypted share failed to decrypt or names the wrong parties."""
 
 
-class TooFewSurvivors(ProtocolError):  # noqa: N818 (names fixed by issue 3)
+class TooFewSurvivors(ProtocolError):  # noqa: N818 (public name)
     """Fewer than ``threshold`` clients remain; the session must abort.
 
     Below the threshold the dropped clients' masks cannot be removed, so no
@@ -104,7 +116,8 @@ class InvalidSignature(ProtocolError):  # noqa: N818 (named like its siblings)
 class ConsistencyError(ProtocolError):
     """The hardened ConsistencyCheck failed: the Unmasking request carries
     another survivor list than the one this client signed, a signature from a
-    non-member of that list, or fewer than ``threshold`` signatures on it."""
+    non-member of that list, or fewer than ``threshold`` signatures on it
+    from the share holders of a peer whose share it would reveal."""
 
 
 class AlreadyContributed(PolicyViolation):

@@ -4,14 +4,14 @@ SecAgg+ (Bell et al., CCS 2020) replaces the complete graph of Bonawitz et al.
 by a k-regular Harary graph H(n, k) whose node labels are a uniformly random
 permutation. The degree k and the Shamir threshold t are *computed* from the
 cohort size, the assumed fraction of corrupt clients and the expected dropout
-fraction (never taken as free parameters), following the production procedure
-described in the design notes: statistical security 2^-40, correctness failure
-below 2^-20.
+fraction (never taken as free parameters), following the procedure of
+Google's Federated Compute Platform (``graph_parameter_finder``): statistical
+security 2^-40, correctness failure below 2^-20.
 
 The relabelling is derived by every client from the session id with a CSPRNG
-(HKDF-SHA256 then ChaCha20 with unbiased rejection sampling), so a server can
-neither choose nor bias who surrounds a victim, and a neighbour list sent by
-the server is never needed.
+(HKDF-SHA256 then ChaCha20 with unbiased rejection sampling), so a neighbour
+list sent by the server is never needed.  The session id hashes every listed
+key, so the server can steer the graph only through whom it lists.
 """
 
 from __future__ import annotations

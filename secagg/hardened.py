@@ -1,7 +1,9 @@
-"""Client-side checks of the hardened mode (malicious coordinator).
+"""Both halves of the hardened mode (malicious coordinator), side by side.
 
-The pieces a :class:`~secagg.client.SecAggClient` adds in
-``SecurityMode.HARDENED``, kept here so the phase machine stays one screen:
+What a :class:`~secagg.client.SecAggClient` (:class:`Credentials`) and a
+:class:`~secagg.server.SecAggServer` (:class:`HardenedServer`) add in
+``SecurityMode.HARDENED``; the client's checks are the defence, the server's
+the same checks made early so an honest server refuses forgeries at once:
 
 * the signed AdvertiseKeys, over (protocol version, config digest with its
   session nonce, *this client's* model hash, c_pk, s_pk, id); the nonce is
@@ -15,34 +17,37 @@ The pieces a :class:`~secagg.client.SecAggClient` adds in
 * the ConsistencyCheck: sign (session id, U3); before revealing any share
   of a peer u, require ``threshold`` valid signatures on that identical list
   from u's share holders (u's closed neighbourhood), so with 2t > g + C no
-  second list can gather them;
-* SecAgg+ neighbourhoods from the roster graph (:mod:`secagg.threat`), and
-  the bound on how many of them may be missing.
+  second list can gather them; the server relays each survivor the
+  signatures it counts;
+* SecAgg+ neighbourhoods from the roster graph (:mod:`secagg.threat`).
 
-Every function validates everything before it returns; none changes state.
+Every check validates everything before it returns; only
+:meth:`HardenedServer.accept_signature` keeps state, after its checks pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import identity, threat
 from secagg.config import GraphKind, SecAggConfig, SecurityMode
-from secagg.errors import ConfigError, ConsistencyError, UnknownIdentity
+from secagg.errors import ConfigError, ConsistencyError, ProtocolError, UnknownIdentity
 from secagg.identity import Consortium
 from secagg.messages import KeyEntry, UnmaskRequest
 from secagg.participation import ParticipationLog
 from secagg.signed_messages import (
+    ConsistencyRequest,
     ConsistencySignature,
     SignedAdvertiseKeys,
     SignedKeyDirectory,
+    SignedKeyEntry,
     SignedUnmaskRequest,
 )
 
-__all__ = ["Credentials", "credentials"]
+__all__ = ["Credentials", "HardenedServer", "credentials"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,9 +67,7 @@ class Credentials:
 
     def graph(self, config: SecAggConfig) -> threat.RosterGraph | None:
         """The roster graph of a SecAgg+ session; ``None`` on the complete graph."""
-        if config.graph is GraphKind.COMPLETE:
-            return None
-        return threat.roster_graph(self.consortium.members, config.degree)
+        return _roster_graph(config, self.consortium)
 
     def advertise(
         self, config: SecAggConfig, me: int, c_pk: bytes, s_pk: bytes
@@ -124,8 +127,8 @@ class Credentials:
         self, signed: tuple[int, ...], data: bytes
     ) -> tuple[UnmaskRequest, dict[int, bytes]]:
         """The Unmasking request and its signatures, if the list is the one
-        this client signed and every signer is on it (checked before use by
-        :meth:`check_quorum`)."""
+        this client signed and every signer is on it (the signatures are
+        checked, as far as they are used, by :meth:`check_quorum`)."""
         request = SignedUnmaskRequest.from_bytes(data)
         if request.survivors != signed:
             raise ConsistencyError(
@@ -158,7 +161,7 @@ class Credentials:
         that hold none of these shares are not even verified.
         """
         groups = {u: holders(u) for u in owners}
-        relevant = set().union(*groups.values()) if groups else set()
+        relevant: set[int] = set().union(*groups.values()) if groups else set()
         payload = identity.survivors_payload(session, signed)
         valid = set()
         for signer in sorted(relevant & set(signatures)):
@@ -171,6 +174,14 @@ class Credentials:
                     f"only {count} signatures on the survivor list from client "
                     f"{owner}'s share holders; threshold is {config.threshold}"
                 )
+
+
+def _roster_graph(
+    config: SecAggConfig, consortium: Consortium
+) -> threat.RosterGraph | None:
+    if config.graph is GraphKind.COMPLETE:
+        return None
+    return threat.roster_graph(consortium.members, config.degree)
 
 
 def credentials(
@@ -219,3 +230,74 @@ def credentials(
         model_hash=model_hash,
         participation=participation,
     )
+
+
+class HardenedServer:
+    """The server's half: verify what it relays, run the ConsistencyCheck."""
+
+    def __init__(
+        self, config: SecAggConfig, consortium: Consortium, model_hash: bytes
+    ) -> None:
+        self._config = config
+        self._consortium = consortium
+        self._model_hash = model_hash
+        self.signatures: dict[int, bytes] = {}  # survivor -> signature on U3
+        #: SecAgg+ neighbourhoods over the roster (``None``: complete graph).
+        self.graph = _roster_graph(config, consortium)
+
+    def verify_advert(self, msg: SignedAdvertiseKeys) -> None:
+        """Refuse an advert whose signature is not its member's over these
+        parameters and this server's model hash."""
+        payload = identity.advertise_payload(
+            self._config.digest(), self._model_hash, msg.sender, msg.c_pk, msg.s_pk
+        )
+        identity.verify(self._consortium, msg.sender, msg.signature, payload)
+
+    def directory(self, adverts: Sequence[SignedAdvertiseKeys]) -> tuple[bytes, bytes]:
+        """The session id as the clients compute it, and the signed directory."""
+        entries = tuple(
+            SignedKeyEntry(
+                client_id=a.sender, c_pk=a.c_pk, s_pk=a.s_pk, signature=a.signature
+            )
+            for a in adverts
+        )
+        session = identity.signed_session_id(
+            self._config.digest(),
+            self._model_hash,
+            ((e.client_id, e.c_pk, e.s_pk, e.signature) for e in entries),
+        )
+        return session, SignedKeyDirectory(entries=entries).to_bytes()
+
+    @staticmethod
+    def consistency_request(survivors: Collection[int]) -> bytes:
+        """The ConsistencyCheck request: the survivor list U3 to sign."""
+        return ConsistencyRequest(survivors=tuple(sorted(survivors))).to_bytes()
+
+    def accept_signature(
+        self, msg: ConsistencySignature, session: bytes, survivors: Collection[int]
+    ) -> None:
+        """Keep a survivor's valid signature over (session id, U3)."""
+        if msg.sender in self.signatures:
+            raise ProtocolError(f"duplicate message from client {msg.sender}")
+        payload = identity.survivors_payload(session, survivors)
+        identity.verify(self._consortium, msg.sender, msg.signature, payload)
+        self.signatures[msg.sender] = msg.signature
+
+    def unmask_requests(
+        self, survivors: Collection[int], dropped: Collection[int]
+    ) -> dict[int, bytes]:
+        """The Unmasking request of each signer, carrying the signatures it
+        counts: every one on the complete graph, on SecAgg+ those of the
+        share holders of its neighbours (two hops on the roster graph)."""
+        sigs = self.signatures
+
+        def request(signers: Iterable[int]) -> bytes:
+            return SignedUnmaskRequest(
+                survivors=tuple(sorted(survivors)),
+                dropped=tuple(sorted(dropped)),
+                signatures=tuple((i, sigs[i]) for i in sorted(signers)),
+            ).to_bytes()
+
+        if self.graph is None:
+            return dict.fromkeys(sigs, request(sigs))
+        return {v: request(self.graph.two_hops(v) & set(sigs)) for v in sigs}

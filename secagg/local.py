@@ -17,27 +17,28 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secagg import ring
+from secagg.backend import select_ring
 from secagg.client import SecAggClient
 from secagg.config import Round, SecAggConfig, SecurityMode
-from secagg.device_ring import AnyQuantized, RingBackend, resolve_backend
 from secagg.errors import ConfigError, InvalidInput
 from secagg.identity import Consortium, make_consortium
 from secagg.participation import MemoryParticipationLog, ParticipationLog
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, check_weight, quantize_input
-from secagg.quantize_torch import quantize_tensor
+from secagg.ring import RingArray, RingBackend
 from secagg.server import SecAggServer
 
 __all__ = ["Identities", "SessionResult", "run_quantized_session", "run_session"]
 
 Vector = torch.Tensor | npt.NDArray[np.floating]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -59,10 +60,10 @@ class SessionResult:
     bytes_sent: Mapping[int, int]
     bytes_received: Mapping[int, int]
     clipped: int
-    ring_sum: ring.RingArray
+    ring_sum: RingArray
 
 
-def _by_id(values: Sequence[object] | Mapping[int, object]) -> dict[int, object]:
+def _by_id(values: Sequence[T] | Mapping[int, T]) -> dict[int, T]:
     if isinstance(values, Mapping):
         return dict(values)
     return dict(enumerate(values))
@@ -105,65 +106,55 @@ def _identities(
     return Identities(consortium=consortium, keys=keys, model_hash=model_hash)
 
 
-def run_quantized_session(
-    quantized: Mapping[int, AnyQuantized],
+def _parties(
     config: SecAggConfig,
-    *,
-    drop: Mapping[int, Round] | None = None,
-    policy: ClientPolicy | None = None,
-    entropy: Callable[[int], bytes] = os.urandom,
-    device: torch.device | str = "cpu",
-    identities: Identities | None = None,
-    backend: RingBackend | None = None,
-) -> SessionResult:
-    """Run a session over already-quantised inputs (see :func:`run_session`)."""
-    if len(quantized) > config.num_clients:
-        raise InvalidInput(
-            f"{len(quantized)} inputs for a cohort of {config.num_clients}"
+    ids: Sequence[int],
+    ident: Identities | None,
+    **kw: Any,
+) -> tuple[dict[int, SecAggClient], SecAggServer]:
+    # ``kw``: policy, entropy, device and backend of every client.
+    device, backend = kw["device"], kw["backend"]
+    if ident is None:
+        clients = {i: SecAggClient(config, i, **kw) for i in ids}
+        return clients, SecAggServer(config, device=device, backend=backend)
+    logs = ident.participation or {i: MemoryParticipationLog() for i in ids}
+    if set(ids) - set(logs):
+        raise ConfigError(
+            f"identities.participation has no log for clients "
+            f"{sorted(set(ids) - set(logs))}"
         )
-    ident = _identities(config, sorted(quantized), identities)
-    hardened = ident is not None
-    drops = {i: _vanish_round(r, hardened) for i, r in (drop or {}).items()}
-    unknown = set(drops) - set(quantized)
-    if unknown:
-        raise InvalidInput(f"drop names unknown clients: {sorted(unknown)}")
+    clients = {
+        i: SecAggClient(
+            config,
+            i,
+            consortium=ident.consortium,
+            identity=ident.keys[i],
+            model_hash=ident.model_hash,
+            participation=logs[i],
+            **kw,
+        )
+        for i in ids
+    }
+    server = SecAggServer(
+        config, device=device, backend=backend,
+        consortium=ident.consortium, model_hash=ident.model_hash,
+    )  # fmt: skip
+    return clients, server
+
+
+def _exchange(
+    clients: Mapping[int, SecAggClient],
+    server: SecAggServer,
+    quantized: Mapping[int, QuantizedInput],
+    drops: Mapping[int, Round],
+    hardened: bool,
+) -> tuple[dict[int, int], dict[int, int]]:
+    # Every round through the wire format; returns bytes sent and received.
+    sent = dict.fromkeys(clients, 0)
+    received = dict.fromkeys(clients, 0)
 
     def alive(i: int, rnd: Round) -> bool:
         return i not in drops or rnd < drops[i]
-
-    def client(i: int) -> SecAggClient:
-        if ident is None:
-            return SecAggClient(
-                config, i, policy=policy, entropy=entropy, device=device,
-                backend=backend,
-            )  # fmt: skip
-        return SecAggClient(
-            config, i, policy=policy, entropy=entropy, device=device,
-            consortium=ident.consortium, identity=ident.keys[i],
-            model_hash=ident.model_hash, backend=backend,
-            participation=logs[i],
-        )  # fmt: skip
-
-    logs: Mapping[int, ParticipationLog] = {}
-    if ident is not None:
-        logs = ident.participation or {
-            i: MemoryParticipationLog() for i in sorted(quantized)
-        }
-        if set(quantized) - set(logs):
-            raise ConfigError(
-                "identities.participation has no log for clients "
-                f"{sorted(set(quantized) - set(logs))}"
-            )
-    clients = {i: client(i) for i in sorted(quantized)}
-    sent = dict.fromkeys(clients, 0)
-    received = dict.fromkeys(clients, 0)
-    server = SecAggServer(
-        config,
-        device=device,
-        consortium=None if ident is None else ident.consortium,
-        model_hash=None if ident is None else ident.model_hash,
-        backend=backend,
-    )
 
     def deliver(i: int, msg: bytes) -> None:
         sent[i] += len(msg)
@@ -186,12 +177,40 @@ def run_quantized_session(
             if alive(i, rnd):
                 received[i] += len(msg)
                 deliver(i, step(i, msg))
+    return sent, received
+
+
+def run_quantized_session(
+    quantized: Mapping[int, QuantizedInput],
+    config: SecAggConfig,
+    *,
+    drop: Mapping[int, Round] | None = None,
+    policy: ClientPolicy | None = None,
+    entropy: Callable[[int], bytes] = os.urandom,
+    device: torch.device | str = "cpu",
+    identities: Identities | None = None,
+    backend: RingBackend | None = None,
+) -> SessionResult:
+    """Run a session over already-quantised inputs (see :func:`run_session`)."""
+    if len(quantized) > config.num_clients:
+        raise InvalidInput(
+            f"{len(quantized)} inputs for a cohort of {config.num_clients}"
+        )
+    ident = _identities(config, sorted(quantized), identities)
+    drops = {i: _vanish_round(r, ident is not None) for i, r in (drop or {}).items()}
+    unknown = set(drops) - set(quantized)
+    if unknown:
+        raise InvalidInput(f"drop names unknown clients: {sorted(unknown)}")
+    clients, server = _parties(
+        config, sorted(quantized), ident,
+        policy=policy, entropy=entropy, device=device, backend=backend,
+    )  # fmt: skip
+    sent, received = _exchange(clients, server, quantized, drops, ident is not None)
     agg = server.unmask()
-    mean = agg.weighted_sum / agg.total_weight
     return SessionResult(
         weighted_sum=agg.weighted_sum,
         total_weight=agg.total_weight,
-        mean=mean,
+        mean=agg.weighted_sum / agg.total_weight,
         survivors=agg.survivors,
         responders=agg.responders,
         bytes_sent=sent,
@@ -227,32 +246,25 @@ def run_session(
     :class:`~secagg.errors.TooFewSurvivors` when fewer than ``threshold``
     clients remain at any round.  ``policy`` is every client's own
     :class:`ClientPolicy` (default: threshold at least half the cohort).
-    ``device`` and ``backend`` (:mod:`secagg.device_ring`) choose where
-    quantisation, masking and summation run; ``RingBackend.TORCH`` (the
-    default off the CPU) quantises each input on ``device`` too.
+    ``device`` and ``backend`` (:func:`secagg.backend.select_ring`) choose
+    the ring quantisation, masking and summation run on.
     """
     xs, ws = _by_id(inputs), _by_id(weights)
     if set(xs) != set(ws):
         raise InvalidInput("inputs and weights must name the same clients")
     for i in sorted(ws):
-        check_weight(ws[i], config)  # type: ignore[arg-type]
+        check_weight(ws[i], config)
     drops = drop or {}
-    on_device = resolve_backend(device, backend) is RingBackend.TORCH
-
-    def quantize(x: Vector, w: int) -> AnyQuantized:
-        if on_device:
-            return quantize_tensor(torch.as_tensor(x).to(device), w, config)
-        return quantize_input(x, w, config)
-
     quantized = {
-        i: quantize(xs[i], ws[i])  # type: ignore[arg-type]
+        i: quantize_input(xs[i], ws[i], config, device=device, backend=backend)
         for i in sorted(xs)
         if i not in drops or drops[i] > Round.MASKED_INPUT
     }
     # Clients that vanish before MaskedInput never quantise; they still take
     # part in the earlier rounds.
+    ring = select_ring(config.ring_bits, device, backend)
     placeholder = QuantizedInput(
-        values=ring.zeros(config.encoded_length, config.ring_bits),
+        values=ring.zeros(config.encoded_length),
         weight=0,
         clipped=0,
         bits=config.ring_bits,

@@ -7,9 +7,11 @@ little-endian uint32.  Ring element ``i`` is ``word_i & (2^k - 1)`` for
 ``k <= 32`` and ``(word_{2i} | word_{2i+1} << 32) & (2^k - 1)`` for
 ``32 < k <= MAX_RING_BITS``.  Power-of-two moduli make every mask exactly uniform.
 
-The CPU back end drives pyca/OpenSSL's ChaCha20 with ``update_into`` over a
-reused buffer, block by block, so the accumulator block stays in cache across
-all keys.  Other devices go to :mod:`secagg.prg_torch` (imported lazily).
+This module is the host implementation: it drives pyca/OpenSSL's ChaCha20
+with ``update_into`` over a reused buffer, block by block, so the accumulator
+block stays in cache across all keys.  :mod:`secagg.prg_torch` computes the
+same masks in torch ops on any device, :mod:`secagg.prg_triton` in a fused
+CUDA kernel.
 
 >>> mask_vector(bytes(32), 1, 32).tolist()  # RFC 8439 A.1 #1, first word
 [2917185654]
@@ -17,25 +19,22 @@ all keys.  Other devices go to :mod:`secagg.prg_torch` (imported lazily).
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from secagg import ring
-from secagg.errors import SecAggError
+from secagg.errors import InvalidInput
+from secagg.ring import RingArray, check_bits, container_dtype, modulus_mask
 
 __all__ = [
     "KEY_BYTES",
     "Keystream",
-    "apply_masks",
     "chacha20_keystream",
+    "check_mask_args",
     "mask_vector",
-    "signed_mask_sum",
     "signed_mask_sum_into",
 ]
 
@@ -47,11 +46,33 @@ _STREAM_WORDS = 1 << 16  # most words one Keystream.words call returns
 _ZEROS = bytes(max(_BLOCK_BYTES, 4 * _STREAM_WORDS))
 
 
+def _check_bytes(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != size:
+        got = len(value) if isinstance(value, bytes | bytearray) else type(value)
+        raise InvalidInput(f"{what} must be {size} bytes, got {got}")
+    return bytes(value)
+
+
+def check_mask_args(
+    keys: Sequence[bytes], signs: Sequence[int], bits: int, low_bits: int = 1
+) -> None:
+    """Refuse, with :class:`InvalidInput`, masks no back end can compute."""
+    check_bits(bits, low_bits)
+    if len(keys) != len(signs):
+        raise InvalidInput(f"{len(keys)} keys but {len(signs)} signs")
+    if any(isinstance(s, bool) or s not in (1, -1) for s in signs):
+        raise InvalidInput("every sign must be +1 or -1")
+    for k in keys:
+        _check_bytes(k, KEY_BYTES, "a PRG key")
+
+
 def _encryptor(key: bytes, nonce: bytes = bytes(12), counter: int = 0) -> Any:
-    if len(key) != KEY_BYTES:
-        raise SecAggError(f"PRG key must be 32 bytes, got {len(key)}")
-    if len(nonce) != 12:
-        raise SecAggError(f"ChaCha20 nonce must be 12 bytes, got {len(nonce)}")
+    key = _check_bytes(key, KEY_BYTES, "a PRG key")
+    nonce = _check_bytes(nonce, 12, "a ChaCha20 nonce")
+    if isinstance(counter, bool) or not isinstance(counter, int):
+        raise InvalidInput(f"counter must be an int, got {counter!r}")
+    if not 0 <= counter < 1 << 32:
+        raise InvalidInput(f"counter must be in [0, 2^32), got {counter}")
     # pyca takes the 16-byte "full nonce": LE32 block counter || 96-bit nonce.
     full = counter.to_bytes(4, "little") + nonce
     return Cipher(algorithms.ChaCha20(key, full), mode=None).encryptor()
@@ -81,7 +102,7 @@ class Keystream:
         The view is overwritten by the next call; copy it to keep it.
         """
         if not 0 <= count <= _STREAM_WORDS:
-            raise SecAggError(f"Keystream.words reads at most {_STREAM_WORDS} words")
+            raise InvalidInput(f"Keystream.words reads at most {_STREAM_WORDS} words")
         nbytes = 4 * count
         view = memoryview(self._buf)[:nbytes]
         self._enc.update_into(memoryview(_ZEROS)[:nbytes], view)
@@ -89,15 +110,16 @@ class Keystream:
 
 
 def signed_mask_sum_into(
-    acc: ring.RingArray, keys: Sequence[bytes], signs: Sequence[int], bits: int
-) -> ring.RingArray:
-    """``acc += Σ_i signs[i] · PRG(keys[i])`` in Z_2^bits, in place (CPU)."""
-    if len(keys) != len(signs):
-        raise SecAggError("keys and signs must have the same length")
-    if any(s not in (1, -1) for s in signs):
-        raise SecAggError("every sign must be +1 or -1")
-    if acc.dtype != ring.container_dtype(bits):
-        raise SecAggError("accumulator dtype does not match the ring")
+    acc: RingArray, keys: Sequence[bytes], signs: Sequence[int], bits: int
+) -> RingArray:
+    """``acc += Σ_i signs[i] · PRG(keys[i])`` in Z_2^bits, in place (CPU).
+
+    ``acc`` is a 1-D host container (uint32 for bits <= 32, else uint64).
+    """
+    check_mask_args(keys, signs, bits)
+    want = container_dtype(bits)
+    if not isinstance(acc, np.ndarray) or acc.dtype != want or acc.ndim != 1:
+        raise InvalidInput(f"accumulator must be a 1-D {want} array")
     wb = _word_bytes(bits)
     per_block = _BLOCK_BYTES // wb
     encs = [_encryptor(k) for k in keys]
@@ -118,60 +140,14 @@ def signed_mask_sum_into(
             else:
                 np.subtract(block, ks, out=block)
         del ks
-    return ring.reduce(acc, bits)
+    if bits != 32:
+        np.bitwise_and(acc, acc.dtype.type(modulus_mask(bits)), out=acc)
+    return acc
 
 
-def mask_vector(key: bytes, length: int, bits: int) -> ring.RingArray:
+def mask_vector(key: bytes, length: int, bits: int) -> RingArray:
     """``PRG(key)``: ``length`` uniform elements of Z_2^bits."""
-    return signed_mask_sum_into(ring.zeros(length, bits), [key], [1], bits)
-
-
-def _torch_backend() -> Callable[..., torch.Tensor]:
-    try:
-        module = importlib.import_module("secagg.prg_torch")
-    except ImportError as exc:
-        raise SecAggError(
-            "masks on a non-CPU device need secagg.prg_torch, which is not "
-            "available; use device='cpu'"
-        ) from exc
-    return cast(Callable[..., torch.Tensor], module.signed_mask_sum)
-
-
-def signed_mask_sum(
-    keys: Sequence[bytes],
-    signs: Sequence[int],
-    length: int,
-    bits: int,
-    device: torch.device | str = "cpu",
-) -> ring.RingArray:
-    """``Σ_i signs[i] · PRG(keys[i])`` as a reduced ring vector on the host.
-
-    The device only chooses where the keystream is computed; the result is
-    bit-identical on every device.
-    """
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        return signed_mask_sum_into(ring.zeros(length, bits), keys, signs, bits)
-    out = _torch_backend()(list(keys), list(signs), length, bits, dev)
-    values = out.to(device="cpu", dtype=torch.int64).numpy()
-    if values.shape != (length,):
-        raise SecAggError("device PRG returned a vector of the wrong shape")
-    return ring.from_int64(values, bits)
-
-
-def apply_masks(
-    values: ring.RingArray,
-    keys: Sequence[bytes],
-    signs: Sequence[int],
-    bits: int,
-    device: torch.device | str = "cpu",
-) -> ring.RingArray:
-    """``values + Σ_i signs[i] · PRG(keys[i])`` as a new reduced ring vector.
-
-    On the CPU the masks are added straight into a copy of ``values``, so no
-    mask vector is ever materialised.
-    """
-    if torch.device(device).type == "cpu":
-        return signed_mask_sum_into(values.copy(), keys, signs, bits)
-    masks = signed_mask_sum(keys, signs, values.shape[0], bits, device)
-    return ring.add(values, masks, bits)
+    check_bits(bits, 1)
+    return signed_mask_sum_into(
+        np.zeros(length, container_dtype(bits)), [key], [1], bits
+    )

@@ -23,10 +23,13 @@ from collections.abc import Sequence
 
 import torch
 
-from secagg.ring import MAX_RING_BITS
+from secagg.errors import InvalidInput
+from secagg.prg import KEY_BYTES, check_mask_args
+from secagg.ring import check_bits
 
 __all__ = [
     "chacha20_words",
+    "check_mask_call",
     "ring_mask",
     "signed_mask_sum",
 ]
@@ -43,30 +46,63 @@ _DEFAULT_CHUNK_CUDA = 1 << 25
 
 
 def _key_words(key: bytes) -> tuple[int, ...]:
-    if not isinstance(key, bytes | bytearray) or len(key) != 32:
-        raise ValueError("a ChaCha20 key must be 32 bytes")
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+        raise InvalidInput("a ChaCha20 key must be 32 bytes")
     return struct.unpack("<8I", bytes(key))
 
 
 def _nonce_words(nonce: bytes) -> tuple[int, ...]:
     if not isinstance(nonce, bytes | bytearray) or len(nonce) != 12:
-        raise ValueError("a ChaCha20 (RFC 8439) nonce must be 12 bytes")
+        raise InvalidInput("a ChaCha20 (RFC 8439) nonce must be 12 bytes")
     return struct.unpack("<3I", bytes(nonce))
 
 
-def _check_bits(bits: int) -> None:
-    if not isinstance(bits, int) or isinstance(bits, bool):
-        raise TypeError(f"bits must be an int, got {type(bits).__name__}")
-    if not 1 <= bits <= MAX_RING_BITS:
-        raise ValueError(f"ring bits must be in [1, {MAX_RING_BITS}], got {bits}")
+def _count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{what} must be an int >= 0, got {value!r}")
+    return value
 
 
 def _resolve(device: torch.device | str) -> torch.device:
     """Canonical device, so ``"cuda"`` compares equal to a tensor's ``cuda:0``."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInput(f"unknown device {device!r}") from exc
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def check_mask_call(
+    keys: Sequence[bytes],
+    signs: Sequence[int],
+    length: int,
+    bits: int,
+    device: torch.device | str,
+    out: torch.Tensor | None,
+) -> tuple[torch.device, torch.Tensor]:
+    """Validate a ``signed_mask_sum`` call of any kernel before any work;
+    return the canonical device and the output tensor."""
+    check_mask_args(keys, signs, bits)
+    _count(length, "length")
+    per = 1 if bits <= 32 else 2
+    if -(-(per * length) // 16) > _MAX_BLOCKS:
+        raise InvalidInput("mask longer than one ChaCha20 key stream (2^32 blocks)")
+    dev = _resolve(device)
+    if out is None:
+        return dev, torch.empty(length, dtype=torch.int64, device=dev)
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.dtype != torch.int64
+        or tuple(out.shape) != (length,)
+        or out.device != dev
+        or not out.is_contiguous()
+    ):
+        raise InvalidInput(
+            "out must be a contiguous int64 tensor of shape (length,) on device"
+        )
+    return dev, out
 
 
 def _rotl(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -143,11 +179,9 @@ def chacha20_words(
     and so on, exactly as RFC 8439 (and pyca's ChaCha20 with the 16-byte nonce
     ``counter.to_bytes(4, "little") + nonce``). Values lie in [0, 2^32).
     """
-    if n_words < 0:
-        raise ValueError(f"n_words must be >= 0, got {n_words}")
-    n_blocks = -(-n_words // 16)
-    if counter < 0 or counter + n_blocks > _MAX_BLOCKS:
-        raise ValueError("the 32-bit ChaCha20 block counter would overflow")
+    n_blocks = -(-_count(n_words, "n_words") // 16)
+    if _count(counter, "counter") + n_blocks > _MAX_BLOCKS:
+        raise InvalidInput("the 32-bit ChaCha20 block counter would overflow")
     nonce_w = _nonce_words(nonce)
     dev = _resolve(device)
     words = _blocks(_key_tensor([key], dev), n_blocks, counter, nonce_w)
@@ -167,7 +201,7 @@ def ring_mask(
     key: bytes, length: int, bits: int, *, device: torch.device | str
 ) -> torch.Tensor:
     """PRG mask of ``length`` elements of Z_2^bits from ``key`` (int64)."""
-    _check_bits(bits)
+    check_bits(bits, 1)
     per = 1 if bits <= 32 else 2
     words = chacha20_words(key, per * length, device=device)
     return _ring_from_words(words, bits).contiguous()
@@ -202,35 +236,15 @@ def signed_mask_sum(
     surviving neighbours). ``out`` (int64, shape (length,), on ``device``), if
     given, is overwritten with the result and returned.
 
-    On CUDA with Triton importable a fused kernel does the work (its scratch is
-    a few MiB at most, so ``chunk_elems`` does not apply); otherwise eager torch
-    ops run in batches of at most ``chunk_elems`` (key, element) pairs, which
-    bounds peak memory. The result is identical on every device and path.
+    Eager torch ops run in batches of at most ``chunk_elems`` (key, element)
+    pairs, which bounds peak memory; :func:`secagg.prg_triton.signed_mask_sum_triton`
+    is the fused CUDA kernel with the same result.
     """
-    _check_bits(bits)
-    if len(keys) != len(signs):
-        raise ValueError(f"{len(keys)} keys but {len(signs)} signs")
-    if any(s not in (1, -1) for s in signs):
-        raise ValueError("every sign must be +1 or -1")
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
+    dev, out = check_mask_call(keys, signs, length, bits, device, out)
+    if chunk_elems is not None and _count(chunk_elems, "chunk_elems") < 16:
+        raise InvalidInput(f"chunk_elems must be >= 16, got {chunk_elems}")
+    key_words = [_key_words(k) for k in keys]
     per = 1 if bits <= 32 else 2
-    if -(-(per * length) // 16) > _MAX_BLOCKS:
-        raise ValueError("mask longer than one ChaCha20 key stream (2^32 blocks)")
-    dev = _resolve(device)
-    key_words = [_key_words(k) for k in keys]  # validate before any work
-    if out is None:
-        out = torch.empty(length, dtype=torch.int64, device=dev)
-    elif out.dtype != torch.int64 or out.shape != (length,) or out.device != dev:
-        raise ValueError("out must be an int64 tensor of shape (length,) on device")
-    if chunk_elems is not None and chunk_elems < 16:
-        raise ValueError(f"chunk_elems must be >= 16, got {chunk_elems}")
-    if dev.type == "cuda":
-        # Imported here so that importing secagg never imports Triton.
-        from secagg.prg_triton import signed_mask_sum_triton, triton_available
-
-        if triton_available():
-            return signed_mask_sum_triton(keys, signs, length, bits, dev, out=out)
     out.zero_()
     if not keys or length == 0:
         return out

@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from secagg.ring import MAX_RING_BITS
+from secagg.errors import BackendUnavailable
+from secagg.prg_torch import check_mask_call
 
 __all__ = ["signed_mask_sum_triton", "triton_available"]
 
@@ -46,7 +47,6 @@ _NUM_WARPS = 4
 # tiles of 128 blocks) split their keys over more programs to get there.
 _PROGRAMS_PER_SM = 8
 _MAX_SPLITS = 64
-_MAX_BLOCKS = 1 << 32
 
 
 def _interpreting() -> bool:
@@ -62,19 +62,18 @@ def triton_available() -> bool:
 if triton is not None:
 
     @triton.jit  # type: ignore[untyped-decorator,misc]
+    def _arx(x: tl.tensor, y: tl.tensor, z: tl.tensor, R: tl.constexpr) -> Any:
+        # One quarter-round step: x += y; z ^= x; z <<<= R (uint32 lanes).
+        x = x + y
+        z = z ^ x
+        return x, (z << R) | (z >> (32 - R))
+
+    @triton.jit  # type: ignore[untyped-decorator,misc]
     def _qr(a: tl.tensor, b: tl.tensor, c: tl.tensor, d: tl.tensor) -> Any:
-        a = a + b
-        d = d ^ a
-        d = (d << 16) | (d >> 16)
-        c = c + d
-        b = b ^ c
-        b = (b << 12) | (b >> 20)
-        a = a + b
-        d = d ^ a
-        d = (d << 8) | (d >> 24)
-        c = c + d
-        b = b ^ c
-        b = (b << 7) | (b >> 25)
+        a, d = _arx(a, b, d, 16)
+        c, b = _arx(c, d, b, 12)
+        a, d = _arx(a, b, d, 8)
+        c, b = _arx(c, d, b, 7)
         return a, b, c, d
 
     @triton.jit  # type: ignore[untyped-decorator,misc]
@@ -88,6 +87,7 @@ if triton is not None:
         nonce_ptr: tl.tensor,
         MASK: tl.constexpr,
         TWO_WORDS: tl.constexpr,
+        ELEMS: tl.constexpr,
         BLOCK: tl.constexpr,
     ) -> None:
         pid = tl.program_id(0)
@@ -206,34 +206,36 @@ if triton is not None:
                 s13 += x13 * sg
                 s14 += x14 * sg
                 s15 += x15 * sg
-        if TWO_WORDS:
-            o = blk * 8
-            _store(out_ptr, o + 0, s0, n_elems, MASK)
-            _store(out_ptr, o + 1, s1, n_elems, MASK)
-            _store(out_ptr, o + 2, s2, n_elems, MASK)
-            _store(out_ptr, o + 3, s3, n_elems, MASK)
-            _store(out_ptr, o + 4, s4, n_elems, MASK)
-            _store(out_ptr, o + 5, s5, n_elems, MASK)
-            _store(out_ptr, o + 6, s6, n_elems, MASK)
-            _store(out_ptr, o + 7, s7, n_elems, MASK)
-        else:
-            o = blk * 16
-            _store(out_ptr, o + 0, s0, n_elems, MASK)
-            _store(out_ptr, o + 1, s1, n_elems, MASK)
-            _store(out_ptr, o + 2, s2, n_elems, MASK)
-            _store(out_ptr, o + 3, s3, n_elems, MASK)
-            _store(out_ptr, o + 4, s4, n_elems, MASK)
-            _store(out_ptr, o + 5, s5, n_elems, MASK)
-            _store(out_ptr, o + 6, s6, n_elems, MASK)
-            _store(out_ptr, o + 7, s7, n_elems, MASK)
-            _store(out_ptr, o + 8, s8, n_elems, MASK)
-            _store(out_ptr, o + 9, s9, n_elems, MASK)
-            _store(out_ptr, o + 10, s10, n_elems, MASK)
-            _store(out_ptr, o + 11, s11, n_elems, MASK)
-            _store(out_ptr, o + 12, s12, n_elems, MASK)
-            _store(out_ptr, o + 13, s13, n_elems, MASK)
-            _store(out_ptr, o + 14, s14, n_elems, MASK)
-            _store(out_ptr, o + 15, s15, n_elems, MASK)
+        # ELEMS ring elements per ChaCha20 block: 16 (one word each) or 8.
+        o = blk * ELEMS
+        _store8(out_ptr, o, s0, s1, s2, s3, s4, s5, s6, s7, n_elems, MASK)
+        if not TWO_WORDS:
+            _store8(out_ptr, o + 8, s8, s9, s10, s11, s12, s13, s14, s15, n_elems, MASK)
+
+    @triton.jit  # type: ignore[untyped-decorator,misc]
+    def _store8(
+        out_ptr: tl.tensor,
+        o: tl.tensor,
+        a0: tl.tensor,
+        a1: tl.tensor,
+        a2: tl.tensor,
+        a3: tl.tensor,
+        a4: tl.tensor,
+        a5: tl.tensor,
+        a6: tl.tensor,
+        a7: tl.tensor,
+        n_elems: tl.tensor,
+        MASK: tl.constexpr,
+    ) -> None:
+        # Elements o .. o + 7 of each block (inlined by the compiler).
+        _store(out_ptr, o + 0, a0, n_elems, MASK)
+        _store(out_ptr, o + 1, a1, n_elems, MASK)
+        _store(out_ptr, o + 2, a2, n_elems, MASK)
+        _store(out_ptr, o + 3, a3, n_elems, MASK)
+        _store(out_ptr, o + 4, a4, n_elems, MASK)
+        _store(out_ptr, o + 5, a5, n_elems, MASK)
+        _store(out_ptr, o + 6, a6, n_elems, MASK)
+        _store(out_ptr, o + 7, a7, n_elems, MASK)
 
     @triton.jit  # type: ignore[untyped-decorator,misc]
     def _store(
@@ -243,7 +245,7 @@ if triton is not None:
         n_elems: tl.tensor,
         MASK: tl.constexpr,
     ) -> None:
-        # Zero-extend to 64 bits first so MASK (< 2^MAX_RING_BITS) never truncates.
+        # Zero-extend to 64 bits first so a MASK above 2^32 never truncates.
         val = acc.to(tl.uint64) & MASK
         tl.store(out_ptr + idx, val.to(tl.int64, bitcast=True), mask=idx < n_elems)
 
@@ -260,39 +262,20 @@ def signed_mask_sum_triton(
 ) -> torch.Tensor:
     """Fused-kernel version of :func:`secagg.prg_torch.signed_mask_sum`.
 
-    Same arguments and result (int64 in [0, 2^bits), 1 <= bits <= MAX_RING_BITS).
-    ``chunk_elems`` is accepted for signature compatibility and ignored: the
-    kernel materialises no keystream, only (for short masks) a few MiB of
-    per-split partial sums. Raises ``RuntimeError`` when Triton or a
-    CUDA device is missing.
+    Same arguments, checks and result (int64 in [0, 2^bits), 1 <= bits <=
+    MAX_RING_BITS).  ``chunk_elems`` is accepted for signature compatibility
+    and ignored: the kernel materialises no keystream, only (for short masks)
+    a few MiB of per-split partial sums.  Raises :class:`BackendUnavailable`
+    when Triton or a CUDA device is missing.
     """
     del chunk_elems
     if triton is None:
-        raise RuntimeError("Triton is not installed")
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+        raise BackendUnavailable("the fused mask kernel needs Triton, not installed")
+    dev, out = check_mask_call(keys, signs, length, bits, device, out)
     if dev.type != "cuda" and not _interpreting():
-        raise RuntimeError(f"the Triton kernel needs a CUDA device, got {dev}")
-    if not 1 <= bits <= MAX_RING_BITS:
-        raise ValueError(f"ring bits must be in [1, {MAX_RING_BITS}], got {bits}")
-    if len(keys) != len(signs):
-        raise ValueError(f"{len(keys)} keys but {len(signs)} signs")
-    if any(s not in (1, -1) for s in signs):
-        raise ValueError("every sign must be +1 or -1")
-    if any(not isinstance(k, bytes | bytearray) or len(k) != 32 for k in keys):
-        raise ValueError("a ChaCha20 key must be 32 bytes")
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
+        raise BackendUnavailable(f"the Triton kernel needs a CUDA device, got {dev}")
     two_words = bits > 32
-    per_block = 8 if two_words else 16
-    n_blocks = -(-length // per_block)
-    if n_blocks > _MAX_BLOCKS:
-        raise ValueError("mask longer than one ChaCha20 key stream (2^32 blocks)")
-    if out is None:
-        out = torch.empty(length, dtype=torch.int64, device=dev)
-    elif out.dtype != torch.int64 or out.shape != (length,) or out.device != dev:
-        raise ValueError("out must be an int64 tensor of shape (length,) on device")
+    n_blocks = -(-length // (8 if two_words else 16))
     if length == 0:
         return out
     # Key words as int32 bit patterns: Triton loads them and bitcasts to uint32.
@@ -303,14 +286,7 @@ def signed_mask_sum_triton(
     if not keys:
         return out.zero_()
     tiles = triton.cdiv(n_blocks, _BLOCK)
-    sms = (
-        torch.cuda.get_device_properties(dev).multi_processor_count
-        if dev.type == "cuda"
-        else 2
-    )
-    splits = min(len(keys), _MAX_SPLITS, max(1, -(-_PROGRAMS_PER_SM * sms // tiles)))
-    per_split = -(-len(keys) // splits)
-    splits = -(-len(keys) // per_split)  # no split without keys
+    splits, per_split = _splits(dev, len(keys), tiles)
     # Partial sums need scratch rows: at most ~PROGRAMS_PER_SM * sms tiles' worth.
     dst = (
         out
@@ -327,16 +303,34 @@ def signed_mask_sum_triton(
         nonce_t,
         MASK=(1 << bits) - 1,
         TWO_WORDS=two_words,
+        ELEMS=8 if two_words else 16,
         BLOCK=_BLOCK,
         num_warps=_NUM_WARPS,
     )
     if splits > 1:
-        mask = (1 << bits) - 1
-        if bits <= 32:
-            # At most 64 partials below 2^32: the int64 sum cannot overflow.
-            torch.sum(dst, dim=0, out=out).bitwise_and_(mask)
-        else:
-            out.copy_(dst[0])
-            for row in dst[1:]:
-                out.add_(row).bitwise_and_(mask)
+        _fold(dst, out, bits)
     return out
+
+
+def _splits(dev: torch.device, n_keys: int, tiles: int) -> tuple[int, int]:
+    """How many key splits (grid axis 1) and keys per split fill the device."""
+    sms = (
+        torch.cuda.get_device_properties(dev).multi_processor_count
+        if dev.type == "cuda"
+        else 2
+    )
+    splits = min(n_keys, _MAX_SPLITS, max(1, -(-_PROGRAMS_PER_SM * sms // tiles)))
+    per_split = -(-n_keys // splits)
+    return -(-n_keys // per_split), per_split  # no split without keys
+
+
+def _fold(partials: torch.Tensor, out: torch.Tensor, bits: int) -> None:
+    """``out = Σ partials mod 2^bits`` over the rows of the per-split sums."""
+    mask = (1 << bits) - 1
+    if bits <= 32:
+        # At most 64 partials below 2^32: the int64 sum cannot overflow.
+        torch.sum(partials, dim=0, out=out).bitwise_and_(mask)
+    else:
+        out.copy_(partials[0])
+        for row in partials[1:]:
+            out.add_(row).bitwise_and_(mask)

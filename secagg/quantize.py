@@ -8,10 +8,13 @@ ring vector of length d + 2::
 where ``q(v) = round_stochastic(clip(v, -c, c) · scale)`` and ``clipped`` is
 how many coordinates fell outside ``[-c, c]``.  All three travel under the
 same masks, so the server learns only Σ w·q(x), Σ w and the total clip count.
-Rounding bits come from a ChaCha20 keystream seeded by the OS CSPRNG, never
-from torch's or numpy's generators.  Stochastic rounding is unbiased and off
-by less than one step, so each decoded coordinate of the sum lies within
-``Σ w / scale`` of the exact weighted sum of the clipped inputs.
+Rounding bits come from a ChaCha20 keystream under a key derived from the OS
+CSPRNG, never from torch's or numpy's generators.  Stochastic rounding is
+unbiased and off by less than one step, so each decoded coordinate of the sum
+lies within ``Σ w / scale`` of the exact weighted sum of the clipped inputs.
+
+The ring back end (:func:`secagg.backend.select_ring`) decides where this
+runs; both give the same ring vector for the same entropy.
 
 >>> cfg = SecAggConfig(num_clients=2, threshold=2, vector_length=2, max_weight=7)
 >>> q = quantize_input(np.array([0.5, -2.0]), 3, cfg)
@@ -24,15 +27,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
-from secagg import crypto, ring
+from secagg import crypto
+from secagg.backend import select_ring, to_device
 from secagg.config import SecAggConfig
 from secagg.errors import InvalidInput
-from secagg.prg import Keystream
+from secagg.ring import FloatVector, Ring, RingBackend, RingVector
 
 __all__ = [
     "Dequantized",
@@ -42,14 +46,16 @@ __all__ = [
     "quantize_input",
 ]
 
-_CHUNK = 1 << 16  # words per rounding block: 256 KiB of keystream
-
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class QuantizedInput:
-    """One client's encoded vector; it never leaves the client unmasked."""
+    """One client's encoded vector; it never leaves the client unmasked.
 
-    values: ring.RingArray
+    ``values`` is the ring vector of the back end that made it (a host
+    container or an int64 tensor on its device); any ring adopts it.
+    """
+
+    values: RingVector
     weight: int
     clipped: int
     bits: int
@@ -57,14 +63,14 @@ class QuantizedInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Dequantized:
-    """The decoded secure sum."""
+    """The decoded secure sum; ``weighted_sum`` is float64 on the sum's device."""
 
-    weighted_sum: npt.NDArray[np.float64]
+    weighted_sum: torch.Tensor
     total_weight: int
     clipped: int
 
 
-def check_weight(weight: int, config: SecAggConfig) -> int:
+def check_weight(weight: object, config: SecAggConfig) -> int:
     """``weight`` as an int in ``[1, max_weight]``; :class:`InvalidInput` otherwise.
 
     A weight above the cap is refused, never capped: a silent cap would turn
@@ -82,78 +88,83 @@ def check_weight(weight: int, config: SecAggConfig) -> int:
     return int(weight)
 
 
-def _as_numpy(
-    vector: torch.Tensor | npt.NDArray[np.floating],
-) -> npt.NDArray[np.floating]:
-    # Keep float32/float64 as they are: blocks are widened to float64 one at
-    # a time, so no full-size float64 copy is ever allocated.
+_NATIVE_FLOATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+
+def _tensor_vector(t: torch.Tensor) -> torch.Tensor:
+    if t.layout is not torch.strided:
+        raise InvalidInput(f"vector must be a dense tensor, got layout {t.layout}")
+    if t.device.type == "meta":
+        raise InvalidInput("vector is a meta tensor: it holds no values")
+    if not t.is_floating_point():
+        raise InvalidInput(f"vector must be a float tensor, got {t.dtype}")
+    return t.detach()
+
+
+def float_vector(vector: object, length: int) -> FloatVector:
+    """``vector`` as a 1-D real float array or dense tensor of ``length``.
+
+    Accepts a torch tensor, a numpy array or anything numpy reads as a real
+    float array; :class:`InvalidInput` (naming what would be accepted) for
+    everything else.
+    """
     if isinstance(vector, torch.Tensor):
-        if not vector.is_floating_point():
-            raise InvalidInput(f"vector must be a float tensor, got {vector.dtype}")
-        t = vector.detach().to("cpu")
-        if t.dtype not in (torch.float32, torch.float64):
-            t = t.to(torch.float32)
-        return t.numpy()
-    arr = np.asarray(vector)
-    if arr.dtype.kind != "f":
-        raise InvalidInput(f"vector must be floating point, got {arr.dtype}")
-    return arr
+        x: Any = _tensor_vector(vector)
+    else:
+        try:
+            x = np.asarray(vector)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(
+                f"vector must be a float tensor or array, got {type(vector).__name__}"
+            ) from exc
+        if x.dtype.kind != "f":
+            what = x.dtype if isinstance(vector, np.ndarray) else type(vector).__name__
+            raise InvalidInput(f"vector must be floating point, got {what}")
+        if x.dtype not in _NATIVE_FLOATS:  # byte-swapped or extended precision
+            x = x.astype(np.float64)
+    if x.ndim != 1 or x.shape[0] != length:
+        raise InvalidInput(
+            f"vector must be 1-D of length {length}, got shape {tuple(x.shape)}"
+        )
+    return x  # type: ignore[no-any-return]
 
 
 def quantize_input(
-    vector: torch.Tensor | npt.NDArray[np.floating],
+    vector: FloatVector,
     weight: int,
     config: SecAggConfig,
     *,
     entropy: Callable[[int], bytes] = os.urandom,
+    device: torch.device | str | None = None,
+    backend: RingBackend | None = None,
 ) -> QuantizedInput:
     """Clip, scale and stochastically round ``vector``; multiply by ``weight``.
 
-    Raises :class:`InvalidInput` for a wrong shape, non-finite values, or a
-    ``weight`` (an example count) below 1 or above ``config.max_weight``.
+    Runs on the ring :func:`~secagg.backend.select_ring` picks for ``device``
+    (by default the vector's own) and ``backend``.  Raises :class:`InvalidInput` for a
+    vector that is not a 1-D real float vector of ``config.vector_length``
+    finite values, or a ``weight`` below 1 or above ``config.max_weight``.
     """
-    x = _as_numpy(vector)
-    if x.ndim != 1 or x.shape[0] != config.vector_length:
-        raise InvalidInput(
-            f"vector must be 1-D of length {config.vector_length}, got shape "
-            f"{tuple(x.shape)}"
-        )
+    if not isinstance(config, SecAggConfig):
+        raise InvalidInput(f"config must be a SecAggConfig, got {config!r}")
+    x = float_vector(vector, config.vector_length)
     w = check_weight(weight, config)
-    bits, clip, scale = config.ring_bits, float(config.clip), config.scale
-    d = config.vector_length
-    out = ring.zeros(config.encoded_length, bits)
-    stream = Keystream(crypto.rounding_key(entropy(crypto.KEY_BYTES)))
-    clipped = 0
-    for start in range(0, d, _CHUNK):
-        block = np.asarray(x[start : start + _CHUNK], dtype=np.float64)
-        if not np.isfinite(block).all():
-            raise InvalidInput("vector contains NaN or infinite values")
-        clipped += int(np.count_nonzero(np.abs(block) > clip))
-        v = np.clip(block, -clip, clip)
-        v *= scale
-        # Stochastic rounding: floor(v + u) with u uniform on a 2^-32 grid in
-        # [0, 1) rounds up with probability frac(v).  float64 resolves u fully
-        # while value_bits <= 21, and to 2^(value_bits - 53) beyond that.
-        u = stream.words(block.shape[0]) * (1.0 / 2**32)
-        v += u
-        np.floor(v, out=v)
-        q = v.astype(np.int64)
-        if w != 1:
-            q *= w
-        out[start : start + block.shape[0]] = ring.encode_signed(q, bits)
-    out[d] = w
-    out[d + 1] = clipped
-    return QuantizedInput(values=out, weight=w, clipped=clipped, bits=bits)
+    home = x.device if isinstance(x, torch.Tensor) else "cpu"
+    ring = select_ring(config.ring_bits, to_device(device or home), backend)
+    key = crypto.rounding_key(entropy(crypto.KEY_BYTES))
+    values, clipped = ring.quantize(x, w, key, float(config.clip), config.scale)
+    return QuantizedInput(values=values, weight=w, clipped=clipped, bits=ring.bits)
 
 
-def dequantize(total: ring.RingArray, config: SecAggConfig) -> Dequantized:
-    """Centred decode of the ring sum into Σ w·x, Σ w and the clip count."""
-    if total.shape != (config.encoded_length,):
+def dequantize(ring: Ring[Any], total: RingVector, config: SecAggConfig) -> Dequantized:
+    """Centred decode of a ring sum into Σ w·x, Σ w and the clip count."""
+    if tuple(total.shape) != (config.encoded_length,):
         raise InvalidInput("sum has the wrong length for this configuration")
-    signed = ring.decode_centered(total, config.ring_bits)
+    signed = ring.centered(ring.adopt(total))
     d = config.vector_length
+    tail = signed[d:].tolist()  # two scalars: the weight and clip sums
     return Dequantized(
-        weighted_sum=signed[:d].astype(np.float64) / config.scale,
-        total_weight=int(signed[d]),
-        clipped=int(signed[d + 1]),
+        weighted_sum=signed[:d].to(torch.float64) / config.scale,
+        total_weight=int(tail[0]),
+        clipped=int(tail[1]),
     )

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 
 from secagg.crypto import Label
 from secagg.errors import CheatingError, ReconstructionError
-from secagg.shamir import PRIME, SECRET_BYTES, encode_share, reconstruct
+from secagg.shamir import PRIME, SECRET_BYTES, SHARE_BYTES, reconstruct
 
 __all__ = [
     "COMMITMENT_BYTES",
@@ -78,7 +78,7 @@ def share_commitment(
         Label.SHARE_COMMITMENT.value
         + struct.pack("<BII", kind, dealer, holder)
         + session
-        + encode_share(share)
+        + share.to_bytes(SHARE_BYTES, "little")
     ).digest()
 
 

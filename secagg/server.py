@@ -8,9 +8,11 @@ U1 ⊇ U2 ⊇ U3 ⊇ U5: a client may vanish before any round, and while at leas
 ``threshold`` remain the server recovers the exact sum of the inputs of U3.
 
 In ``SecurityMode.HARDENED`` the server also needs the consortium registry
-and the hash of the model it sent: it verifies every signature it relays (so
-an honest server refuses forgeries early), runs the ConsistencyCheck round,
-and takes SecAgg+ neighbourhoods from the roster (:mod:`secagg.threat`).
+and the hash of the model it sent: it verifies every signature it relays, so
+an honest server refuses forgeries early (clients verify again anyway), and
+runs the ConsistencyCheck round between MaskedInput and Unmasking
+(:class:`secagg.hardened.HardenedServer`), and takes SecAgg+ neighbourhoods
+from the roster (:mod:`secagg.threat`).
 
 Against cheating clients: a non-canonical or low-order key is refused,
 naming its client (:mod:`secagg.pubkeys`); a revealed share that differs
@@ -26,14 +28,15 @@ convicted cheater is remembered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from secagg import crypto, identity, pubkeys, ring, share_bundles, threat
-from secagg.config import GraphKind, Round, SecAggConfig, SecurityMode, neighbours
-from secagg.device_ring import DeviceMaskedInput, RingBackend, ServerRing
+from secagg import crypto, pubkeys, share_bundles
+from secagg.backend import select_ring
+from secagg.config import Round, SecAggConfig, SecurityMode, neighbours
 from secagg.errors import (
     CheatingError,
     ConfigError,
@@ -41,6 +44,7 @@ from secagg.errors import (
     ProtocolError,
     TooFewSurvivors,
 )
+from secagg.hardened import HardenedServer
 from secagg.identity import Consortium
 from secagg.messages import (
     AdvertiseKeys,
@@ -52,15 +56,10 @@ from secagg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secagg.signed_messages import (
-    ConsistencyRequest,
-    ConsistencySignature,
-    SignedAdvertiseKeys,
-    SignedKeyDirectory,
-    SignedKeyEntry,
-    SignedUnmaskRequest,
-)
-from secagg.unmasking import Unmasking, mask_groups
+from secagg.quantize import dequantize
+from secagg.ring import RingArray, RingBackend
+from secagg.signed_messages import ConsistencySignature, SignedAdvertiseKeys
+from secagg.unmasking import Unmasking, mask_removal
 
 __all__ = ["SecAggAggregate", "SecAggServer"]
 
@@ -73,10 +72,10 @@ class SecAggAggregate:
     ``responders`` those that answered Unmasking; ``cheaters`` those caught
     revealing or dealing shares off their commitments (the sum was decoded
     around them).  ``ring_sum`` is on the host; ``weighted_sum`` on the
-    server's device (``RingBackend.TORCH``).
+    server's device.
     """
 
-    ring_sum: ring.RingArray
+    ring_sum: RingArray
     weighted_sum: torch.Tensor
     total_weight: int
     clipped: int
@@ -89,9 +88,9 @@ class SecAggAggregate:
 class SecAggServer:
     """The aggregator of one session (transport-agnostic: bytes in, bytes out).
 
-    ``device`` and ``backend`` choose where the ring sum lives
-    (:mod:`secagg.device_ring`); ``chunk_elems`` caps the (key, element)
-    pairs of one eager mask batch on the ``TORCH`` back end.
+    ``device`` and ``backend`` choose the ring the sum lives on
+    (:func:`secagg.backend.select_ring`); ``chunk_elems`` caps the (key,
+    element) pairs of one eager mask batch on the ``TORCH`` back end.
     """
 
     def __init__(
@@ -104,19 +103,25 @@ class SecAggServer:
         backend: RingBackend | None = None,
         chunk_elems: int | None = None,
     ):
+        if not isinstance(config, SecAggConfig):
+            raise ConfigError(f"config must be a SecAggConfig, got {config!r}")
         hardened = config.mode is SecurityMode.HARDENED
         if hardened != (consortium is not None and model_hash is not None):
             raise ConfigError(
                 "the consortium and the model hash are given exactly in hardened mode"
             )
-        self._consortium = consortium
-        self._model_hash = model_hash or b""
-        self._advert_sigs: dict[int, bytes] = {}
-        self._survivor_sigs: dict[int, bytes] = {}
+        self._hardened = (
+            HardenedServer(config, consortium, model_hash)
+            if consortium is not None and model_hash is not None
+            else None
+        )
         self._config = config
-        self._ring = ServerRing(config, device, backend, chunk_elems)
+        self._ring = select_ring(
+            config.ring_bits, device, backend, chunk_elems=chunk_elems
+        )
+        self._sum: Any = self._ring.zeros(config.encoded_length)
         self._round: Round | None = Round.ADVERTISE_KEYS
-        self._keys: dict[int, KeyEntry] = {}
+        self._adverts: dict[int, AdvertiseKeys] = {}
         self._session = b""
         self._graph: dict[int, frozenset[int]] = {}
         self._shares: dict[int, dict[int, bytes]] = {}  # sender -> receiver -> ct
@@ -124,12 +129,6 @@ class SecAggServer:
         self._commitments: dict[int, dict[int, bytes]] = {}
         self._seed_commitments: dict[int, bytes] = {}
         self._cheaters: set[int] = set()
-        harary = config.graph is GraphKind.HARARY
-        self._roster_graph = (
-            threat.roster_graph(consortium.members, config.degree)
-            if consortium is not None and harary
-            else None
-        )
         self._masked: set[int] = set()
         self._responses: dict[int, UnmaskResponse] = {}
         self._dropped: frozenset[int] = frozenset()
@@ -139,31 +138,22 @@ class SecAggServer:
         """The round being collected, or ``None`` once the session is over."""
         return self._round
 
-    def _fresh(self, sender: int, seen: Mapping[int, object] | set[int]) -> None:
-        if sender in seen:
-            raise ProtocolError(f"duplicate message from client {sender}")
-
     def receive(self, sender: int, data: bytes) -> None:
         """Accept one client's message for the current round.
 
         ``sender`` is the id the transport authenticated; it must match the
         id inside the message.
         """
-        rnd = self._round
-        if rnd is Round.ADVERTISE_KEYS and self._consortium is not None:
-            self._receive_signed_keys(sender, SignedAdvertiseKeys.from_bytes(data))
-        elif rnd is Round.ADVERTISE_KEYS:
-            self._receive_keys(sender, AdvertiseKeys.from_bytes(data))
-        elif rnd is Round.SHARE_KEYS:
-            self._receive_shares(sender, ShareKeys.from_bytes(data))
-        elif rnd is Round.MASKED_INPUT:
-            self._receive_masked(sender, self._ring.parse(data))
-        elif rnd is Round.CONSISTENCY_CHECK:
-            self._receive_signature(sender, ConsistencySignature.from_bytes(data))
-        elif rnd is Round.UNMASKING:
-            self._receive_unmask(sender, UnmaskResponse.from_bytes(data))
-        else:
+        handlers: dict[Round, Callable[[int, bytes], None]] = {
+            Round.ADVERTISE_KEYS: self._receive_keys,
+            Round.SHARE_KEYS: self._receive_shares,
+            Round.MASKED_INPUT: self._receive_masked,
+            Round.CONSISTENCY_CHECK: self._receive_signature,
+            Round.UNMASKING: self._receive_unmask,
+        }
+        if self._round is None:
             raise ProtocolError("the session is over")
+        handlers[self._round](sender, data)
 
     @staticmethod
     def _check_sender(sender: int, claimed: int) -> None:
@@ -172,44 +162,34 @@ class SecAggServer:
                 f"message from client {sender} claims to come from {claimed}"
             )
 
-    def _receive_keys(self, sender: int, msg: AdvertiseKeys) -> None:
+    @staticmethod
+    def _fresh(sender: int, seen: Mapping[int, object] | set[int]) -> None:
+        if sender in seen:
+            raise ProtocolError(f"duplicate message from client {sender}")
+
+    def _receive_keys(self, sender: int, data: bytes) -> None:
+        msg: AdvertiseKeys
+        if self._hardened is None:
+            msg = AdvertiseKeys.from_bytes(data)
+        else:
+            msg = SignedAdvertiseKeys.from_bytes(data)
         self._check_sender(sender, msg.sender)
-        self._fresh(sender, self._keys)
-        if len(self._keys) >= self._config.num_clients:
+        self._fresh(sender, self._adverts)
+        if isinstance(msg, SignedAdvertiseKeys) and self._hardened is not None:
+            self._hardened.verify_advert(msg)
+        if len(self._adverts) >= self._config.num_clients:
             raise ProtocolError("more clients than the announced cohort")
         pubkeys.check_public_key(msg.c_pk, sender, "c_pk")
         pubkeys.check_public_key(msg.s_pk, sender, "s_pk")
-        seen = {k for e in self._keys.values() for k in (e.c_pk, e.s_pk)}
+        seen = {k for e in self._adverts.values() for k in (e.c_pk, e.s_pk)}
         if msg.c_pk == msg.s_pk or msg.c_pk in seen or msg.s_pk in seen:
             raise InvalidKey(f"client {sender} advertised a duplicate public key")
-        self._keys[sender] = KeyEntry(client_id=sender, c_pk=msg.c_pk, s_pk=msg.s_pk)
+        self._adverts[sender] = msg
 
-    def _receive_signed_keys(self, sender: int, msg: SignedAdvertiseKeys) -> None:
-        assert self._consortium is not None
+    def _receive_shares(self, sender: int, data: bytes) -> None:
+        msg = ShareKeys.from_bytes(data)
         self._check_sender(sender, msg.sender)
-        self._fresh(sender, self._keys)
-        payload = identity.advertise_payload(
-            self._config.digest(), self._model_hash, sender, msg.c_pk, msg.s_pk
-        )
-        identity.verify(self._consortium, sender, msg.signature, payload)
-        self._receive_keys(
-            sender, AdvertiseKeys(sender=sender, c_pk=msg.c_pk, s_pk=msg.s_pk)
-        )
-        self._advert_sigs[sender] = msg.signature
-
-    def _receive_signature(self, sender: int, msg: ConsistencySignature) -> None:
-        assert self._consortium is not None
-        self._check_sender(sender, msg.sender)
-        if sender not in self._masked:
-            raise ProtocolError(f"client {sender} is not a survivor")
-        self._fresh(sender, self._survivor_sigs)
-        payload = identity.survivors_payload(self._session, self._masked)
-        identity.verify(self._consortium, sender, msg.signature, payload)
-        self._survivor_sigs[sender] = msg.signature
-
-    def _receive_shares(self, sender: int, msg: ShareKeys) -> None:
-        self._check_sender(sender, msg.sender)
-        if sender not in self._keys:
+        if sender not in self._adverts:
             raise ProtocolError(f"client {sender} did not advertise keys")
         self._fresh(sender, self._shares)
         receivers = frozenset(v for v, _ in msg.ciphertexts)
@@ -221,27 +201,35 @@ class SecAggServer:
         self._commitments[sender] = dict(msg.commitments)
         self._seed_commitments[sender] = msg.seed_commitment
 
-    def _receive_masked(
-        self, sender: int, msg: MaskedInput | DeviceMaskedInput
-    ) -> None:
+    def _receive_masked(self, sender: int, data: bytes) -> None:
+        msg = MaskedInput.from_bytes(data)
         self._check_sender(sender, msg.sender)
         if sender not in self._shares:
             raise ProtocolError(f"client {sender} did not share keys")
         self._fresh(sender, self._masked)
         cfg = self._config
-        if msg.bits != cfg.ring_bits or msg.values.shape != (cfg.encoded_length,):
+        if msg.bits != cfg.ring_bits or msg.length != cfg.encoded_length:
             raise ProtocolError(
                 f"masked input of client {sender} does not match the configuration"
             )
         # Validated: now fold it into the running sum.
-        self._ring.add(msg.values)
+        self._ring.add_(self._sum, self._ring.from_wire(msg.payload, msg.length))
         self._masked.add(sender)
 
-    def _receive_unmask(self, sender: int, msg: UnmaskResponse) -> None:
+    def _receive_signature(self, sender: int, data: bytes) -> None:
+        msg = ConsistencySignature.from_bytes(data)
         self._check_sender(sender, msg.sender)
         if sender not in self._masked:
             raise ProtocolError(f"client {sender} is not a survivor")
-        if self._consortium is not None and sender not in self._survivor_sigs:
+        assert self._hardened is not None  # the round exists only then
+        self._hardened.accept_signature(msg, self._session, self._masked)
+
+    def _receive_unmask(self, sender: int, data: bytes) -> None:
+        msg = UnmaskResponse.from_bytes(data)
+        self._check_sender(sender, msg.sender)
+        if sender not in self._masked:
+            raise ProtocolError(f"client {sender} is not a survivor")
+        if self._hardened is not None and sender not in self._hardened.signatures:
             raise ProtocolError(f"client {sender} did not sign the survivor list")
         self._fresh(sender, self._responses)
         sharers = self._graph[sender] & set(self._shares)
@@ -271,119 +259,101 @@ class SecAggServer:
 
     def broadcast(self) -> dict[int, bytes]:
         """Close the current round; return the next round's message per client."""
-        rnd = self._round
-        if rnd is Round.ADVERTISE_KEYS:
-            self._require(len(self._keys), "advertised keys")
-            entries = tuple(self._keys[i] for i in sorted(self._keys))
-            data = self._open_session(entries)
-            self._graph = {u: self._neighbours(u) for u in self._keys}
-            self._round = Round.SHARE_KEYS
-            return dict.fromkeys(self._keys, data)
-        if rnd is Round.SHARE_KEYS:
-            self._require(len(self._shares), "shared keys")
-            out = {}
-            for u in self._shares:
-                cts = tuple(
-                    (v, self._shares[v][u])
-                    for v in sorted(self._shares)
-                    if u in self._shares[v]
-                )
-                commits = tuple((v, self._commitments[v][u]) for v, _ in cts)
-                out[u] = ShareRelay(
-                    receiver=u, ciphertexts=cts, commitments=commits
-                ).to_bytes()
-            self._round = Round.MASKED_INPUT
-            return out
-        if rnd is Round.MASKED_INPUT:
-            self._require(len(self._masked), "sent masked inputs")
-            self._dropped = frozenset(self._shares) - self._masked
-            survivors = tuple(sorted(self._masked))
-            if self._consortium is not None:
-                # Hardened: the survivors first sign U3 (ConsistencyCheck).
-                self._round = Round.CONSISTENCY_CHECK
-                request = ConsistencyRequest(survivors=survivors).to_bytes()
-                return dict.fromkeys(self._masked, request)
-            data = UnmaskRequest(
-                survivors=survivors, dropped=tuple(sorted(self._dropped))
-            ).to_bytes()
-            self._round = Round.UNMASKING
-            return dict.fromkeys(self._masked, data)
-        if rnd is Round.CONSISTENCY_CHECK:
-            self._require(len(self._survivor_sigs), "signed the survivor list")
-            self._round = Round.UNMASKING
-            return self._signed_unmask_requests()
-        raise ProtocolError("no round to broadcast; call unmask() after Unmasking")
+        closers: dict[Round, Callable[[], dict[int, bytes]]] = {
+            Round.ADVERTISE_KEYS: self._close_advertise,
+            Round.SHARE_KEYS: self._close_share_keys,
+            Round.MASKED_INPUT: self._close_masked_input,
+            Round.CONSISTENCY_CHECK: self._close_consistency_check,
+        }
+        if self._round not in closers:
+            raise ProtocolError("no round to broadcast; call unmask() after Unmasking")
+        return closers[self._round]()
 
-    def _neighbours(self, u: int) -> frozenset[int]:
-        if self._roster_graph is not None:
-            return self._roster_graph.neighbours(u) & set(self._keys)
-        return neighbours(self._config, self._session, u, self._keys)
-
-    def _signed_unmask_requests(self) -> dict[int, bytes]:
-        # Each survivor gets the signatures it counts: on SecAgg+ those of the
-        # share holders of its neighbours (two hops on the roster graph).
-        survivors = tuple(sorted(self._masked))
-        dropped = tuple(sorted(self._dropped))
-        sigs = self._survivor_sigs
-
-        def request(signers: Iterable[int]) -> bytes:
-            return SignedUnmaskRequest(
-                survivors=survivors,
-                dropped=dropped,
-                signatures=tuple((i, sigs[i]) for i in sorted(signers)),
-            ).to_bytes()
-
-        graph = self._roster_graph
-        if graph is None:
-            return dict.fromkeys(sigs, request(sigs))
-        return {v: request(graph.two_hops(v) & set(sigs)) for v in sigs}
-
-    def _open_session(self, entries: tuple[KeyEntry, ...]) -> bytes:
-        # Session id as the clients compute it; the key directory to send.
-        digest = self._config.digest()
-        if self._consortium is None:
+    def _close_advertise(self) -> dict[int, bytes]:
+        self._require(len(self._adverts), "advertised keys")
+        adverts = [self._adverts[i] for i in sorted(self._adverts)]
+        if self._hardened is not None:
+            signed = [a for a in adverts if isinstance(a, SignedAdvertiseKeys)]
+            self._session, data = self._hardened.directory(signed)
+        else:
+            entries = tuple(
+                KeyEntry(client_id=a.sender, c_pk=a.c_pk, s_pk=a.s_pk) for a in adverts
+            )
+            # The session id as the clients compute it.
             self._session = crypto.session_id(
-                digest, ((e.client_id, e.c_pk, e.s_pk) for e in entries)
+                self._config.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries)
             )
-            return KeyDirectory(entries=entries).to_bytes()
-        signed = tuple(
-            SignedKeyEntry(
-                client_id=e.client_id,
-                c_pk=e.c_pk,
-                s_pk=e.s_pk,
-                signature=self._advert_sigs[e.client_id],
+            data = KeyDirectory(entries=entries).to_bytes()
+        roster = None if self._hardened is None else self._hardened.graph
+        self._graph = {
+            u: roster.neighbours(u) & set(self._adverts)
+            if roster is not None
+            else neighbours(self._config, self._session, u, self._adverts)
+            for u in self._adverts
+        }
+        self._round = Round.SHARE_KEYS
+        return dict.fromkeys(self._adverts, data)
+
+    def _close_share_keys(self) -> dict[int, bytes]:
+        self._require(len(self._shares), "shared keys")
+        out = {}
+        for u in self._shares:
+            cts = tuple(
+                (v, self._shares[v][u])
+                for v in sorted(self._shares)
+                if u in self._shares[v]
             )
-            for e in entries
-        )
-        self._session = identity.signed_session_id(
-            digest,
-            self._model_hash,
-            ((e.client_id, e.c_pk, e.s_pk, e.signature) for e in signed),
-        )
-        return SignedKeyDirectory(entries=signed).to_bytes()
+            commits = tuple((v, self._commitments[v][u]) for v, _ in cts)
+            out[u] = ShareRelay(
+                receiver=u, ciphertexts=cts, commitments=commits
+            ).to_bytes()
+        self._round = Round.MASKED_INPUT
+        return out
+
+    def _close_masked_input(self) -> dict[int, bytes]:
+        self._require(len(self._masked), "sent masked inputs")
+        self._dropped = frozenset(self._shares) - self._masked
+        if self._hardened is not None:
+            # Hardened: the survivors first sign U3 (ConsistencyCheck).
+            self._round = Round.CONSISTENCY_CHECK
+            request = self._hardened.consistency_request(self._masked)
+            return dict.fromkeys(self._masked, request)
+        data = UnmaskRequest(
+            survivors=tuple(sorted(self._masked)), dropped=tuple(sorted(self._dropped))
+        ).to_bytes()
+        self._round = Round.UNMASKING
+        return dict.fromkeys(self._masked, data)
+
+    def _close_consistency_check(self) -> dict[int, bytes]:
+        assert self._hardened is not None  # the round exists only then
+        signers = self._hardened.signatures
+        self._require(len(signers), "signed the survivor list")
+        self._round = Round.UNMASKING
+        return self._hardened.unmask_requests(self._masked, self._dropped)
 
     def unmask(self) -> SecAggAggregate:
         """Close Unmasking: remove all masks and return the decoded sum."""
         if self._round is not Round.UNMASKING:
             raise ProtocolError("unmask() is only valid after the Unmasking round")
         self._require(len(self._responses), "answered the Unmasking request")
-        groups, convicted = mask_groups(
+        (keys, signs), convicted = mask_removal(
             Unmasking(
                 threshold=self._config.threshold,
                 session=self._session,
                 survivors=self._masked,
                 dropped=self._dropped,
                 neighbours=self._graph,
-                s_pks={u: e.s_pk for u, e in self._keys.items()},
+                s_pks={u: a.s_pk for u, a in self._adverts.items()},
                 seed_commitments=self._seed_commitments,
                 responses=self._responses,
                 cheaters=self._cheaters,
             )
         )
         self._cheaters |= convicted
-        decoded = self._ring.unmask(groups)
+        total = self._ring.masked(self._sum, keys, signs)
+        decoded = dequantize(self._ring, total, self._config)
         result = SecAggAggregate(
-            ring_sum=decoded.ring_sum,
+            ring_sum=self._ring.to_host(total),
             weighted_sum=decoded.weighted_sum,
             total_weight=decoded.total_weight,
             clipped=decoded.clipped,

@@ -17,14 +17,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from secagg.errors import ReconstructionError, SecAggError
+from secagg.errors import InvalidInput, ReconstructionError
 
 __all__ = [
     "PRIME",
     "SECRET_BYTES",
     "SHARE_BYTES",
-    "decode_share",
-    "encode_share",
     "lagrange_at_zero",
     "points",
     "reconstruct",
@@ -33,6 +31,7 @@ __all__ = [
 
 PRIME = (1 << 256) + 297
 SECRET_BYTES = 32
+#: Bytes that hold any field element (p needs 257 bits).
 SHARE_BYTES = 33
 # Reduce the Horner accumulator only every 16 steps: x < 2^33, so it grows by
 # at most 528 bits in between, and a big-int multiply by a small x is far
@@ -56,11 +55,11 @@ def split(
 ) -> dict[int, int]:
     """Shares of ``secret`` at each ``x`` in ``xs``; any ``threshold`` recover it."""
     if len(secret) != SECRET_BYTES:
-        raise SecAggError(f"secret must be 32 bytes, got {len(secret)}")
+        raise InvalidInput(f"secret must be 32 bytes, got {len(secret)}")
     if not 1 <= threshold <= len(xs):
-        raise SecAggError(f"threshold must be in [1, {len(xs)}], got {threshold}")
+        raise InvalidInput(f"threshold must be in [1, {len(xs)}], got {threshold}")
     if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
-        raise SecAggError("share points must be distinct and non-zero")
+        raise InvalidInput("share points must be distinct and non-zero")
     # coeffs[0] is the highest-degree coefficient, for Horner's rule.
     coeffs = [_random_element(entropy) for _ in range(threshold - 1)]
     coeffs.append(int.from_bytes(secret, "little"))
@@ -81,7 +80,7 @@ def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
     """Coefficients λ_i with f(0) = Σ λ_i f(x_i) for any polynomial of degree
     below ``len(xs)``; cached per holder set."""
     if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
-        raise SecAggError("share points must be distinct and non-zero")
+        raise InvalidInput("share points must be distinct and non-zero")
     lambdas = []
     for i, xi in enumerate(xs):
         num, den = 1, 1
@@ -109,21 +108,6 @@ def reconstruct(shares: Mapping[int, int], threshold: int) -> bytes:
     if value >= 1 << (8 * SECRET_BYTES):
         raise ReconstructionError("shares are inconsistent: secret out of range")
     return value.to_bytes(SECRET_BYTES, "little")
-
-
-def encode_share(value: int) -> bytes:
-    """A share value as 33 little-endian bytes."""
-    return value.to_bytes(SHARE_BYTES, "little")
-
-
-def decode_share(data: bytes) -> int:
-    """Inverse of :func:`encode_share`; ``ValueError`` unless ``0 <= y < p``."""
-    if len(data) != SHARE_BYTES:
-        raise ValueError("share must be 33 bytes")
-    value = int.from_bytes(data, "little")
-    if value >= PRIME:
-        raise ValueError("share is not a field element")
-    return value
 
 
 def points(ids: Iterable[int]) -> list[int]:

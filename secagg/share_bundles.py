@@ -18,8 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from secagg import crypto, robust, shamir
-from secagg.errors import CheatingError, InvalidShare
-from secagg.messages import ShareKeys, ShareRelay, UnmaskResponse
+from secagg.errors import CheatingError, InvalidMessage, InvalidShare
+from secagg.messages import (
+    COMMITMENT_BYTES,
+    ShareKeys,
+    SharePlaintext,
+    ShareRelay,
+    UnmaskResponse,
+)
 from secagg.robust import ShareKind
 
 __all__ = ["Sealed", "check_revealed", "open_relay", "pair_commitment", "seal"]
@@ -61,14 +67,11 @@ def seal(
     for v in holders:
         if v == me:
             continue
-        x = v + 1
-        bound = pair_commitment(s_shares[x], b_shares[x], session, me, v)
-        plaintext = (
-            me.to_bytes(4, "little")
-            + v.to_bytes(4, "little")
-            + shamir.encode_share(s_shares[x])
-            + shamir.encode_share(b_shares[x])
-        )
+        key_share, seed_share = s_shares[v + 1], b_shares[v + 1]
+        bound = pair_commitment(key_share, seed_share, session, me, v)
+        plaintext = SharePlaintext(
+            sender=me, receiver=v, key_share=key_share, seed_share=seed_share
+        ).to_bytes()
         ct = crypto.encrypt_share(channel_keys[v], session, me, v, plaintext, bound)
         ciphertexts.append((v, ct))
         commitments.append((v, bound))
@@ -89,20 +92,20 @@ def open_relay(
     held: dict[int, tuple[int, int]] = {}
     for v, ct in relay.ciphertexts:
         pt = crypto.decrypt_share(channel_keys[v], session, v, me, ct, bound[v])
-        if pt[:4] != v.to_bytes(4, "little") or pt[4:8] != me.to_bytes(4, "little"):
+        try:
+            share = SharePlaintext.from_bytes(pt)
+        except InvalidMessage as exc:
+            raise InvalidShare(f"share from client {v} is malformed") from exc
+        if (share.sender, share.receiver) != (v, me):
             raise InvalidShare(
                 f"share relayed from client {v} names the wrong sender or receiver"
             )
-        try:
-            s_share = shamir.decode_share(pt[8 : 8 + shamir.SHARE_BYTES])
-            b_share = shamir.decode_share(pt[8 + shamir.SHARE_BYTES :])
-        except ValueError as exc:
-            raise InvalidShare(f"share from client {v} is malformed") from exc
-        if pair_commitment(s_share, b_share, session, v, me) != bound[v]:
+        got = pair_commitment(share.key_share, share.seed_share, session, v, me)
+        if got != bound[v]:
             raise InvalidShare(
                 f"shares from client {v} do not match the commitments it published"
             )
-        held[v] = (s_share, b_share)
+        held[v] = (share.key_share, share.seed_share)
     return held
 
 
@@ -121,14 +124,13 @@ def check_revealed(
     holder = response.sender
     wrong = []
     for entries, kind, half in (
-        (response.seed_shares, ShareKind.SEED, slice(32, 64)),
-        (response.key_shares, ShareKind.MASK_KEY, slice(0, 32)),
+        (response.seed_shares, ShareKind.SEED, slice(COMMITMENT_BYTES, None)),
+        (response.key_shares, ShareKind.MASK_KEY, slice(0, COMMITMENT_BYTES)),
     ):
-        for owner, raw in entries:
+        for owner, share in entries:
             if owner == holder:
                 continue
             expected = commitments.get(owner, {}).get(holder)
-            share = shamir.decode_share(raw)
             got = robust.share_commitment(kind, share, session, owner, holder)
             if expected is None or got != expected[half]:
                 wrong.append(owner)

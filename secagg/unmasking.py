@@ -1,4 +1,4 @@
-"""The server's last step: rebuild the revealed secrets and list the masks to remove.
+"""The server's last step: rebuild the revealed secrets, list the masks to remove.
 
 Kept apart from the round bookkeeping of :mod:`secagg.server`.  Each share
 reaching here already matched its dealer's per-share commitment; each rebuilt
@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
-from secagg import crypto, robust, shamir
-from secagg.client import mask_sign
-from secagg.device_ring import MaskGroup
+from secagg import crypto, robust
 from secagg.errors import TooFewSurvivors
+from secagg.masking import MaskList, dropped_pair_masks, self_masks
 from secagg.messages import UnmaskResponse
 
-__all__ = ["Unmasking", "mask_groups"]
+__all__ = ["Unmasking", "mask_removal"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +45,7 @@ def _index(responses: Mapping[int, UnmaskResponse]) -> tuple[_Index, _Index]:
     for responder, msg in responses.items():
         for index, entries in ((seeds, msg.seed_shares), (keys, msg.key_shares)):
             for owner, y in entries:
-                index.setdefault(owner, {})[responder + 1] = shamir.decode_share(y)
+                index.setdefault(owner, {})[responder + 1] = y
     return seeds, keys
 
 
@@ -62,25 +61,22 @@ def _secret(
     return robust.recover(owner, shares, u.threshold, opens)
 
 
-def mask_groups(u: Unmasking) -> tuple[list[MaskGroup], frozenset[int]]:
-    """Masks to take off the ring sum, and the dealers convicted on the way.
-
-    One group for the survivors' self masks, then one per dropped client (its
-    pairwise masks with all its surviving neighbours).
-    """
+def mask_removal(u: Unmasking) -> tuple[MaskList, frozenset[int]]:
+    """The survivors' self masks, then each dropped client's pairwise masks
+    with its surviving neighbours, as one (keys, signs) list; and the dealers
+    convicted on the way."""
     seed_index, key_index = _index(u.responses)
     convicted: set[int] = set()
-    keys: list[bytes] = []
+    seeds = {}
     for owner in sorted(u.survivors):
         want = u.seed_commitments[owner]
 
         def opens_seed(seed: bytes, owner: int = owner, want: bytes = want) -> bool:
             return robust.seed_commitment(seed, u.session, owner) == want
 
-        seed, cheated = _secret(u, owner, seed_index.get(owner, {}), opens_seed)
+        seeds[owner], cheated = _secret(u, owner, seed_index.get(owner, {}), opens_seed)
         convicted |= {owner} if cheated else set()
-        keys.append(crypto.self_mask_key(seed, u.session, owner))
-    groups: list[MaskGroup] = [(keys, [-1] * len(keys))]
+    keys, signs = self_masks(seeds, u.session)
     for v in sorted(u.dropped):
         s_pk = u.s_pks[v]
 
@@ -89,12 +85,8 @@ def mask_groups(u: Unmasking) -> tuple[list[MaskGroup], frozenset[int]]:
 
         raw, cheated = _secret(u, v, key_index.get(v, {}), opens_key)
         convicted |= {v} if cheated else set()
-        s_sk = crypto.private_from_bytes(raw)
-        pair_keys, signs = [], []
-        for w in sorted(set(u.survivors) & u.neighbours[v]):
-            shared = crypto.agree(s_sk, u.s_pks[w])
-            pair_keys.append(crypto.pair_mask_key(shared, u.session, w, v))
-            # w added mask_sign(w, v) · PRG; take it away.
-            signs.append(-mask_sign(w, v))
-        groups.append((pair_keys, signs))
-    return groups, frozenset(convicted)
+        peers = {w: u.s_pks[w] for w in set(u.survivors) & u.neighbours[v]}
+        more = dropped_pair_masks(v, crypto.private_from_bytes(raw), peers, u.session)
+        keys += more[0]
+        signs += more[1]
+    return (keys, signs), frozenset(convicted)

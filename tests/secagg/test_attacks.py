@@ -1,4 +1,4 @@
-"""Malicious-server attacks of notes §4, each played against hardened clients.
+"""Malicious-server attacks, each played against hardened clients.
 
 Every test plays the server, asserts the targeted client raised the named
 error without releasing anything (its state object is the very same one and
@@ -33,16 +33,15 @@ from secagg import (
     Round,
     SecAggClient,
     SecAggError,
-    SecurityMode,
     TooFewSurvivors,
     UnknownIdentity,
     crypto,
     identity,
     make_consortium,
-    prg,
     shamir,
 )
-from secagg.client import mask_sign
+from secagg.backend import select_ring
+from secagg.masking import client_masks
 from secagg.messages import (
     SHARE_CIPHERTEXT_BYTES,
     MaskedInput,
@@ -54,22 +53,22 @@ from secagg.messages import (
 from secagg.signed_messages import (
     ConsistencyRequest,
     ConsistencySignature,
-    SignedAdvertiseKeys,
     SignedKeyDirectory,
     SignedKeyEntry,
     SignedUnmaskRequest,
 )
-from tests.secagg.helpers import (
-    LENIENT,
+from tests.secagg.conftest import (
+    HARD,
     MODEL,
     Drive,
     config,
     drive,
+    entry_of,
+    member,
+    parties,
     quantized,
     refuses,
 )
-
-HARD = SecurityMode.HARDENED
 
 
 def _shares_of(owner: int, responses: Iterable[bytes]) -> tuple[int, int]:
@@ -86,34 +85,15 @@ def _shares_of(owner: int, responses: Iterable[bytes]) -> tuple[int, int]:
 
 
 def _hardened_clients(
-    n: int, t: int, hashes: dict[int, bytes]
-) -> tuple[dict[int, SecAggClient], dict[int, Ed25519PrivateKey]]:
-    consortium, keys = make_consortium(range(n))
-    cfg = config(n=n, t=t, mode=HARD)
-    clients = {
-        i: SecAggClient(
-            cfg,
-            i,
-            policy=LENIENT,
-            consortium=consortium,
-            identity=keys[i],
-            model_hash=hashes.get(i, MODEL),
-            participation=MemoryParticipationLog(),
-        )
-        for i in range(n)
-    }
-    return clients, keys
+    n: int, t: int, models: dict[int, bytes]
+) -> dict[int, SecAggClient]:
+    return parties(config(n=n, t=t, mode=HARD), models=models).clients
 
 
 def _directory(adverts: dict[int, bytes], ids: Iterable[int]) -> bytes:
     """A key directory relayed without any check, as a malicious server would."""
-    entries = []
-    for i in sorted(ids):
-        a = SignedAdvertiseKeys.from_bytes(adverts[i])
-        entries.append(
-            SignedKeyEntry(client_id=i, c_pk=a.c_pk, s_pk=a.s_pk, signature=a.signature)
-        )
-    return SignedKeyDirectory(entries=tuple(entries)).to_bytes()
+    entries = tuple(entry_of(adverts[i]) for i in sorted(ids))
+    return SignedKeyDirectory(entries=entries).to_bytes()
 
 
 SUPPRESSION_MODEL = hashlib.sha256(b"dead-ReLU model for everyone else").digest()
@@ -123,7 +103,7 @@ def test_model_inconsistency_is_refused_at_share_keys() -> None:
     # The server sends target 3 the real model and everyone else a model whose
     # update is zero, so the "sum" would be the target's update alone.
     hashes = {0: SUPPRESSION_MODEL, 1: SUPPRESSION_MODEL, 2: SUPPRESSION_MODEL}
-    clients, _ = _hardened_clients(4, 3, hashes)
+    clients = _hardened_clients(4, 3, hashes)
     adverts = {i: c.advertise_keys() for i, c in clients.items()}
     everyone = _directory(adverts, range(4))
     for i in (0, 1, 2):
@@ -178,7 +158,7 @@ def test_model_hash_in_the_session_id_still_fails_closed_without_signatures(
     # Defence in depth: even with every signature check disabled, the model
     # hash salts the session id, so the target's shares never open.
     monkeypatch.setattr(identity, "verify", lambda *args: None)
-    clients, _ = _hardened_clients(4, 3, {3: SUPPRESSION_MODEL})
+    clients = _hardened_clients(4, 3, {3: SUPPRESSION_MODEL})
     adverts = {i: c.advertise_keys() for i, c in clients.items()}
     directory = _directory(adverts, range(4))
     outputs = {i: c.share_keys(directory) for i, c in clients.items()}
@@ -301,20 +281,8 @@ def test_replay_of_an_earlier_rounds_advert_is_refused() -> None:
     # the server knows its s_sk if 1 was declared dropped back then.
     run = drive(config(n=4, t=3, mode=HARD), Round.SHARE_KEYS)
     old_model = hashlib.sha256(b"last round's model").digest()
-    old = SecAggClient(
-        run.cfg,
-        1,
-        policy=LENIENT,
-        consortium=run.consortium,
-        identity=run.keys[1],
-        model_hash=old_model,
-        participation=MemoryParticipationLog(),
-    )
-    stale = SignedAdvertiseKeys.from_bytes(old.advertise_keys())
+    as_entry = entry_of(member(run, 1, old_model).advertise_keys())
     genuine = list(SignedKeyDirectory.from_bytes(run.requests[0]).entries)
-    as_entry = SignedKeyEntry(
-        client_id=1, c_pk=stale.c_pk, s_pk=stale.s_pk, signature=stale.signature
-    )
     forged = _edit(run.requests[0], [genuine[0], as_entry, *genuine[2:]])
     target = run.clients[0]
     refuses(
@@ -324,19 +292,7 @@ def test_replay_of_an_earlier_rounds_advert_is_refused() -> None:
         "signature of client 1 does not verify",
     )
     # Replaying the target's own stale entry is caught by the target itself.
-    mine = SecAggClient(
-        run.cfg,
-        0,
-        policy=LENIENT,
-        consortium=run.consortium,
-        identity=run.keys[0],
-        model_hash=MODEL,
-        participation=MemoryParticipationLog(),
-    )
-    own = SignedAdvertiseKeys.from_bytes(mine.advertise_keys())
-    own_entry = SignedKeyEntry(
-        client_id=0, c_pk=own.c_pk, s_pk=own.s_pk, signature=own.signature
-    )
+    own_entry = entry_of(member(run, 0).advertise_keys())
     refuses(
         target,
         lambda: target.share_keys(_edit(run.requests[0], [own_entry, *genuine[1:]])),
@@ -420,21 +376,20 @@ def _recover(run: Drive, u: int, y_u: MaskedInput, responses: list[bytes]) -> li
     key_sh: dict[int, int] = {}
     for raw in responses:
         r = UnmaskResponse.from_bytes(raw)
-        for v, y in r.seed_shares:
-            if v == u:
-                seed_sh[r.sender + 1] = shamir.decode_share(y)
-        for v, y in r.key_shares:
-            if v == u:
-                key_sh[r.sender + 1] = shamir.decode_share(y)
+        seed_sh.update((r.sender + 1, y) for v, y in r.seed_shares if v == u)
+        key_sh.update((r.sender + 1, y) for v, y in r.key_shares if v == u)
     b_u = shamir.reconstruct(seed_sh, t)
     s_u = crypto.private_from_bytes(shamir.reconstruct(key_sh, t))
-    keys, signs = [crypto.self_mask_key(b_u, session, u)], [-1]
-    for v, entry in run.server._keys.items():
-        if v != u:
-            shared = crypto.agree(s_u, entry.s_pk)
-            keys.append(crypto.pair_mask_key(shared, session, u, v))
-            signs.append(-mask_sign(u, v))
-    x = prg.apply_masks(y_u.values, keys, signs, run.cfg.ring_bits)
+    adverts = run.server._adverts
+    pair_keys = {
+        v: crypto.pair_mask_key(crypto.agree(s_u, a.s_pk), session, u, v)
+        for v, a in adverts.items()
+        if v != u
+    }
+    keys, signs = client_masks(u, b_u, session, pair_keys, pair_keys)
+    ring = select_ring(run.cfg.ring_bits)
+    masks = ring.masked(ring.zeros(y_u.length), keys, signs)
+    x = ring.sub(ring.from_wire(y_u.payload, y_u.length), masks)
     return [int(v) for v in x]
 
 

@@ -33,11 +33,11 @@ from secagg import (
     crypto,
     identity,
     make_consortium,
-    prg,
     shamir,
 )
-from secagg.client import mask_sign
+from secagg.backend import select_ring
 from secagg.config import neighbours
+from secagg.masking import client_masks
 from secagg.messages import MaskedInput, ShareKeys, UnmaskRequest, UnmaskResponse
 from secagg.signed_messages import (
     ConsistencyRequest,
@@ -48,7 +48,7 @@ from secagg.signed_messages import (
     SignedUnmaskRequest,
 )
 from secagg.threat import roster_graph
-from tests.secagg.helpers import LENIENT, MODEL, Drive, config, drive, quantized
+from tests.secagg.conftest import LENIENT, MODEL, Drive, config, drive, quantized
 
 HARD = SecurityMode.HARDENED
 K, T = 32, 18  # what for_cohort builds for 500 hardened members (α = 0, δ = 0.1)
@@ -75,7 +75,7 @@ def _held_by(owner: int, responses: Iterable[bytes]) -> dict[str, dict[int, int]
         for kind, entries in (("seed", r.seed_shares), ("key", r.key_shares)):
             for v, y in entries:
                 if v == owner:
-                    out[kind][r.sender + 1] = shamir.decode_share(y)
+                    out[kind][r.sender + 1] = y
     return out
 
 
@@ -209,12 +209,15 @@ def _recover(
     t, session = run.cfg.threshold, run.server._session
     b_u = shamir.reconstruct(held["seed"], t)
     s_u = crypto.private_from_bytes(shamir.reconstruct(held["key"], t))
-    keys, signs = [crypto.self_mask_key(b_u, session, u)], [-1]
-    for v in run.server._graph[u]:
-        shared = crypto.agree(s_u, run.server._keys[v].s_pk)
-        keys.append(crypto.pair_mask_key(shared, session, u, v))
-        signs.append(-mask_sign(u, v))
-    return [int(x) for x in prg.apply_masks(y_u.values, keys, signs, run.cfg.ring_bits)]
+    adverts = run.server._adverts
+    pair_keys = {
+        v: crypto.pair_mask_key(crypto.agree(s_u, adverts[v].s_pk), session, u, v)
+        for v in run.server._graph[u]
+    }
+    keys, signs = client_masks(u, b_u, session, pair_keys, pair_keys)
+    ring = select_ring(run.cfg.ring_bits)
+    masks = ring.masked(ring.zeros(y_u.length), keys, signs)
+    return [int(x) for x in ring.sub(ring.from_wire(y_u.payload, y_u.length), masks)]
 
 
 def test_contrast_semi_honest_secaggplus_split_view_recovers_the_input() -> None:

@@ -35,7 +35,7 @@ from secagg.signed_messages import (
     SignedAdvertiseKeys,
     SignedKeyDirectory,
 )
-from tests.secagg.helpers import MODEL, config, drive, quantized, refuses
+from tests.secagg.conftest import MODEL, config, drive, quantized, refuses
 
 HARD = SecurityMode.HARDENED
 D = 6

@@ -1,4 +1,5 @@
-"""One negative test per client check (DESIGN §2 items 1, 3-6).
+"""One negative test per client check: policy, key directory, shares,
+Unmasking lists, secrets discarded.
 
 Each asserts the error type and message, and that nothing was released: the
 client's state object is the very same one and it still holds its secrets.
@@ -31,11 +32,12 @@ from secagg.messages import (
     SHARE_CIPHERTEXT_BYTES,
     KeyDirectory,
     KeyEntry,
+    SharePlaintext,
     ShareRelay,
     UnmaskRequest,
     UnmaskResponse,
 )
-from tests.secagg.helpers import config, drive, quantized, refuses
+from tests.secagg.conftest import config, drive, quantized, refuses
 
 # Check 1: configuration within the client's own policy ----------------------
 
@@ -157,7 +159,9 @@ def _forged_share(
     # Client 1 is malicious: it encrypts under the genuine channel key, so the
     # AEAD verifies, but the plaintext claims to come from client 2.
     st = run_clients[1]._state
-    plaintext = (2).to_bytes(4, "little") + (0).to_bytes(4, "little") + bytes(66)
+    plaintext = SharePlaintext(
+        sender=2, receiver=0, key_share=0, seed_share=0
+    ).to_bytes()
     bound = bytes(64)
     ct = crypto.encrypt_share(st.channel_keys[0], st.session, 1, 0, plaintext, bound)
 
@@ -290,9 +294,8 @@ def test_one_answer_per_session_and_secrets_discarded() -> None:
 
 
 def test_both_kinds_of_share_cannot_even_be_encoded() -> None:
-    share = (5).to_bytes(33, "little")
     with pytest.raises(InvalidMessage, match="both kinds of share"):
-        UnmaskResponse(sender=0, seed_shares=((3, share),), key_shares=((3, share),))
+        UnmaskResponse(sender=0, seed_shares=((3, 5),), key_shares=((3, 5),))
 
 
 # Check 6: secrets discarded -------------------------------------------------

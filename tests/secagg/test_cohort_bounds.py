@@ -28,7 +28,7 @@ from secagg import (
 from secagg.messages import ShareRelay
 from secagg.signed_messages import SignedKeyDirectory
 from secagg.threat import max_missing_neighbours, roster_graph
-from tests.secagg.helpers import LENIENT, config, drive, quantized, refuses
+from tests.secagg.conftest import LENIENT, config, drive, quantized, refuses
 
 HARD, SEMI = SecurityMode.HARDENED, SecurityMode.SEMI_HONEST
 DROP_ROUNDS = [

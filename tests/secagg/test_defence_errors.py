@@ -30,7 +30,7 @@ from secagg import (
     share_bundles,
 )
 from secagg.messages import ShareKeys, ShareRelay
-from tests.secagg.helpers import LENIENT, MODEL, config, drive, quantized, refuses
+from tests.secagg.conftest import LENIENT, MODEL, config, drive, quantized, refuses
 
 HARD = SecurityMode.HARDENED
 
@@ -102,7 +102,7 @@ def test_identities_must_give_every_client_a_log() -> None:
 def test_share_commitments_must_name_the_ciphertexts_parties() -> None:
     with pytest.raises(InvalidMessage, match="must name the ciphertexts' parties"):
         ShareRelay(receiver=0, ciphertexts=(), commitments=((1, bytes(64)),))
-    with pytest.raises(InvalidMessage, match="seed commitment must be 32 bytes"):
+    with pytest.raises(InvalidMessage, match="seed_commitment must be 32 bytes"):
         ShareKeys(sender=0, seed_commitment=b"", ciphertexts=(), commitments=())
 
 

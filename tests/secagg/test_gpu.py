@@ -1,12 +1,13 @@
 """GPU mask paths (Triton kernel, eager torch on CUDA) against the CPU oracle.
 
-Tests marked ``gpu`` are skipped without CUDA (tests/conftest.py). The last
+Tests marked ``gpu`` are skipped without CUDA. The last
 test runs the Triton kernel through Triton's CPU interpreter where Triton is
 installed, so the kernel's arithmetic is also checked on GPU-less machines.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,15 +17,13 @@ from unittest import mock
 import pytest
 import torch
 
-from secagg import prg_triton
+from secagg import BackendUnavailable, prg_triton
+from secagg.backend import mask_sum_for
 from secagg.prg_torch import chacha20_words, ring_mask, signed_mask_sum
+from tests.secagg.conftest import CPU
+from tests.secagg.conftest import keys as _keys
 
-CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _keys(n: int, seed: int) -> list[bytes]:
-    return [bytes((seed + 7 * i + j) % 256 for j in range(32)) for i in range(n)]
 
 
 def _signs(n: int) -> list[int]:
@@ -77,11 +76,11 @@ def test_triton_kernel_equals_cpu_oracle(n_keys, length, bits):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("n_keys", "length", "bits"), CASES)
-def test_dispatch_on_cuda_equals_cpu_oracle(n_keys, length, bits):
+def test_chosen_cuda_kernel_equals_cpu_oracle(n_keys, length, bits):
     keys, signs = _keys(n_keys, length + 1), _signs(n_keys)
     cpu = signed_mask_sum(keys, signs, length, bits, CPU)
     out = torch.full((length,), -1, dtype=torch.int64, device="cuda")
-    gpu = signed_mask_sum(keys, signs, length, bits, "cuda", out=out)
+    gpu = mask_sum_for("cuda")(keys, signs, length, bits, "cuda", out=out)
     assert gpu is out
     assert torch.equal(gpu.cpu(), cpu)
 
@@ -89,11 +88,13 @@ def test_dispatch_on_cuda_equals_cpu_oracle(n_keys, length, bits):
 @pytest.mark.gpu
 @pytest.mark.parametrize(("n_keys", "length", "bits"), CASES)
 def test_eager_torch_on_cuda_equals_cpu_oracle(n_keys, length, bits):
-    # The fallback for CUDA machines without Triton.
+    # The kernel of CUDA machines without Triton.
     keys, signs = _keys(n_keys, length + 2), _signs(n_keys)
     cpu = signed_mask_sum(keys, signs, length, bits, CPU)
     with mock.patch.object(prg_triton, "triton_available", lambda: False):
-        gpu = signed_mask_sum(keys, signs, length, bits, "cuda", chunk_elems=1 << 16)
+        kernel = mask_sum_for("cuda")
+    assert kernel is signed_mask_sum
+    gpu = kernel(keys, signs, length, bits, "cuda", chunk_elems=1 << 16)
     assert torch.equal(gpu.cpu(), cpu)
 
 
@@ -101,12 +102,21 @@ def test_eager_torch_on_cuda_equals_cpu_oracle(n_keys, length, bits):
 def test_triton_large_mask_matches_eager_cuda():
     if not prg_triton.triton_available():
         pytest.skip("Triton is not installed")
+    assert mask_sum_for("cuda") is prg_triton.signed_mask_sum_triton
     keys, signs = _keys(16, 99), _signs(16)
     n = 3_000_017
     fused = prg_triton.signed_mask_sum_triton(keys, signs, n, 32, "cuda")
-    with mock.patch.object(prg_triton, "triton_available", lambda: False):
-        eager = signed_mask_sum(keys, signs, n, 32, "cuda")
+    eager = signed_mask_sum(keys, signs, n, 32, "cuda")
     assert torch.equal(fused, eager)
+
+
+def test_triton_kernel_refuses_without_triton_or_cuda() -> None:
+    if importlib.util.find_spec("triton") is None:
+        with pytest.raises(BackendUnavailable, match="needs Triton, not installed"):
+            prg_triton.signed_mask_sum_triton([], [], 4, 32, CPU)
+    elif os.environ.get("TRITON_INTERPRET") != "1":
+        with pytest.raises(BackendUnavailable, match="needs a CUDA device, got cpu"):
+            prg_triton.signed_mask_sum_triton([], [], 4, 32, CPU)
 
 
 @pytest.mark.gpu

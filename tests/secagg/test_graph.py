@@ -1,4 +1,4 @@
-"""SecAgg+ parameter finder (FCP vectors, notes §2.1 table) and Harary graphs."""
+"""SecAgg+ parameter finder (FCP vectors, pinned outputs) and Harary graphs."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from secagg.graph import (
 SH = ThreatModel.SEMI_HONEST
 SM = ThreatModel.SEMI_MALICIOUS
 
-# FCP graph_parameter_finder_test.cc vectors quoted in the notes, §2.1.
-NOTES_VECTORS = [
+# Vectors of FCP's graph_parameter_finder_test.cc.
+FCP_MAIN_VECTORS = [
     (10_000, 0.05, 0.33, SH, 86, 29),
     (1_000_000, 0.05, 0.33, SH, 102, 34),
     (10_000, 0.33, 0.33, SH, 422, 221),
@@ -65,8 +65,8 @@ FCP_VECTORS = [
     (1_000_000, 0.0, 0.0, SM, 2, 2),
 ]
 
-# Notes §2.1 table: (n, α, δ, semi-honest (k, t), semi-malicious (k, t) or None).
-NOTES_TABLE = [
+# Pinned outputs: (n, α, δ, semi-honest (k, t), semi-malicious (k, t) or None).
+PINNED_TABLE = [
     (50, 0.05, 0.10, (8, 3), (14, 9)),
     (50, 0.20, 0.20, (22, 11), (32, 22)),
     (100, 0.05, 0.10, (16, 6), (26, 16)),
@@ -86,8 +86,8 @@ NOTES_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("n", "alpha", "delta", "threat", "k", "t"), NOTES_VECTORS)
-def test_fcp_vectors_from_notes(n, alpha, delta, threat, k, t):
+@pytest.mark.parametrize(("n", "alpha", "delta", "threat", "k", "t"), FCP_MAIN_VECTORS)
+def test_fcp_vectors(n, alpha, delta, threat, k, t):
     assert secaggplus_parameters(n, alpha, delta, threat) == SecAggPlusParams(k, t)
 
 
@@ -96,8 +96,8 @@ def test_more_fcp_vectors(n, alpha, delta, threat, k, t):
     assert secaggplus_parameters(n, alpha, delta, threat) == SecAggPlusParams(k, t)
 
 
-@pytest.mark.parametrize(("n", "alpha", "delta", "honest", "malicious"), NOTES_TABLE)
-def test_notes_table(n, alpha, delta, honest, malicious):
+@pytest.mark.parametrize(("n", "alpha", "delta", "honest", "malicious"), PINNED_TABLE)
+def test_pinned_table(n, alpha, delta, honest, malicious):
     assert secaggplus_parameters(n, alpha, delta, SH) == SecAggPlusParams(*honest)
     if malicious is None:
         with pytest.raises(GraphParameterError, match=r"2\*dropout"):

@@ -38,7 +38,7 @@ from secagg.signed_messages import (
     SignedAdvertiseKeys,
     SignedUnmaskRequest,
 )
-from tests.secagg.helpers import MODEL, config, drive
+from tests.secagg.conftest import MODEL, config, drive
 
 HARD = SecurityMode.HARDENED
 
@@ -215,7 +215,7 @@ def test_honest_server_refuses_forged_signatures() -> None:
     sybil = SignedAdvertiseKeys(sender=9, c_pk=c_pk, s_pk=s_pk, signature=bytes(64))
     with pytest.raises(UnknownIdentity, match="client 9 is not a registered"):
         server.receive(9, sybil.to_bytes())
-    assert server._keys == {}
+    assert server._adverts == {}
 
 
 def test_honest_server_checks_consistency_signatures() -> None:

@@ -1,17 +1,15 @@
-"""ChaCha20 PRG: RFC 8439 known answers through our API, layout, dispatch."""
+"""Host ChaCha20 PRG: RFC 8439 known answers through our API, mask layout."""
 
 from __future__ import annotations
 
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
-import torch
 
-from secagg import SecAggError, prg, ring
-from tests.secagg.helpers import RFC8439_A1
+from secagg import InvalidInput, prg
+from secagg.ring import container_dtype
+from tests.secagg.conftest import RFC8439_A1
 
 KEY_00_1F = bytes(range(32))
 
@@ -64,7 +62,7 @@ def test_mask_layout_other_widths(bits: int) -> None:
     else:
         expect = (words[0::2] | (words[1::2] << np.uint64(32))) & np.uint64(mask)
     got = prg.mask_vector(key, n, bits)
-    assert got.dtype == ring.container_dtype(bits)
+    assert got.dtype == container_dtype(bits)
     assert got.astype(np.uint64).tolist() == expect.tolist()
 
 
@@ -73,13 +71,10 @@ def test_signed_sum_across_block_boundaries() -> None:
     keys = [os.urandom(32) for _ in range(3)]
     signs = [1, -1, 1]
     n = 70_001
-    got = prg.signed_mask_sum(keys, signs, n, 32)
+    got = prg.signed_mask_sum_into(np.zeros(n, np.uint32), keys, signs, 32)
     parts = [np.frombuffer(prg.chacha20_keystream(k, 4 * n), "<u4") for k in keys]
     expect = (parts[0].astype(np.int64) - parts[1].astype(np.int64) + parts[2]) % 2**32
     assert got.tolist() == expect.tolist()
-    assert prg.apply_masks(np.zeros(n, np.uint32), keys, signs, 32).tolist() == (
-        got.tolist()
-    )
 
 
 def test_keystream_reader_continues_the_stream() -> None:
@@ -91,29 +86,43 @@ def test_keystream_reader_continues_the_stream() -> None:
     assert np.concatenate([a, b]).tolist() == expect.tolist()
 
 
-def test_bad_sign_and_key_rejected() -> None:
-    with pytest.raises(SecAggError, match="every sign must be"):
-        prg.signed_mask_sum([os.urandom(32)], [2], 4, 32)
-    with pytest.raises(SecAggError, match="PRG key must be 32 bytes"):
-        prg.mask_vector(b"short", 4, 32)
-
-
-def test_device_dispatch_calls_torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def fake(keys, signs, length, bits, device):  # type: ignore[no-untyped-def]
-        calls.append((tuple(keys), tuple(signs), length, bits, device.type))
-        return torch.full((length,), 5, dtype=torch.int64)
-
-    module = types.ModuleType("secagg.prg_torch")
-    module.signed_mask_sum = fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "secagg.prg_torch", module)
-    out = prg.signed_mask_sum([bytes(32)], [1], 3, 16, "meta")
-    assert out.tolist() == [5, 5, 5]
-    assert calls == [((bytes(32),), (1,), 3, 16, "meta")]
-
-
-def test_device_dispatch_without_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "secagg.prg_torch", None)
-    with pytest.raises(SecAggError, match=r"need secagg\.prg_torch"):
-        prg.signed_mask_sum([bytes(32)], [1], 3, 16, "meta")
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: prg.signed_mask_sum_into(
+                np.zeros(4, np.uint32), [bytes(32)], [2], 32
+            ),
+            r"^every sign must be \+1 or -1$",
+        ),
+        (
+            lambda: prg.signed_mask_sum_into(
+                np.zeros(4, np.uint32), [bytes(32)], [], 32
+            ),
+            r"^1 keys but 0 signs$",
+        ),
+        (
+            lambda: prg.mask_vector(b"short", 4, 32),
+            r"^a PRG key must be 32 bytes, got 5$",
+        ),
+        (lambda: prg.mask_vector("k" * 32, 4, 32), r"^a PRG key must be 32 bytes, got"),  # type: ignore[arg-type]
+        (lambda: prg.mask_vector(bytes(32), 4, 63), r"^ring bits must be in \[1, 62\]"),
+        (lambda: prg.mask_vector(bytes(32), 4, 32.0), r"^ring bits must be an int"),  # type: ignore[arg-type]
+        (
+            lambda: prg.signed_mask_sum_into(np.zeros(4, np.uint64), [], [], 32),
+            r"^accumulator must be a 1-D uint32 array$",
+        ),
+        (
+            lambda: prg.chacha20_keystream(bytes(32), 4, nonce=bytes(8)),
+            r"^a ChaCha20 nonce must be 12 bytes, got 8$",
+        ),
+        (
+            lambda: prg.chacha20_keystream(bytes(32), 4, counter=-1),
+            r"^counter must be in \[0, 2\^32\), got -1$",
+        ),
+        (lambda: prg.Keystream(bytes(32)).words(1 << 17), r"reads at most 65536 words"),
+    ],
+)
+def test_bad_arguments_raise_invalid_input(call: object, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        call()  # type: ignore[operator]

@@ -10,14 +10,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secagg import MAX_RING_BITS
+from secagg import MAX_RING_BITS, InvalidInput
 from secagg.prg_torch import (
     _quarter_rounds,
     chacha20_words,
     ring_mask,
     signed_mask_sum,
 )
-from tests.secagg.helpers import RFC8439_A1
+from tests.secagg.conftest import RFC8439_A1
 
 CPU = torch.device("cpu")
 RING_BITS = [8, 16, 32, 40, 62]
@@ -176,40 +176,63 @@ def test_empty_inputs():
 
 
 @pytest.mark.parametrize(
-    ("call", "exc"),
+    ("call", "message"),
     [
-        (lambda: chacha20_words(b"short", 4, device=CPU), ValueError),
-        (lambda: chacha20_words(bytes(32), 4, device=CPU, nonce=bytes(8)), ValueError),
-        (lambda: chacha20_words(bytes(32), -1, device=CPU), ValueError),
+        (lambda: chacha20_words(b"short", 4, device=CPU), "key must be 32 bytes"),
+        (
+            lambda: chacha20_words(bytes(32), 4, device=CPU, nonce=bytes(8)),
+            r"nonce must be 12 bytes",
+        ),
+        (
+            lambda: chacha20_words(bytes(32), -1, device=CPU),
+            "n_words must be an int >= 0",
+        ),
+        (lambda: chacha20_words(bytes(32), 4.0, device=CPU), "n_words must be an int"),  # type: ignore[arg-type]
         (
             lambda: chacha20_words(bytes(32), 17, device=CPU, counter=2**32 - 1),
-            ValueError,
+            "block counter would overflow",
         ),
-        (lambda: ring_mask(bytes(32), 4, 0, device=CPU), ValueError),
-        (lambda: ring_mask(bytes(32), 4, MAX_RING_BITS + 1, device=CPU), ValueError),
-        (lambda: signed_mask_sum([bytes(32)], [1, 1], 4, 8, CPU), ValueError),
-        (lambda: signed_mask_sum([bytes(32)], [2], 4, 8, CPU), ValueError),
-        (lambda: signed_mask_sum([bytes(31)], [1], 4, 8, CPU), ValueError),
+        (lambda: chacha20_words(bytes(32), 4, device="nowhere"), "unknown device"),
+        (
+            lambda: ring_mask(bytes(32), 4, 0, device=CPU),
+            r"ring bits must be in \[1, 62\]",
+        ),
+        (
+            lambda: ring_mask(bytes(32), 4, MAX_RING_BITS + 1, device=CPU),
+            r"ring bits must be in \[1, 62\], got 63",
+        ),
+        (lambda: ring_mask(bytes(32), 4, "8", device=CPU), "ring bits must be an int"),  # type: ignore[arg-type]
+        (lambda: signed_mask_sum([bytes(32)], [1, 1], 4, 8, CPU), "1 keys but 2 signs"),
+        (lambda: signed_mask_sum([bytes(32)], [2], 4, 8, CPU), "every sign must be"),
+        (lambda: signed_mask_sum([bytes(32)], [True], 4, 8, CPU), "every sign must be"),
+        (lambda: signed_mask_sum([bytes(31)], [1], 4, 8, CPU), "key must be 32 bytes"),
+        (lambda: signed_mask_sum([bytes(32)], [1], -4, 8, CPU), "length must be"),
         (
             lambda: signed_mask_sum([bytes(32)], [1], 4, 8, CPU, chunk_elems=8),
-            ValueError,
+            "chunk_elems must be >= 16",
         ),
         (
             lambda: signed_mask_sum(
                 [bytes(32)], [1], 4, 8, CPU, out=torch.empty(5, dtype=torch.int64)
             ),
-            ValueError,
+            "out must be a contiguous int64 tensor",
         ),
         (
             lambda: signed_mask_sum(
                 [bytes(32)], [1], 4, 8, CPU, out=torch.empty(4, dtype=torch.int32)
             ),
-            ValueError,
+            "out must be a contiguous int64 tensor",
+        ),
+        (
+            lambda: signed_mask_sum(
+                [bytes(32)], [1], 4, 8, CPU, out=torch.empty(8, dtype=torch.int64)[::2]
+            ),
+            "out must be a contiguous int64 tensor",
         ),
     ],
 )
-def test_invalid_arguments_raise(call, exc):
-    with pytest.raises(exc):
+def test_invalid_arguments_raise_invalid_input(call, message):
+    with pytest.raises(InvalidInput, match=message):
         call()
 
 

@@ -1,8 +1,9 @@
-"""Ring arithmetic, wire format, quantisation and the configuration checks."""
+"""Ring arithmetic and wire format on each back end, quantisation, and the
+configuration checks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,55 +15,66 @@ from secagg import (
     ConfigError,
     GraphKind,
     InvalidInput,
+    InvalidMessage,
+    RingBackend,
     Round,
     SecAggConfig,
     SecurityMode,
-    quantize_tensor,
-    ring,
+    quantize_input,
     run_session,
 )
-from secagg.quantize import dequantize, quantize_input
+from secagg.backend import select_ring
+from secagg.messages import MaskedInput
+from secagg.quantize import dequantize
+from secagg.ring import MAX_RING_BITS, MIN_RING_BITS, Ring, wire_width
+from tests.secagg.conftest import BACKENDS, CPU, config
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    bits=st.integers(ring.MIN_RING_BITS, ring.MAX_RING_BITS),
+    bits=st.integers(MIN_RING_BITS, MAX_RING_BITS),
+    backend=st.sampled_from(BACKENDS),
     data=st.data(),
 )
-def test_encode_decode_and_wire_round_trip(bits: int, data: st.DataObject) -> None:
+def test_encode_decode_and_wire_round_trip(
+    bits: int, backend: RingBackend, data: st.DataObject
+) -> None:
+    ring = select_ring(bits, CPU, backend)
     half = 1 << (bits - 1)
     vals = data.draw(st.lists(st.integers(-half, half - 1), min_size=1, max_size=20))
-    enc = ring.encode_signed(np.array(vals, dtype=np.int64), bits)
-    assert ring.decode_centered(enc, bits).tolist() == vals
-    wire = ring.to_wire(enc, bits)
-    assert len(wire) == len(vals) * ring.wire_width(bits)
-    assert ring.from_wire(wire, len(vals), bits).tolist() == enc.tolist()
+    enc = ring.from_signed(np.array(vals, dtype=np.int64))
+    assert ring.centered(enc).tolist() == vals
+    wire = ring.to_wire(enc)
+    assert len(wire) == len(vals) * wire_width(bits)
+    msg = MaskedInput(sender=0, bits=bits, length=len(vals), payload=bytes(wire))
+    parsed = MaskedInput.from_bytes(msg.to_bytes())
+    back = ring.from_wire(parsed.payload, parsed.length)
+    assert ring.to_host(back).tolist() == ring.to_host(enc).tolist()
 
 
-def test_sum_wraps_and_decodes_centred() -> None:
-    a = ring.encode_signed(np.array([2**15 - 1, -5], dtype=np.int64), 16)
-    b = ring.encode_signed(np.array([1, -7], dtype=np.int64), 16)
-    assert ring.decode_centered(ring.add(a, b, 16), 16).tolist() == [-(2**15), -12]
-    assert ring.decode_centered(ring.sub(a, a, 16), 16).tolist() == [0, 0]
+def test_sum_wraps_and_decodes_centred(backend: RingBackend) -> None:
+    ring = select_ring(16, CPU, backend)
+    a = ring.from_signed(np.array([2**15 - 1, -5], dtype=np.int64))
+    b = ring.from_signed(np.array([1, -7], dtype=np.int64))
+    assert ring.centered(ring.add(a, b)).tolist() == [-(2**15), -12]
+    assert ring.centered(ring.sub(a, a)).tolist() == [0, 0]
+    ring.add_(a, b)
+    assert ring.centered(a).tolist() == [-(2**15), -12]
 
 
 def test_wire_rejects_high_bits_and_bad_length() -> None:
     # k = 20 uses 3 bytes a coordinate; the top 4 bits must be zero.
-    with pytest.raises(ValueError, match="exceeds 2\\^bits"):
-        ring.from_wire(b"\x00\x00\x10", 1, 20)
-    with pytest.raises(ValueError, match="wrong length"):
-        ring.from_wire(b"\x00\x00", 1, 20)
+    with pytest.raises(InvalidMessage, match="exceeds 2\\^bits"):
+        MaskedInput(sender=0, bits=20, length=1, payload=b"\x00\x00\x10")
+    with pytest.raises(InvalidMessage, match="wrong length"):
+        MaskedInput(sender=0, bits=20, length=1, payload=b"\x00\x00")
+    # k = 62 in 8 bytes: bit 63 (a negative int64 lane) is refused too.
+    with pytest.raises(InvalidMessage, match="exceeds 2\\^bits"):
+        MaskedInput(sender=0, bits=62, length=1, payload=bytes(7) + b"\x80")
 
 
-def _cfg(**kw: object) -> SecAggConfig:
-    base: dict[str, object] = {
-        "num_clients": 4,
-        "threshold": 3,
-        "vector_length": 6,
-        "max_weight": 15,
-    }
-    base.update(kw)
-    return SecAggConfig(**base)  # type: ignore[arg-type]
+def _cfg(**kw: Any) -> SecAggConfig:
+    return config(d=6, **kw)
 
 
 def test_bit_budget_refused_with_knobs_named() -> None:
@@ -129,32 +141,29 @@ def test_config_digest_binds_every_field() -> None:
     assert len(digests) == 8
 
 
-def test_clipping_is_counted_not_wrapped() -> None:
+def test_clipping_is_counted_not_wrapped(ring32: Ring[Any]) -> None:
     cfg = _cfg(max_weight=7)
     x = torch.tensor([0.5, 3.0, -9.0, 1.0, -1.0, 0.0])
-    q = quantize_input(x, 2, cfg)
+    q = quantize_input(x, 2, cfg, backend=ring32.backend)
     assert q.clipped == 2
-    out = dequantize(q.values, cfg)
+    out = dequantize(ring32, q.values, cfg)
     assert out.clipped == 2 and out.total_weight == 2
     # Clipped values saturate at ±clip; they never wrap around.
     assert out.weighted_sum[1] == pytest.approx(2.0)
     assert out.weighted_sum[2] == pytest.approx(-2.0)
 
 
-def test_weight_at_max_weight_is_kept() -> None:
-    q = quantize_input(np.zeros(6), 15, _cfg(max_weight=15))
+def test_weight_at_max_weight_is_kept(backend: RingBackend) -> None:
+    q = quantize_input(np.zeros(6), 15, _cfg(max_weight=15), backend=backend)
     assert q.weight == 15 and int(q.values[6]) == 15
 
 
-@pytest.mark.parametrize("quantise", [quantize_input, quantize_tensor])
-def test_weight_above_max_weight_is_refused_not_capped(
-    quantise: Callable[..., object],
-) -> None:
+def test_weight_above_max_weight_is_refused_not_capped(backend: RingBackend) -> None:
     # A silent cap would turn a count-weighted FedAvg into another mean.
     with pytest.raises(
         InvalidInput, match=r"^weight 16 exceeds max_weight 15; raise max_weight"
     ):
-        quantise(torch.zeros(6), 16, _cfg(max_weight=15))
+        quantize_input(torch.zeros(6), 16, _cfg(max_weight=15), backend=backend)
 
 
 def test_run_session_refuses_an_over_cap_weight_of_a_dropped_client() -> None:
@@ -176,10 +185,10 @@ def test_run_session_refuses_an_over_cap_weight_of_a_dropped_client() -> None:
     ],
 )
 def test_quantize_rejects_bad_input(
-    vector: object, weight: object, message: str
+    vector: object, weight: object, message: str, backend: RingBackend
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
-        quantize_input(vector, weight, _cfg())  # type: ignore[arg-type]
+        quantize_input(vector, weight, _cfg(), backend=backend)  # type: ignore[arg-type]
 
 
 def test_stochastic_rounding_is_unbiased_and_within_one_step() -> None:
@@ -193,9 +202,11 @@ def test_stochastic_rounding_is_unbiased_and_within_one_step() -> None:
     )
     # scale = 7: 0.3 · 7 = 2.1 rounds to 2 or 3, up with probability 0.1.
     x = np.full(cfg.vector_length, 0.3)
-    q = dequantize(quantize_input(x, 1, cfg).values, cfg).weighted_sum * cfg.scale
-    assert set(np.unique(q).tolist()) == {2.0, 3.0}
-    ups = int(np.count_nonzero(q == 3.0))
+    ring = select_ring(cfg.ring_bits)
+    q = dequantize(ring, quantize_input(x, 1, cfg).values, cfg).weighted_sum
+    steps = (q * cfg.scale).numpy()
+    assert set(np.unique(steps).tolist()) == {2.0, 3.0}
+    ups = int(np.count_nonzero(steps == 3.0))
     n, p = cfg.vector_length, 0.1
     sigma = (n * p * (1 - p)) ** 0.5
     # Two-sided, 6 sigma: a correct rounder fails about once in 10^9 runs.

@@ -4,6 +4,7 @@ low-order or non-canonical keys.  The server names the cheater and, while
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -29,10 +30,10 @@ from secagg import (
     shamir,
     share_bundles,
 )
-from secagg.messages import AdvertiseKeys, ShareKeys, UnmaskResponse
+from secagg.messages import AdvertiseKeys, ShareKeys, SharePlaintext, UnmaskResponse
 from secagg.pubkeys import FIELD_PRIME, LOW_ORDER_U
 from secagg.signed_messages import SignedAdvertiseKeys
-from tests.secagg.helpers import MODEL, Drive, config, drive, quantized
+from tests.secagg.conftest import MODEL, Drive, config, drive, quantized
 
 HARD = SecurityMode.HARDENED
 
@@ -53,8 +54,8 @@ def _exact(agg: SecAggAggregate, cfg: SecAggConfig, survivors: set[int]) -> None
     assert np.allclose(agg.weighted_sum.numpy(), weighted, rtol=0, atol=step)
 
 
-def _shift(raw: bytes, by: int = 1) -> bytes:
-    return shamir.encode_share((shamir.decode_share(raw) + by) % shamir.PRIME)
+def _shift(share: int, by: int = 1) -> int:
+    return (share + by) % shamir.PRIME
 
 
 def _responses(run: Drive) -> dict[int, UnmaskResponse]:
@@ -182,11 +183,16 @@ def test_a_dealer_with_one_off_polynomial_share_is_decoded_around() -> None:
         session = session_of._state.session
         cts, bound = dict(msg.ciphertexts), dict(msg.commitments)
         pt = crypto.decrypt_share(channel[1], session, 0, 1, cts[1], bound[1])
-        s_share = shamir.decode_share(pt[8:41])
-        b_share = (shamir.decode_share(pt[41:]) + 1) % shamir.PRIME
-        new = pt[:41] + shamir.encode_share(b_share)
-        bound[1] = share_bundles.pair_commitment(s_share, b_share, session, 0, 1)
-        cts[1] = crypto.encrypt_share(channel[1], session, 0, 1, new, bound[1])
+        share = SharePlaintext.from_bytes(pt)
+        bad = dataclasses.replace(
+            share, seed_share=(share.seed_share + 1) % shamir.PRIME
+        )
+        bound[1] = share_bundles.pair_commitment(
+            bad.key_share, bad.seed_share, session, 0, 1
+        )
+        cts[1] = crypto.encrypt_share(
+            channel[1], session, 0, 1, bad.to_bytes(), bound[1]
+        )
         return ShareKeys(
             sender=0,
             seed_commitment=msg.seed_commitment,
@@ -243,7 +249,7 @@ def test_the_server_refuses_a_low_order_key_naming_the_client(
     server = SecAggServer(config(n=4, t=3))
     with pytest.raises(InvalidKey, match=f"client 3 advertised a low-order {slot}"):
         server.receive(3, AdvertiseKeys(sender=3, **keys).to_bytes())
-    assert server._keys == {}
+    assert server._adverts == {}
     # A hardened member signing the bad key itself changes nothing.
     cfg = config(n=4, t=3, mode=HARD)
     consortium, ids = make_consortium(range(4))
@@ -279,4 +285,4 @@ def test_the_server_refuses_non_canonical_twins_of_a_key() -> None:
         server.receive(
             2, AdvertiseKeys(sender=2, c_pk=wrapped, s_pk=_valid()).to_bytes()
         )
-    assert set(server._keys) == {0}
+    assert set(server._adverts) == {0}

@@ -4,6 +4,7 @@ and masks over neighbours only, exact sums with dropouts at n = 200."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,13 +21,13 @@ from secagg import (
     SecAggError,
     SecurityMode,
     quantize_input,
-    ring,
     run_quantized_session,
 )
 from secagg.config import neighbours
 from secagg.graph import ThreatModel, complete_graph_threshold
 from secagg.messages import SHARE_CIPHERTEXT_BYTES, ShareKeys
-from tests.secagg.helpers import LENIENT, config, drive
+from secagg.ring_numpy import NumpyRing
+from tests.secagg.conftest import LENIENT, config, drive
 
 
 def test_secaggplus_recovers_exact_sums_with_dropouts_at_n_200() -> None:
@@ -53,9 +54,10 @@ def test_secaggplus_recovers_exact_sums_with_dropouts_at_n_200() -> None:
     elapsed = time.perf_counter() - start
     survivors = {i for i in range(n) if i not in drop or drop[i] > Round.MASKED_INPUT}
     assert res.survivors == survivors
-    expect = ring.zeros(cfg.encoded_length, cfg.ring_bits)
+    ring = NumpyRing(cfg.ring_bits)
+    expect = ring.zeros(cfg.encoded_length)
     for i in survivors:
-        expect = ring.add(expect, q[i].values, cfg.ring_bits)
+        expect = ring.add(expect, ring.adopt(q[i].values))
     assert res.ring_sum.tolist() == expect.tolist()
     exact = sum((1 + i % 7) * (grid + i % 5) / cfg.scale for i in survivors)
     assert np.allclose(res.weighted_sum.numpy(), exact, rtol=0, atol=1e-9)
@@ -100,7 +102,7 @@ def test_server_with_another_graph_rejects_honest_shares(
     real = config_module.neighbours
     session = run.server._session
     run.server._graph = {
-        u: real(cfg, bytes(32), u, run.server._keys) for u in run.server._keys
+        u: real(cfg, bytes(32), u, run.server._adverts) for u in run.server._adverts
     }
     out = ShareKeys.from_bytes(run.clients[0].share_keys(run.requests[0]))
     assert {v for v, _ in out.ciphertexts} == real(cfg, session, 0, range(16))
@@ -108,32 +110,19 @@ def test_server_with_another_graph_rejects_honest_shares(
         run.server.receive(0, out.to_bytes())
 
 
+def _cohort(n: int, **kw: Any) -> SecAggConfig:
+    rates = {"corrupt_fraction": 0.05, "dropout_fraction": 0.1} | kw
+    return SecAggConfig.for_cohort(
+        num_clients=n, vector_length=4, max_weight=1, **rates
+    )
+
+
 def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
-    small = SecAggConfig.for_cohort(
-        num_clients=50,
-        vector_length=4,
-        corrupt_fraction=0.05,
-        dropout_fraction=0.1,
-        max_weight=1,
-    )
+    small = _cohort(50)
     assert (small.graph, small.degree, small.threshold) == (GraphKind.COMPLETE, 0, 45)
-    big = SecAggConfig.for_cohort(
-        num_clients=1000,
-        vector_length=4,
-        corrupt_fraction=0.05,
-        dropout_fraction=0.1,
-        max_weight=1,
-    )
+    big = _cohort(1000)
     assert (big.graph, big.degree, big.threshold) == (GraphKind.HARARY, 36, 19)
-    hard = SecAggConfig.for_cohort(
-        num_clients=200,
-        vector_length=4,
-        corrupt_fraction=0.05,
-        dropout_fraction=0.1,
-        max_weight=1,
-        complete_below=100,
-        mode=SecurityMode.HARDENED,
-    )
+    hard = _cohort(200, complete_below=100, mode=SecurityMode.HARDENED)
     # Worst case over the roster: 2t > k + 1 + ⌈α·N⌉ = 43 + 10.
     assert (hard.degree, hard.threshold) == (42, 27)
     assert hard.group_size == 43 and 2 * hard.threshold > hard.group_size + 10
@@ -143,13 +132,8 @@ def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
     with pytest.raises(
         GraphParameterError, match="no hardened threshold for a complete graph of 600"
     ):
-        SecAggConfig.for_cohort(
-            num_clients=600,
-            vector_length=4,
-            corrupt_fraction=0.3,
-            dropout_fraction=0.4,
-            max_weight=1,
-            mode=SecurityMode.HARDENED,
+        _cohort(
+            600, corrupt_fraction=0.3, dropout_fraction=0.4, mode=SecurityMode.HARDENED
         )
 
 

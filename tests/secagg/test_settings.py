@@ -146,8 +146,8 @@ def test_client_policy_accepts_what_session_config_builds(
 
 @pytest.mark.parametrize("mode", [SEMI, HARD])
 def test_default_client_policy_accepts_for_cohort_at_500(mode: SecurityMode) -> None:
-    # The default policy once demanded t >= (k + 1) / 2 on SecAgg+ graphs too,
-    # and refused the semi-honest thresholds for_cohort builds from n = 500.
+    # A policy demanding t >= (k + 1) / 2 on SecAgg+ graphs too would refuse
+    # the semi-honest thresholds for_cohort builds from n = 500.
     cfg = SecAggConfig.for_cohort(
         num_clients=500,
         vector_length=3,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Callable
 
 import pytest
 import sympy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg import ReconstructionError, shamir
+from secagg import InvalidInput, InvalidMessage, ReconstructionError, shamir
+from secagg.messages import SharePlaintext
 
 
 def test_prime_is_the_first_prime_above_2_256() -> None:
@@ -68,15 +70,33 @@ def test_lagrange_coefficients_are_cached() -> None:
 
 
 def test_share_encoding_rejects_non_field_elements() -> None:
-    assert (
-        shamir.decode_share(shamir.encode_share(shamir.PRIME - 1)) == shamir.PRIME - 1
-    )
-    with pytest.raises(ValueError, match="not a field element"):
-        shamir.decode_share(shamir.PRIME.to_bytes(33, "little"))
+    top = SharePlaintext(sender=0, receiver=1, key_share=shamir.PRIME - 1, seed_share=0)
+    assert SharePlaintext.from_bytes(top.to_bytes()) == top
+    over = top.to_bytes()[:8] + shamir.PRIME.to_bytes(33, "little") + bytes(33)
+    with pytest.raises(InvalidMessage, match=r"^share is not a field element$"):
+        SharePlaintext.from_bytes(over)
+    with pytest.raises(InvalidMessage, match=r"^share is not a field element$"):
+        SharePlaintext(sender=0, receiver=1, key_share=-1, seed_share=0)
 
 
-def test_split_validates_arguments() -> None:
-    with pytest.raises(Exception, match="threshold must be in"):
-        shamir.split(bytes(32), 3, [1, 2], os.urandom)
-    with pytest.raises(Exception, match="distinct and non-zero"):
-        shamir.split(bytes(32), 1, [0, 1], os.urandom)
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: shamir.split(bytes(32), 3, [1, 2], os.urandom),
+            "threshold must be in",
+        ),
+        (
+            lambda: shamir.split(bytes(32), 1, [0, 1], os.urandom),
+            "distinct and non-zero",
+        ),
+        (
+            lambda: shamir.split(bytes(31), 1, [1], os.urandom),
+            "secret must be 32 bytes",
+        ),
+        (lambda: shamir.lagrange_at_zero((1, 1)), "distinct and non-zero"),
+    ],
+)
+def test_split_validates_arguments(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        call()

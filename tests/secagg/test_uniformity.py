@@ -15,7 +15,7 @@ from scipy.stats import chisquare
 from secagg import Round, quantize_input
 from secagg.messages import MaskedInput, ShareRelay
 from secagg.prg import chacha20_keystream
-from tests.secagg.helpers import config, drive
+from tests.secagg.conftest import config, drive
 
 ALPHA = 1e-6
 D = 250_000  # 1 MB of masked payload at k = 32
@@ -34,7 +34,7 @@ def _masked_payload() -> bytes:
     # A constant input is the worst case for hiding: every byte is the same.
     q = quantize_input(np.full(D, 0.25), 3, cfg)
     msg = MaskedInput.from_bytes(run.clients[0].masked_input(relay, q))
-    return msg.values.tobytes()
+    return bytes(msg.payload)
 
 
 def test_masked_vector_is_uniform() -> None:

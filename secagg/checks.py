@@ -1,12 +1,13 @@
-"""What a client checks in the lists the server sends (bytes already decoded).
+"""What a client checks in the lists the server sends it.
 
-Kept apart from the phase machine in :mod:`secagg.client`: each function
-only reads and raises a named :class:`~secagg.errors.SecAggError`; none
-changes state.  :class:`Neighbourhood` answers "who are my neighbours, and
-are enough of them present" the same way in every round: from the session
-id (semi-honest SecAgg+), the cohort (complete graph), or the consortium
-roster with the declared-dropout bound of :mod:`secagg.threat` (hardened
-SecAgg+).
+Pure functions of the client's own view (its id, configuration, policy and
+what it saw in earlier rounds) and of the received lists: each raises a named
+:class:`~secagg.errors.ProtocolError` and changes nothing, so the client's
+phase machine (:mod:`secagg.client`) calls them before it commits anything.
+:class:`Neighbourhood` answers "who are my neighbours, and are enough of them
+present" the same way in every round: from the session id (semi-honest
+SecAgg+), the cohort (complete graph), or the consortium roster with the
+declared-dropout bound of :mod:`secagg.threat` (hardened SecAgg+).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Neighbourhood:
     roster_size: int | None = None
 
     def peers(self, session: bytes, entries: Mapping[int, KeyEntry]) -> frozenset[int]:
-        """The advertisers this client shares with and masks against."""
+        """The advertisers this client shares with and masks against; never
+        a list taken from the server."""
         if self.graph is None:
             return neighbours(self.config, session, self.me, entries)
         peers = self.graph.neighbours(self.me) & set(entries)
@@ -43,7 +45,8 @@ class Neighbourhood:
         return peers
 
     def check(self, present: Set[int], what: str) -> None:
-        """Hardened SecAgg+: at most D neighbours missing and t holders left."""
+        """Hardened SecAgg+: at most D neighbours missing and t holders left
+        (listed clients beyond the neighbourhood are unverifiable here)."""
         if self.graph is None or self.roster_size is None:
             return
         cfg, mine = self.config, self.graph.neighbours(self.me)
@@ -70,7 +73,10 @@ def check_directory(
     entries: Mapping[int, KeyEntry],
     own_keys: tuple[bytes, bytes],
 ) -> None:
-    """The key directory (U1): size, own keys, valid and distinct keys."""
+    """The key directory (U1): within the cohort, at least ``threshold``
+    entries, this client's own ``(c_pk, s_pk)`` exactly once, every key
+    canonical, of large order and distinct, and no more missing clients
+    than ``policy`` allows."""
     if len(entries) > config.num_clients:
         raise ProtocolError(
             f"key directory lists {len(entries)} clients, more than the "
@@ -98,16 +104,20 @@ def check_directory(
 
 
 def check_lists(
-    nb: Neighbourhood,
-    participants: frozenset[int],
-    mine: frozenset[int],
-    held: Set[int],
+    config: SecAggConfig,
+    policy: ClientPolicy,
+    me: int,
     survivors: Set[int],
     dropped: Set[int],
+    *,
+    participants: Set[int],
+    neighbours: Set[int],
+    sharers: Set[int],
 ) -> None:
-    """Survivor and dropped lists (U3) before a client signs or unmasks;
-    ``mine`` are the client's neighbours, ``held`` those that shared with it."""
-    cfg, me = nb.config, nb.me
+    """A survivor list (U3) and dropped list: disjoint, this client a
+    survivor, only ``participants`` (U1) listed, every listed neighbour among
+    the ``sharers`` that sent it shares, at least ``threshold`` survivors,
+    and no more missing clients than ``policy`` allows."""
     if survivors & dropped:
         raise ProtocolError(
             f"survivor and dropped lists overlap: {sorted(survivors & dropped)}"
@@ -122,17 +132,14 @@ def check_lists(
             f"Unmasking request lists clients that never advertised keys: "
             f"{sorted(unknown)}"
         )
-    silent = ((survivors | dropped) & mine) - held
+    silent = ((survivors | dropped) & neighbours) - sharers
     if silent:
         raise ProtocolError(
             "Unmasking request lists neighbours that never shared keys "
             f"with this client: {sorted(silent)}"
         )
-    if len(survivors) < cfg.threshold:
+    if len(survivors) < config.threshold:
         raise TooFewSurvivors(
-            f"only {len(survivors)} survivors; threshold is {cfg.threshold}"
+            f"only {len(survivors)} survivors; threshold is {config.threshold}"
         )
-    nb.policy.check_dropouts(cfg, len(survivors))
-    # Hardened SecAgg+: listed survivors beyond this client's neighbours are
-    # unverifiable here, so the bound is on its own neighbourhood.
-    nb.check(survivors, "survived")
+    policy.check_dropouts(config, len(survivors))
