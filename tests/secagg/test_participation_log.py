@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,26 +100,33 @@ def test_a_claim_survives_kill_9_and_a_restart(tmp_path: Path) -> None:
         restarted.claim_model(MODEL)
 
 
-_RACER = """
-import sys
-from secagg import AlreadyContributed
-from secagg.participation import FileParticipationLog
-try:
-    FileParticipationLog(sys.argv[1]).claim_model(bytes.fromhex(sys.argv[2]))
-except AlreadyContributed:
-    sys.exit(3)
-"""
+def _race(directory: str, barrier: Any, results: Any) -> None:
+    log = FileParticipationLog(directory)
+    barrier.wait()
+    try:
+        log.claim_model(MODEL)
+        results.put("won")
+    except AlreadyContributed:
+        results.put("refused")
 
 
 def test_concurrent_claims_for_one_model_have_exactly_one_winner(
     tmp_path: Path,
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Forked processes (no re-import) released together by a barrier.
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
     racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _RACER, str(tmp_path), MODEL.hex()], env=env
-        )
+        ctx.Process(target=_race, args=(str(tmp_path), barrier, results))
         for _ in range(4)
     ]
-    codes = sorted(p.wait() for p in racers)
-    assert codes == [0, 3, 3, 3]
+    for p in racers:
+        p.start()
+    for p in racers:
+        p.join(30)
+    assert sorted(results.get(timeout=5) for _ in racers) == [
+        "refused",
+        "refused",
+        "refused",
+        "won",
+    ]
