@@ -4,11 +4,17 @@ The server learns only the sum of the survivors' weighted, quantised updates,
 their total weight and the total count of clipped coordinates, and recovers
 that sum exactly while at least ``threshold`` clients survive every round.
 
-``SecurityMode.HARDENED`` defends against a malicious coordinator: Ed25519
-consortium identities (:class:`Consortium`), each client's own model hash in
-the signed keys and the session id, and a ConsistencyCheck round (signed
-survivor list).  ``GraphKind.HARARY`` runs SecAgg+ (:meth:`SecAggConfig.for_cohort`
-computes degree and threshold from the cohort size, α and δ).
+``SecurityMode.HARDENED`` defends against a malicious coordinator colluding
+with up to ⌈α·N⌉ of the N consortium members (:mod:`secagg.threat` states
+the guarantee): Ed25519 identities (:class:`Consortium`), each client's own
+model hash and a once-used session nonce in the signed keys, thresholds and
+SecAgg+ neighbourhoods fixed by the roster, a ConsistencyCheck whose
+signatures are counted among each peer's share holders, a bound on declared
+dropouts, and one contribution per model in a durable
+:class:`ParticipationLog`.  In every mode shares carry commitments, so the
+server names cheating clients and decodes around them.  ``GraphKind.HARARY``
+runs SecAgg+ (:meth:`SecAggConfig.for_cohort` computes degree and threshold
+from the cohort size, α and δ).
 ``RingBackend.TORCH`` (the default off the CPU) keeps quantisation, masking
 and summation on the update's device (:mod:`secagg.ring_torch`);
 :class:`SecAggSettings` holds what an application configures once and builds
@@ -19,7 +25,7 @@ each round's :class:`SecAggConfig` and :class:`ClientPolicy`.
 >>> r = run_session([torch.tensor([0.5])] * 3, [1, 1, 2], cfg)
 >>> r.total_weight, round(float(r.mean[0]), 3)
 (4, 0.5)
->>> hard = SecAggConfig(num_clients=3, threshold=2, vector_length=1,
+>>> hard = SecAggConfig(num_clients=3, threshold=3, vector_length=1,
 ...                     max_weight=1, mode=SecurityMode.HARDENED)
 >>> run_session([torch.tensor([0.5])] * 3, [1, 1, 1], hard).total_weight
 3
@@ -44,6 +50,11 @@ from secagg.local import (
     run_quantized_session,
     run_session,
 )
+from secagg.participation import (
+    FileParticipationLog,
+    MemoryParticipationLog,
+    ParticipationLog,
+)
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, quantize_input
 from secagg.ring import MAX_RING_BITS, RingBackend
@@ -56,8 +67,11 @@ __all__ = [
     "ClientPhase",
     "ClientPolicy",
     "Consortium",
+    "FileParticipationLog",
     "GraphKind",
     "Identities",
+    "MemoryParticipationLog",
+    "ParticipationLog",
     "QuantizedInput",
     "RingBackend",
     "Round",

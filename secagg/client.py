@@ -16,10 +16,18 @@ snapshot replaced only on success).  The checks:
   one peer;
 * all session secrets are discarded once the client has answered or aborted.
 
-The hardened mode (:mod:`secagg.hardened`) adds the 2t > n + corrupt rule
-to the policy, signed keys from consortium members over this client's own
-model hash, and the ConsistencyCheck before Unmasking: the client signs U3
-and unmasks only for that list, against ``threshold`` signatures on it.
+Both modes refuse non-canonical and low-order keys in the directory, naming
+their owner (:mod:`secagg.pubkeys`), and check every share received against
+the commitment its dealer published (:mod:`secagg.share_bundles`).
+
+The hardened mode (:mod:`secagg.hardened`, :mod:`secagg.threat`) adds the
+roster-wide 2t > g + C rule to the policy, signed keys from consortium
+members over this client's own model hash and a session nonce it signs once,
+SecAgg+ neighbourhoods from the roster and a bound on how many of them may
+be missing, the ConsistencyCheck before Unmasking (the client signs U3 and
+reveals a peer's share only against ``threshold`` signatures on that list
+from the peer's share holders), and one contribution per model in a durable
+log.
 """
 
 from __future__ import annotations
@@ -33,15 +41,13 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg import crypto, shamir
+from secagg import crypto, shamir, share_bundles
 from secagg.backend import select_ring
-from secagg.checks import check_directory, check_lists
-from secagg.config import MAX_CLIENT_ID, SecAggConfig, neighbours
+from secagg.checks import Neighbourhood, check_directory, check_lists
+from secagg.config import MAX_CLIENT_ID, SecAggConfig
 from secagg.errors import (
     ConfigError,
     InvalidInput,
-    InvalidMessage,
-    InvalidShare,
     ProtocolError,
     TooFewSurvivors,
 )
@@ -53,12 +59,11 @@ from secagg.messages import (
     KeyDirectory,
     KeyEntry,
     MaskedInput,
-    ShareKeys,
-    SharePlaintext,
     ShareRelay,
     UnmaskRequest,
     UnmaskResponse,
 )
+from secagg.participation import ParticipationLog
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput
 from secagg.ring import RingBackend
@@ -105,8 +110,9 @@ class SecAggClient:
     source only in tests.  ``device`` and ``backend`` choose the ring masking
     runs on (:func:`secagg.backend.select_ring`); the bytes never depend on
     them.  In ``SecurityMode.HARDENED`` the client needs the consortium's
-    identity registry, its own Ed25519 ``identity`` key and ``model_hash``,
-    the SHA-256 of the model *it* received (never a hash the server asserts).
+    identity registry, its own Ed25519 ``identity`` key, ``model_hash``, the
+    SHA-256 of the model *it* received (never a hash the server asserts), and
+    the institution's durable ``participation`` log.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class SecAggClient:
         identity: Ed25519PrivateKey | None = None,
         model_hash: bytes | None = None,
         backend: RingBackend | None = None,
+        participation: ParticipationLog | None = None,
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int):
             raise InvalidInput("client_id must be an int")
@@ -130,11 +137,18 @@ class SecAggClient:
             raise ConfigError(f"config must be a SecAggConfig, got {config!r}")
         if policy is not None and not isinstance(policy, ClientPolicy):
             raise ConfigError(f"policy must be a ClientPolicy, got {policy!r}")
-        self._policy = policy or ClientPolicy()
-        self._policy.check(config)
-        self._hardened = credentials(
-            config, client_id, consortium, identity, model_hash
+        self._hardened = h = credentials(
+            config, client_id, consortium, identity, model_hash, participation
         )
+        self._policy = policy or ClientPolicy()
+        self._nb = Neighbourhood(
+            config,
+            self._policy,
+            client_id,
+            graph=None if h is None else h.graph(config),
+            roster_size=None if h is None else h.roster_size,
+        )
+        self._policy.check(config, self._nb.roster_size)
         self._config = config
         self._id = client_id
         self._entropy = entropy
@@ -199,33 +213,24 @@ class SecAggClient:
         entries, session = self._open_directory(data)
         own = (crypto.public_bytes(st.c_sk), crypto.public_bytes(st.s_sk))
         check_directory(cfg, self._policy, me, entries, own)
-        # Computed here from the session id, never taken from the server.
-        peers = neighbours(cfg, session, me, entries)
+        peers = self._nb.peers(session, entries)
         channel_keys, pair_keys = {}, {}
         for v in sorted(peers):
-            # agree() raises InvalidKey on a low-order key: checked before any
-            # share is produced.
             c_shared = crypto.agree(st.c_sk, entries[v].c_pk)
             s_shared = crypto.agree(st.s_sk, entries[v].s_pk)
             channel_keys[v] = crypto.channel_key(c_shared, session, me, v)
             pair_keys[v] = crypto.pair_mask_key(s_shared, session, me, v)
         seed = self._entropy(shamir.SECRET_BYTES)
-        xs = shamir.points(sorted(peers | {me}))
-        s_shares = shamir.split(
-            st.s_sk.private_bytes_raw(), cfg.threshold, xs, self._entropy
+        sealed = share_bundles.seal(
+            me=me,
+            holders=sorted(peers | {me}),
+            threshold=cfg.threshold,
+            mask_key=st.s_sk.private_bytes_raw(),
+            seed=seed,
+            session=session,
+            channel_keys=channel_keys,
+            entropy=self._entropy,
         )
-        b_shares = shamir.split(seed, cfg.threshold, xs, self._entropy)
-        ciphertexts = []
-        for v in sorted(peers):
-            plaintext = SharePlaintext(
-                sender=me,
-                receiver=v,
-                key_share=s_shares[v + 1],
-                seed_share=b_shares[v + 1],
-            ).to_bytes()
-            ct = crypto.encrypt_share(channel_keys[v], session, me, v, plaintext)
-            ciphertexts.append((v, ct))
-        out = ShareKeys(sender=me, ciphertexts=tuple(ciphertexts)).to_bytes()
         self._state = replace(
             st,
             phase=ClientPhase.SHARED,
@@ -233,16 +238,16 @@ class SecAggClient:
             participants=frozenset(entries),
             neighbours=peers,
             seed=seed,
-            own_shares=(s_shares[me + 1], b_shares[me + 1]),
+            own_shares=sealed.own_shares,
             channel_keys=channel_keys,
             pair_keys=pair_keys,
         )
-        return out
+        return sealed.message
 
     def _open_directory(self, data: bytes) -> tuple[dict[int, KeyEntry], bytes]:
         # The entries and the session id as this client computes it.
         if self._hardened is not None:
-            return self._hardened.open_directory(self._config, data)
+            return self._hardened.open_directory(self._config, self._id, data)
         directory = KeyDirectory.from_bytes(data)
         entries = {e.client_id: e for e in directory.entries}
         session = crypto.session_id(
@@ -275,6 +280,10 @@ class SecAggClient:
             length=cfg.encoded_length,
             payload=ring.to_wire(masked),
         ).to_bytes()
+        if self._hardened is not None:
+            # Recorded durably before the masked input can leave: one
+            # contribution per model, even across restarts.
+            self._hardened.participation.claim_model(self._hardened.model_hash)
         # Pair keys and the seed are not needed any more: only shares remain.
         self._state = replace(
             st,
@@ -302,24 +311,13 @@ class SecAggClient:
                 f"shares relayed from clients that are not my neighbours: "
                 f"{sorted(strangers)}"
             )
+        self._nb.check({v for v, _ in relay.ciphertexts}, "shared keys")
         if len(relay.ciphertexts) + 1 < self._config.threshold:
             raise TooFewSurvivors(
                 f"only {len(relay.ciphertexts) + 1} clients shared keys; threshold "
                 f"is {self._config.threshold}"
             )
-        held: dict[int, tuple[int, int]] = {}
-        for v, ct in relay.ciphertexts:
-            pt = crypto.decrypt_share(st.channel_keys[v], st.session, v, me, ct)
-            try:
-                share = SharePlaintext.from_bytes(pt)
-            except InvalidMessage as exc:
-                raise InvalidShare(f"share from client {v} is malformed") from exc
-            if (share.sender, share.receiver) != (v, me):
-                raise InvalidShare(
-                    f"share relayed from client {v} names the wrong sender or receiver"
-                )
-            held[v] = (share.key_share, share.seed_share)
-        return held
+        return share_bundles.open_relay(relay, me, st.session, st.channel_keys)
 
     # Round 3 (hardened mode only) ----------------------------------------
 
@@ -345,23 +343,33 @@ class SecAggClient:
             participants=st.participants, neighbours=st.neighbours,
             sharers=set(st.held),
         )  # fmt: skip
+        self._nb.check(survivors, "survived")
 
     def unmask(self, data: bytes) -> bytes:
         """Answer the one Unmasking request: b shares of survivors, s_sk shares
         of dropped clients, never both for one client.  In hardened mode only
-        for the survivor list it signed, against ``threshold`` signatures."""
+        for the survivor list it signed, and for each peer only against
+        ``threshold`` signatures on it from that peer's share holders."""
         st, me = self._state, self._id
+        signatures: dict[int, bytes] = {}
         if self._hardened is None:
             self._expect(ClientPhase.MASKED, "answer an Unmasking request")
             request = UnmaskRequest.from_bytes(data)
         else:
             self._expect(ClientPhase.SIGNED, "answer an Unmasking request")
-            request = self._hardened.open_unmask_request(
-                self._config, st.session, st.signed, data
-            )
+            request, signatures = self._hardened.open_unmask_request(st.signed, data)
         survivors, dropped = set(request.survivors), set(request.dropped)
         self._check_lists(survivors, dropped)
         sharers = set(st.held)
+        if self._hardened is not None:
+            self._hardened.check_quorum(
+                self._config,
+                st.session,
+                st.signed,
+                signatures,
+                {me} | ((survivors | dropped) & sharers),
+                lambda u: self._nb.holders(u, st.participants),
+            )
         seed_shares = [(me, st.own_shares[1])]
         seed_shares += [(v, st.held[v][1]) for v in survivors & sharers]
         key_shares = [(v, st.held[v][0]) for v in dropped & sharers]

@@ -17,17 +17,19 @@ import enum
 import functools
 import hashlib
 import math
+import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from secagg import graph as graph_params
-from secagg import ring
+from secagg import ring, threat
 from secagg.errors import ConfigError, ProtocolError
 
 __all__ = [
     "COMPLETE_GRAPH_BELOW",
     "MAX_CLIENT_ID",
+    "NONCE_BYTES",
     "GraphKind",
     "Round",
     "SecAggConfig",
@@ -38,6 +40,8 @@ __all__ = [
 
 # Shamir evaluates at id + 1, and ids travel as uint32.
 MAX_CLIENT_ID = 2**32 - 2
+#: Length of a session nonce.
+NONCE_BYTES = 32
 _CONFIG_VERSION = 1
 
 
@@ -110,6 +114,12 @@ class SecAggConfig:
             holders among a client's neighbours and itself).
         degree: neighbours per client for ``HARARY``; 0 for ``COMPLETE``.
             :meth:`for_cohort` computes degree and threshold from (n, α, δ).
+            In hardened mode the Harary graph spans the consortium roster
+            (:class:`secagg.threat.RosterGraph`), not the advertisers.
+        session_nonce: 32 public bytes that name this session, fresh from the
+            OS CSPRNG by default.  Bound into the digest, hence into every
+            signed advert: a hardened client advertises keys for a nonce once
+            (:mod:`secagg.participation`), so no advert replays elsewhere.
     """
 
     num_clients: int
@@ -123,6 +133,11 @@ class SecAggConfig:
     context: bytes = b""
     graph: GraphKind = GraphKind.COMPLETE
     degree: int = 0
+    # Not part of ==: two sessions with the same parameters compare equal;
+    # their digests, hence their session ids and signed adverts, differ.
+    session_nonce: bytes = field(
+        default_factory=lambda: os.urandom(NONCE_BYTES), compare=False
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -162,6 +177,9 @@ class SecAggConfig:
         if not isinstance(self.mode, SecurityMode):
             raise ConfigError("mode must be a SecurityMode")
         self._check_graph()
+        nonce = self.session_nonce
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise ConfigError(f"session_nonce must be {NONCE_BYTES} bytes")
         if not isinstance(self.context, bytes) or len(self.context) > 2**16:
             raise ConfigError("context must be bytes of at most 65536")
         self._check_bit_budget()
@@ -237,6 +255,7 @@ class SecAggConfig:
             + struct.pack("<B", len(graph))
             + graph
             + struct.pack("<I", self.degree)
+            + self.session_nonce
         ).digest()
 
     @property
@@ -261,18 +280,37 @@ class SecAggConfig:
         clip: float = 1.0,
         value_bits: int = 16,
         context: bytes = b"",
+        roster_size: int | None = None,
     ) -> SecAggConfig:
         """Graph, degree and threshold computed from (n, α, δ), never guessed.
 
         Cohorts below ``complete_below`` get the complete graph with the
         highest threshold that ``dropout_fraction`` allows; larger ones a
         SecAgg+ Harary graph from :func:`secagg.graph.secaggplus_parameters`.
-        The hardened mode assumes a semi-malicious server (2t > k + corrupt).
+        The hardened mode counts colluders over the consortium roster
+        (``roster_size`` members, default the cohort) and builds the
+        worst-case parameters of :func:`secagg.threat.hardened_parameters`.
         Raises :class:`~secagg.errors.GraphParameterError` when no secure and
         correct parameters exist.
         """
-        rates = (num_clients, corrupt_fraction, dropout_fraction, threat_model(mode))
         kind, degree = GraphKind.COMPLETE, 0
+        if mode is SecurityMode.HARDENED:
+            found_h = threat.hardened_parameters(
+                roster_size=num_clients if roster_size is None else roster_size,
+                cohort=num_clients,
+                corrupt_fraction=corrupt_fraction,
+                dropout_fraction=dropout_fraction,
+                complete_below=complete_below,
+            )
+            threshold, degree = found_h.threshold, found_h.degree
+            kind = GraphKind.HARARY if degree else GraphKind.COMPLETE
+            return cls(
+                num_clients=num_clients, threshold=threshold,
+                vector_length=vector_length, ring_bits=ring_bits, clip=clip,
+                value_bits=value_bits, max_weight=max_weight, mode=mode,
+                context=context, graph=kind, degree=degree,
+            )  # fmt: skip
+        rates = (num_clients, corrupt_fraction, dropout_fraction, threat_model(mode))
         if num_clients < complete_below:
             threshold = graph_params.complete_graph_threshold(*rates)
         else:
@@ -302,6 +340,9 @@ def neighbours(
     advertised ids, sorted, are positions 0..n-1 of
     :func:`secagg.graph.harary_graph`, whose relabelling is derived from the
     session id (a hash of every listed key, never a value the server sends).
+    A hardened session's SecAgg+ graph spans the roster instead
+    (:class:`secagg.threat.RosterGraph`), which nothing the server sends can
+    move.
     """
     others = frozenset(participants)
     if config.graph is GraphKind.COMPLETE:

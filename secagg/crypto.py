@@ -67,6 +67,9 @@ class Label(enum.Enum):
     ADVERTISE_SIGNATURE = b"fedshield/secagg/v1/advertise-signature"
     SURVIVOR_SIGNATURE = b"fedshield/secagg/v1/survivor-signature"
     SIGNED_SESSION_ID = b"fedshield/secagg/v1/signed-session-id"
+    # Commitments a dealer publishes with its shares (secagg.robust).
+    SEED_COMMITMENT = b"fedshield/secagg/v1/seed-commitment"
+    SHARE_COMMITMENT = b"fedshield/secagg/v1/share-commitment"
 
 
 def derive(label: Label, ikm: bytes, salt: bytes, context: bytes) -> bytes:
@@ -147,8 +150,10 @@ def session_id(config_digest: bytes, keys: Iterable[tuple[int, bytes, bytes]]) -
     return h.digest()
 
 
-def _aad(session: bytes, sender: int, receiver: int) -> bytes:
-    return Label.SHARE_AAD.value + session + struct.pack("<II", sender, receiver)
+def _aad(session: bytes, sender: int, receiver: int, bound: bytes) -> bytes:
+    return (
+        Label.SHARE_AAD.value + session + struct.pack("<II", sender, receiver) + bound
+    )
 
 
 def _nonce(sender: int, receiver: int) -> bytes:
@@ -158,21 +163,37 @@ def _nonce(sender: int, receiver: int) -> bytes:
 
 
 def encrypt_share(
-    key: bytes, session: bytes, sender: int, receiver: int, plaintext: bytes
+    key: bytes,
+    session: bytes,
+    sender: int,
+    receiver: int,
+    plaintext: bytes,
+    bound: bytes = b"",
 ) -> bytes:
-    """ChaCha20-Poly1305 seal of a share bundle from ``sender`` to ``receiver``."""
+    """ChaCha20-Poly1305 seal of a share bundle from ``sender`` to ``receiver``.
+
+    ``bound`` is public data the tag also covers (the share commitments sent
+    beside the bundle), so a relay that alters it fails authentication.
+    """
     return ChaCha20Poly1305(key).encrypt(
-        _nonce(sender, receiver), plaintext, _aad(session, sender, receiver)
+        _nonce(sender, receiver), plaintext, _aad(session, sender, receiver, bound)
     )
 
 
 def decrypt_share(
-    key: bytes, session: bytes, sender: int, receiver: int, ciphertext: bytes
+    key: bytes,
+    session: bytes,
+    sender: int,
+    receiver: int,
+    ciphertext: bytes,
+    bound: bytes = b"",
 ) -> bytes:
     """Open a share bundle; :class:`InvalidShare` if it fails authentication."""
     try:
         return ChaCha20Poly1305(key).decrypt(
-            _nonce(sender, receiver), ciphertext, _aad(session, sender, receiver)
+            _nonce(sender, receiver),
+            ciphertext,
+            _aad(session, sender, receiver, bound),
         )
     except InvalidTag as exc:
         raise InvalidShare(

@@ -8,7 +8,9 @@ has released nothing and changed no state.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyContributed",
     "BackendUnavailable",
+    "CheatingError",
     "ConfigError",
     "ConsistencyError",
     "GraphParameterError",
@@ -20,6 +22,7 @@ __all__ = [
     "PolicyViolation",
     "ProtocolError",
     "ReconstructionError",
+    "ReplayedSession",
     "SecAggError",
     "TooFewSurvivors",
     "UnknownIdentity",
@@ -113,4 +116,30 @@ class InvalidSignature(ProtocolError):  # noqa: N818 (named like its siblings)
 class ConsistencyError(ProtocolError):
     """The hardened ConsistencyCheck failed: the Unmasking request carries
     another survivor list than the one this client signed, a signature from a
-    non-member of that list, or fewer than ``threshold`` signatures on it."""
+    non-member of that list, or fewer than ``threshold`` signatures on it
+    from the share holders of a peer whose share it would reveal."""
+
+
+class AlreadyContributed(PolicyViolation):
+    """A hardened client was asked for a second contribution to one model.
+
+    Two sums over overlapping cohorts on the same model difference out one
+    client's input; the client's durable participation log refuses it.
+    """
+
+
+class ReplayedSession(PolicyViolation):
+    """A hardened client was asked to advertise keys for a session nonce it
+    has already signed keys for (its advert could be replayed)."""
+
+
+class CheatingError(ReconstructionError):
+    """A party revealed or dealt shares that do not match its commitments.
+
+    ``culprits`` names them; where enough honest shares remain the server
+    decodes around them and records them in ``SecAggAggregate.cheaters``.
+    """
+
+    def __init__(self, message: str, culprits: frozenset[int]) -> None:
+        super().__init__(message)
+        self.culprits = culprits

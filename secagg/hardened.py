@@ -5,15 +5,21 @@ What a :class:`~secagg.client.SecAggClient` (:class:`Credentials`) and a
 ``SecurityMode.HARDENED``; the client's checks are the defence, the server's
 the same checks made early so an honest server refuses forgeries at once:
 
-* the signed AdvertiseKeys, over (protocol version, config digest, *this
-  client's* model hash, c_pk, s_pk, id);
+* the signed AdvertiseKeys, over (protocol version, config digest with its
+  session nonce, *this client's* model hash, c_pk, s_pk, id); the nonce is
+  claimed in the client's durable participation log first, so the client
+  signs keys for one nonce once and an advert never replays elsewhere;
 * the signed key directory: every entry must belong to a consortium member
   and carry a valid signature made over the same parameters and model hash
   (a client given another model signs another payload, so its peers refuse
   it: Pasquini et al.'s model inconsistency fails closed at ShareKeys);
 * the session id, over the parameters, the model hash and the signed keys;
-* the ConsistencyCheck: sign (session id, U3); unmask only after ``threshold``
-  valid signatures from distinct members of U3 on that identical list.
+* the ConsistencyCheck: sign (session id, U3); before revealing any share
+  of a peer u, require ``threshold`` valid signatures on that identical list
+  from u's share holders (u's closed neighbourhood), so with 2t > g + C no
+  second list can gather them; the server relays each survivor the
+  signatures it counts;
+* SecAgg+ neighbourhoods from the roster graph (:mod:`secagg.threat`).
 
 Every check validates everything before it returns; only
 :meth:`HardenedServer.accept_signature` keeps state, after its checks pass.
@@ -21,16 +27,17 @@ Every check validates everything before it returns; only
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secagg import identity
-from secagg.config import SecAggConfig, SecurityMode
+from secagg import identity, threat
+from secagg.config import GraphKind, SecAggConfig, SecurityMode
 from secagg.errors import ConfigError, ConsistencyError, ProtocolError, UnknownIdentity
 from secagg.identity import Consortium
 from secagg.messages import KeyEntry, UnmaskRequest
+from secagg.participation import ParticipationLog
 from secagg.signed_messages import (
     ConsistencyRequest,
     ConsistencySignature,
@@ -45,16 +52,28 @@ __all__ = ["Credentials", "HardenedServer", "credentials"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:
-    """One client's hardened-mode inputs: registry, signing key, model hash."""
+    """One client's hardened-mode inputs: registry, signing key, model hash,
+    and the institution's participation log."""
 
     consortium: Consortium
     signing_key: Ed25519PrivateKey
     model_hash: bytes
+    participation: ParticipationLog
+
+    @property
+    def roster_size(self) -> int:
+        """N, the consortium members the colluders are counted over."""
+        return len(self.consortium.members)
+
+    def graph(self, config: SecAggConfig) -> threat.RosterGraph | None:
+        """The roster graph of a SecAgg+ session; ``None`` on the complete graph."""
+        return _roster_graph(config, self.consortium)
 
     def advertise(
         self, config: SecAggConfig, me: int, c_pk: bytes, s_pk: bytes
     ) -> bytes:
-        """The signed AdvertiseKeys message."""
+        """The signed AdvertiseKeys message, once per session nonce."""
+        self.participation.claim_nonce(config.session_nonce)
         payload = identity.advertise_payload(
             config.digest(), self.model_hash, me, c_pk, s_pk
         )
@@ -64,17 +83,27 @@ class Credentials:
         ).to_bytes()
 
     def open_directory(
-        self, config: SecAggConfig, data: bytes
+        self, config: SecAggConfig, me: int, data: bytes
     ) -> tuple[dict[int, KeyEntry], bytes]:
         """Verify a signed key directory; return its entries and the session id.
 
         :class:`UnknownIdentity` for an id outside the consortium (a Sybil),
         :class:`InvalidSignature` for a signature that does not verify over
-        this client's own parameters and model hash.
+        this client's own parameters and model hash.  In SecAgg+ only the
+        neighbours' signatures are verified here: only their keys are used,
+        and every other entry is verified by that member's own neighbours.
         """
         directory = SignedKeyDirectory.from_bytes(data)
         digest = config.digest()
+        graph = self.graph(config)
+        used = None if graph is None else graph.closed(me)
         for e in directory.entries:
+            if e.client_id not in self.consortium:
+                raise UnknownIdentity(
+                    f"client {e.client_id} is not a registered consortium member"
+                )
+            if used is not None and e.client_id not in used:
+                continue
             payload = identity.advertise_payload(
                 digest, self.model_hash, e.client_id, e.c_pk, e.s_pk
             )
@@ -95,18 +124,11 @@ class Credentials:
         return ConsistencySignature(sender=me, signature=sig).to_bytes()
 
     def open_unmask_request(
-        self,
-        config: SecAggConfig,
-        session: bytes,
-        signed: tuple[int, ...],
-        data: bytes,
-    ) -> UnmaskRequest:
-        """The Unmasking request, once its ConsistencyCheck evidence holds.
-
-        The survivor list must be the one this client signed, and at least
-        ``threshold`` distinct members of it must have signed it too; with
-        2t > n + corrupt (the client's policy) no other list can reach t.
-        """
+        self, signed: tuple[int, ...], data: bytes
+    ) -> tuple[UnmaskRequest, dict[int, bytes]]:
+        """The Unmasking request and its signatures, if the list is the one
+        this client signed and every signer is on it (the signatures are
+        checked, as far as they are used, by :meth:`check_quorum`)."""
         request = SignedUnmaskRequest.from_bytes(data)
         if request.survivors != signed:
             raise ConsistencyError(
@@ -119,15 +141,47 @@ class Credentials:
             raise ConsistencyError(
                 f"survivor-list signatures from clients outside it: {outsiders}"
             )
-        if len(request.signatures) < config.threshold:
-            raise ConsistencyError(
-                f"only {len(request.signatures)} signatures on the survivor list; "
-                f"threshold is {config.threshold}"
-            )
+        return request.lists, dict(request.signatures)
+
+    def check_quorum(
+        self,
+        config: SecAggConfig,
+        session: bytes,
+        signed: tuple[int, ...],
+        signatures: dict[int, bytes],
+        owners: Iterable[int],
+        holders: Callable[[int], frozenset[int]],
+    ) -> None:
+        """Every owner whose share this client reveals must have ``threshold``
+        valid signatures on ``signed`` from its share holders ``holders(u)``.
+
+        Honest holders sign one list; with 2t > g + C (the client's policy)
+        no second list can gather t signatures among any owner's holders, so
+        every honest holder treats each owner alike.  Signatures of clients
+        that hold none of these shares are not even verified.
+        """
+        groups = {u: holders(u) for u in owners}
+        relevant: set[int] = set().union(*groups.values()) if groups else set()
         payload = identity.survivors_payload(session, signed)
-        for signer, sig in request.signatures:
-            identity.verify(self.consortium, signer, sig, payload)
-        return request.lists
+        valid = set()
+        for signer in sorted(relevant & set(signatures)):
+            identity.verify(self.consortium, signer, signatures[signer], payload)
+            valid.add(signer)
+        for owner in sorted(groups):
+            count = len(valid & groups[owner])
+            if count < config.threshold:
+                raise ConsistencyError(
+                    f"only {count} signatures on the survivor list from client "
+                    f"{owner}'s share holders; threshold is {config.threshold}"
+                )
+
+
+def _roster_graph(
+    config: SecAggConfig, consortium: Consortium
+) -> threat.RosterGraph | None:
+    if config.graph is GraphKind.COMPLETE:
+        return None
+    return threat.roster_graph(consortium.members, config.degree)
 
 
 def credentials(
@@ -136,14 +190,17 @@ def credentials(
     consortium: Consortium | None,
     signing_key: Ed25519PrivateKey | None,
     model_hash: bytes | None,
+    participation: ParticipationLog | None,
 ) -> Credentials | None:
     """Check a client's hardened-mode inputs against its mode; ``None`` if
-    semi-honest.  Refuses a signing key that is not ``me``'s registered one."""
-    given = (consortium, signing_key, model_hash)
+    semi-honest.  Refuses a signing key that is not ``me``'s registered one,
+    and a model this client already contributed to."""
+    given = (consortium, signing_key, model_hash, participation)
     if config.mode is SecurityMode.SEMI_HONEST:
         if any(x is not None for x in given):
             raise ConfigError(
-                "consortium, identity and model_hash are hardened-mode inputs"
+                "consortium, identity, model_hash and participation are "
+                "hardened-mode inputs"
             )
         return None
     if consortium is None or signing_key is None or model_hash is None:
@@ -161,8 +218,17 @@ def credentials(
         raise UnknownIdentity(
             f"the identity key given does not match client {me}'s registered key"
         )
+    if not isinstance(participation, ParticipationLog):
+        raise ConfigError(
+            "hardened mode needs this institution's participation log (one "
+            "contribution per model, one advert per session nonce)"
+        )
+    participation.check_model(model_hash)
     return Credentials(
-        consortium=consortium, signing_key=signing_key, model_hash=model_hash
+        consortium=consortium,
+        signing_key=signing_key,
+        model_hash=model_hash,
+        participation=participation,
     )
 
 
@@ -176,6 +242,8 @@ class HardenedServer:
         self._consortium = consortium
         self._model_hash = model_hash
         self.signatures: dict[int, bytes] = {}  # survivor -> signature on U3
+        #: SecAgg+ neighbourhoods over the roster (``None``: complete graph).
+        self.graph = _roster_graph(config, consortium)
 
     def verify_advert(self, msg: SignedAdvertiseKeys) -> None:
         """Refuse an advert whose signature is not its member's over these
@@ -215,12 +283,21 @@ class HardenedServer:
         identity.verify(self._consortium, msg.sender, msg.signature, payload)
         self.signatures[msg.sender] = msg.signature
 
-    def unmask_request(
+    def unmask_requests(
         self, survivors: Collection[int], dropped: Collection[int]
-    ) -> bytes:
-        """The Unmasking request carrying every ConsistencyCheck signature."""
-        return SignedUnmaskRequest(
-            survivors=tuple(sorted(survivors)),
-            dropped=tuple(sorted(dropped)),
-            signatures=tuple(sorted(self.signatures.items())),
-        ).to_bytes()
+    ) -> dict[int, bytes]:
+        """The Unmasking request of each signer, carrying the signatures it
+        counts: every one on the complete graph, on SecAgg+ those of the
+        share holders of its neighbours (two hops on the roster graph)."""
+        sigs = self.signatures
+
+        def request(signers: Iterable[int]) -> bytes:
+            return SignedUnmaskRequest(
+                survivors=tuple(sorted(survivors)),
+                dropped=tuple(sorted(dropped)),
+                signatures=tuple((i, sigs[i]) for i in sorted(signers)),
+            ).to_bytes()
+
+        if self.graph is None:
+            return dict.fromkeys(sigs, request(sigs))
+        return {v: request(self.graph.two_hops(v) & set(sigs)) for v in sigs}

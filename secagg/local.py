@@ -29,6 +29,7 @@ from secagg.client import SecAggClient
 from secagg.config import Round, SecAggConfig, SecurityMode
 from secagg.errors import ConfigError, InvalidInput
 from secagg.identity import Consortium, make_consortium
+from secagg.participation import MemoryParticipationLog, ParticipationLog
 from secagg.policy import ClientPolicy
 from secagg.quantize import QuantizedInput, check_weight, quantize_input
 from secagg.ring import RingArray, RingBackend
@@ -79,11 +80,14 @@ def _vanish_round(rnd: Round, hardened: bool) -> Round:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identities:
     """Hardened-mode inputs of a simulated cohort: the consortium registry,
-    each client's Ed25519 signing key, and the hash of the model sent."""
+    each client's Ed25519 signing key, the hash of the model sent, and each
+    client's participation log (fresh in-memory logs when ``None``: a
+    simulation in one process; a deployment passes durable ones)."""
 
     consortium: Consortium
     keys: Mapping[int, Ed25519PrivateKey]
     model_hash: bytes
+    participation: Mapping[int, ParticipationLog] | None = None
 
 
 def _identities(
@@ -113,6 +117,12 @@ def _parties(
     if ident is None:
         clients = {i: SecAggClient(config, i, **kw) for i in ids}
         return clients, SecAggServer(config, device=device, backend=backend)
+    logs = ident.participation or {i: MemoryParticipationLog() for i in ids}
+    if set(ids) - set(logs):
+        raise ConfigError(
+            f"identities.participation has no log for clients "
+            f"{sorted(set(ids) - set(logs))}"
+        )
     clients = {
         i: SecAggClient(
             config,
@@ -120,6 +130,7 @@ def _parties(
             consortium=ident.consortium,
             identity=ident.keys[i],
             model_hash=ident.model_hash,
+            participation=logs[i],
             **kw,
         )
         for i in ids

@@ -39,8 +39,11 @@ from secagg._wire import (
 from secagg.crypto import AEAD_TAG_BYTES, KEY_BYTES
 from secagg.errors import InvalidMessage
 from secagg.ring import MAX_RING_BITS, MIN_RING_BITS, wire_width
+from secagg.robust import COMMITMENT_BYTES
 
 __all__ = [
+    "COMMITMENT_BYTES",
+    "PAIR_COMMITMENT_BYTES",
     "SHARE_BYTES",
     "SHARE_CIPHERTEXT_BYTES",
     "SHARE_PLAINTEXT_BYTES",
@@ -62,6 +65,8 @@ SHARE_BYTES = shamir.SHARE_BYTES
 # sender u32 ‖ receiver u32 ‖ share of s_sk ‖ share of b_u
 SHARE_PLAINTEXT_BYTES = 8 + 2 * SHARE_BYTES
 SHARE_CIPHERTEXT_BYTES = SHARE_PLAINTEXT_BYTES + AEAD_TAG_BYTES
+#: Commitment to the mask-key share ‖ commitment to the seed share.
+PAIR_COMMITMENT_BYTES = 2 * COMMITMENT_BYTES
 
 
 class Share(Codec[int]):
@@ -84,6 +89,15 @@ class Share(Codec[int]):
 
 _KEY = Fixed(KEY_BYTES)
 _CIPHERTEXTS = Keyed(Fixed(SHARE_CIPHERTEXT_BYTES))
+_COMMITMENTS = Keyed(Fixed(PAIR_COMMITMENT_BYTES))
+
+
+def _same_parties(
+    ciphertexts: tuple[tuple[int, bytes], ...],
+    commitments: tuple[tuple[int, bytes], ...],
+) -> None:
+    if [i for i, _ in commitments] != [i for i, _ in ciphertexts]:
+        raise InvalidMessage("share commitments must name the ciphertexts' parties")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,24 +158,50 @@ class SharePlaintext(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareKeys(Message):
-    """Round 1, client → server: one encrypted share bundle per neighbour."""
+    """Round 1, client → server: one encrypted share bundle per neighbour.
+
+    ``commitments`` holds, per receiver, the commitments to the two shares
+    inside its bundle (mask-key share ‖ seed share, :mod:`secagg.robust`);
+    ``seed_commitment`` commits to the sender's self-mask seed.
+    """
 
     KIND: ClassVar[MessageType | None] = MessageType.SHARE_KEYS
-    FIELDS: ClassVar[Fields] = (("sender", CLIENT_ID), ("ciphertexts", _CIPHERTEXTS))
+    FIELDS: ClassVar[Fields] = (
+        ("sender", CLIENT_ID),
+        ("seed_commitment", Fixed(COMMITMENT_BYTES)),
+        ("ciphertexts", _CIPHERTEXTS),
+        ("commitments", _COMMITMENTS),
+    )
 
     sender: int
+    seed_commitment: bytes
     ciphertexts: tuple[tuple[int, bytes], ...]  # (receiver, ciphertext)
+    commitments: tuple[tuple[int, bytes], ...]  # (receiver, key ‖ seed)
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        _same_parties(self.ciphertexts, self.commitments)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareRelay(Message):
-    """Round 2 request, server → client: bundles addressed to it (from U2)."""
+    """Round 2 request, server → client: bundles addressed to it (from U2),
+    each with its sender's commitments to the shares inside."""
 
     KIND: ClassVar[MessageType | None] = MessageType.SHARE_RELAY
-    FIELDS: ClassVar[Fields] = (("receiver", CLIENT_ID), ("ciphertexts", _CIPHERTEXTS))
+    FIELDS: ClassVar[Fields] = (
+        ("receiver", CLIENT_ID),
+        ("ciphertexts", _CIPHERTEXTS),
+        ("commitments", _COMMITMENTS),
+    )
 
     receiver: int
     ciphertexts: tuple[tuple[int, bytes], ...]  # (sender, ciphertext)
+    commitments: tuple[tuple[int, bytes], ...]  # (sender, key ‖ seed)
+
+    def __post_init__(self) -> None:
+        Message.__post_init__(self)
+        _same_parties(self.ciphertexts, self.commitments)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

@@ -11,9 +11,19 @@ In ``SecurityMode.HARDENED`` the server also needs the consortium registry
 and the hash of the model it sent: it verifies every signature it relays, so
 an honest server refuses forgeries early (clients verify again anyway), and
 runs the ConsistencyCheck round between MaskedInput and Unmasking
-(:class:`secagg.hardened.HardenedServer`).
+(:class:`secagg.hardened.HardenedServer`), and takes SecAgg+ neighbourhoods
+from the roster (:mod:`secagg.threat`).
 
-A rejected message raises and leaves the server as it was.
+Against cheating clients: a non-canonical or low-order key is refused,
+naming its client (:mod:`secagg.pubkeys`); a revealed share that differs
+from its dealer's commitment convicts its holder (:class:`~secagg.errors.
+CheatingError`); rebuilt secrets are checked and decoded around bad shares
+(:mod:`secagg.unmasking`).  While ``threshold`` honest shares of every
+secret remain the sum stays exact, and :attr:`SecAggAggregate.cheaters`
+names who cheated.
+
+A rejected message raises and leaves the server as it was, except that a
+convicted cheater is remembered.
 """
 
 from __future__ import annotations
@@ -24,19 +34,18 @@ from typing import Any
 
 import torch
 
-from secagg import crypto, shamir
+from secagg import crypto, pubkeys, share_bundles
 from secagg.backend import select_ring
 from secagg.config import Round, SecAggConfig, SecurityMode, neighbours
 from secagg.errors import (
+    CheatingError,
     ConfigError,
     InvalidKey,
     ProtocolError,
-    ReconstructionError,
     TooFewSurvivors,
 )
 from secagg.hardened import HardenedServer
 from secagg.identity import Consortium
-from secagg.masking import MaskList, dropped_pair_masks, self_masks
 from secagg.messages import (
     AdvertiseKeys,
     KeyDirectory,
@@ -50,6 +59,7 @@ from secagg.messages import (
 from secagg.quantize import dequantize
 from secagg.ring import RingArray, RingBackend
 from secagg.signed_messages import ConsistencySignature, SignedAdvertiseKeys
+from secagg.unmasking import Unmasking, mask_removal
 
 __all__ = ["SecAggAggregate", "SecAggServer"]
 
@@ -59,8 +69,10 @@ class SecAggAggregate:
     """What the server learns: sums only, plus who took part.
 
     ``survivors`` are the clients whose masked input is in the sum (U3);
-    ``responders`` those that answered Unmasking.  ``ring_sum`` is on the
-    host; ``weighted_sum`` on the server's device.
+    ``responders`` those that answered Unmasking; ``cheaters`` those caught
+    revealing or dealing shares off their commitments (the sum was decoded
+    around them).  ``ring_sum`` is on the host; ``weighted_sum`` on the
+    server's device.
     """
 
     ring_sum: RingArray
@@ -70,6 +82,7 @@ class SecAggAggregate:
     survivors: frozenset[int]
     dropped: frozenset[int]
     responders: frozenset[int]
+    cheaters: frozenset[int] = frozenset()
 
 
 class SecAggServer:
@@ -112,6 +125,10 @@ class SecAggServer:
         self._session = b""
         self._graph: dict[int, frozenset[int]] = {}
         self._shares: dict[int, dict[int, bytes]] = {}  # sender -> receiver -> ct
+        # dealer -> holder -> key ‖ seed share commitments; dealer -> seed's
+        self._commitments: dict[int, dict[int, bytes]] = {}
+        self._seed_commitments: dict[int, bytes] = {}
+        self._cheaters: set[int] = set()
         self._masked: set[int] = set()
         self._responses: dict[int, UnmaskResponse] = {}
         self._dropped: frozenset[int] = frozenset()
@@ -162,6 +179,8 @@ class SecAggServer:
             self._hardened.verify_advert(msg)
         if len(self._adverts) >= self._config.num_clients:
             raise ProtocolError("more clients than the announced cohort")
+        pubkeys.check_public_key(msg.c_pk, sender, "c_pk")
+        pubkeys.check_public_key(msg.s_pk, sender, "s_pk")
         seen = {k for e in self._adverts.values() for k in (e.c_pk, e.s_pk)}
         if msg.c_pk == msg.s_pk or msg.c_pk in seen or msg.s_pk in seen:
             raise InvalidKey(f"client {sender} advertised a duplicate public key")
@@ -179,6 +198,8 @@ class SecAggServer:
                 f"client {sender} sent shares to other clients than its neighbours"
             )
         self._shares[sender] = dict(msg.ciphertexts)
+        self._commitments[sender] = dict(msg.commitments)
+        self._seed_commitments[sender] = msg.seed_commitment
 
     def _receive_masked(self, sender: int, data: bytes) -> None:
         msg = MaskedInput.from_bytes(data)
@@ -220,13 +241,20 @@ class SecAggServer:
             raise ProtocolError(
                 f"client {sender} sent shares for clients it may not reveal"
             )
+        try:
+            share_bundles.check_revealed(msg, self._commitments, self._session)
+        except CheatingError:
+            self._cheaters.add(sender)
+            raise
         self._responses[sender] = msg
 
     def _require(self, count: int, what: str) -> None:
         if count < self._config.threshold:
             self._round = None
+            aside = sorted(self._cheaters)
             raise TooFewSurvivors(
                 f"only {count} clients {what}; threshold is {self._config.threshold}"
+                + (f" (cheaters set aside: {aside})" if aside else "")
             )
 
     def broadcast(self) -> dict[int, bytes]:
@@ -256,8 +284,11 @@ class SecAggServer:
                 self._config.digest(), ((e.client_id, e.c_pk, e.s_pk) for e in entries)
             )
             data = KeyDirectory(entries=entries).to_bytes()
+        roster = None if self._hardened is None else self._hardened.graph
         self._graph = {
-            u: neighbours(self._config, self._session, u, self._adverts)
+            u: roster.neighbours(u) & set(self._adverts)
+            if roster is not None
+            else neighbours(self._config, self._session, u, self._adverts)
             for u in self._adverts
         }
         self._round = Round.SHARE_KEYS
@@ -272,7 +303,10 @@ class SecAggServer:
                 for v in sorted(self._shares)
                 if u in self._shares[v]
             )
-            out[u] = ShareRelay(receiver=u, ciphertexts=cts).to_bytes()
+            commits = tuple((v, self._commitments[v][u]) for v, _ in cts)
+            out[u] = ShareRelay(
+                receiver=u, ciphertexts=cts, commitments=commits
+            ).to_bytes()
         self._round = Round.MASKED_INPUT
         return out
 
@@ -294,53 +328,28 @@ class SecAggServer:
         assert self._hardened is not None  # the round exists only then
         signers = self._hardened.signatures
         self._require(len(signers), "signed the survivor list")
-        data = self._hardened.unmask_request(self._masked, self._dropped)
         self._round = Round.UNMASKING
-        return dict.fromkeys(signers, data)
-
-    def _share_index(self) -> tuple[dict[int, dict[int, int]], ...]:
-        # owner -> {share point: value}, for seeds and for mask keys.
-        seeds: dict[int, dict[int, int]] = {}
-        keys: dict[int, dict[int, int]] = {}
-        for responder, msg in self._responses.items():
-            for index, entries in ((seeds, msg.seed_shares), (keys, msg.key_shares)):
-                for owner, y in entries:
-                    index.setdefault(owner, {})[responder + 1] = y
-        return seeds, keys
-
-    def _reconstruct(self, owner: int, shares: Mapping[int, int]) -> bytes:
-        if len(shares) < self._config.threshold:
-            raise TooFewSurvivors(
-                f"only {len(shares)} shares for client {owner}; threshold is "
-                f"{self._config.threshold}"
-            )
-        return shamir.reconstruct(shares, self._config.threshold)
-
-    def _mask_removal(self) -> MaskList:
-        # The survivors' self masks, then each dropped client's pairwise masks
-        # with its surviving neighbours, all as one (keys, signs) list.
-        seed_index, key_index = self._share_index()
-        seeds = {u: self._reconstruct(u, seed_index.get(u, {})) for u in self._masked}
-        keys, signs = self_masks(seeds, self._session)
-        for v in sorted(self._dropped):
-            s_sk = crypto.private_from_bytes(self._reconstruct(v, key_index.get(v, {})))
-            if crypto.public_bytes(s_sk) != self._adverts[v].s_pk:
-                raise ReconstructionError(
-                    f"reconstructed mask key of client {v} does not match its "
-                    "advertised key"
-                )
-            peers = {u: self._adverts[u].s_pk for u in self._masked & self._graph[v]}
-            more = dropped_pair_masks(v, s_sk, peers, self._session)
-            keys += more[0]
-            signs += more[1]
-        return keys, signs
+        return self._hardened.unmask_requests(self._masked, self._dropped)
 
     def unmask(self) -> SecAggAggregate:
         """Close Unmasking: remove all masks and return the decoded sum."""
         if self._round is not Round.UNMASKING:
             raise ProtocolError("unmask() is only valid after the Unmasking round")
         self._require(len(self._responses), "answered the Unmasking request")
-        keys, signs = self._mask_removal()
+        (keys, signs), convicted = mask_removal(
+            Unmasking(
+                threshold=self._config.threshold,
+                session=self._session,
+                survivors=self._masked,
+                dropped=self._dropped,
+                neighbours=self._graph,
+                s_pks={u: a.s_pk for u, a in self._adverts.items()},
+                seed_commitments=self._seed_commitments,
+                responses=self._responses,
+                cheaters=self._cheaters,
+            )
+        )
+        self._cheaters |= convicted
         total = self._ring.masked(self._sum, keys, signs)
         decoded = dequantize(self._ring, total, self._config)
         result = SecAggAggregate(
@@ -351,6 +360,7 @@ class SecAggServer:
             survivors=frozenset(self._masked),
             dropped=self._dropped,
             responders=frozenset(self._responses),
+            cheaters=frozenset(self._cheaters),
         )
         self._round = None
         self._responses = {}

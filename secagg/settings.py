@@ -145,14 +145,22 @@ class SecAggSettings:
         return cls(**values)
 
     def session_config(
-        self, *, num_clients: int, vector_length: int, context: bytes = b""
+        self,
+        *,
+        num_clients: int,
+        vector_length: int,
+        context: bytes = b"",
+        roster_size: int | None = None,
     ) -> SecAggConfig:
         """The session of one round with ``num_clients`` clients.
 
         Graph, degree and threshold come from
         :meth:`SecAggConfig.for_cohort`; a cohort this settings' own
         :meth:`client_policy` would refuse raises :class:`ConfigError` here.
+        A hardened session counts colluders over the consortium roster of
+        ``roster_size`` members (default: the cohort is the whole roster).
         """
+        roster = num_clients if roster_size is None else roster_size
         config = SecAggConfig.for_cohort(
             num_clients=num_clients,
             vector_length=vector_length,
@@ -165,9 +173,10 @@ class SecAggSettings:
             clip=self.clip,
             value_bits=self.value_bits,
             context=context,
+            roster_size=roster,
         )
         try:
-            self.client_policy().check(config)
+            self.client_policy().check(config, roster)
         except PolicyViolation as exc:
             raise ConfigError(
                 f"a cohort of {num_clients} gives a session clients refuse: {exc}"

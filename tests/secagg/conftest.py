@@ -35,6 +35,7 @@ from secagg import (
     quantize_input,
 )
 from secagg.backend import select_ring
+from secagg.participation import MemoryParticipationLog, ParticipationLog
 from secagg.ring import Ring
 from secagg.signed_messages import SignedAdvertiseKeys, SignedKeyEntry
 
@@ -130,18 +131,24 @@ def parties(
     entropy: bytes | None = None,
     model: bytes = MODEL,
     models: Mapping[int, bytes] | None = None,
+    roster: tuple[Consortium, dict[int, Ed25519PrivateKey]] | None = None,
+    logs: Mapping[int, ParticipationLog] | None = None,
 ) -> Drive:
     """Fresh clients 0..n-1 and a server, nothing sent yet.
 
-    A hardened ``cfg`` gets a consortium of the same ids; every party holds
-    ``model`` unless ``models`` gives a client another.  ``entropy``, if
-    given, labels replayed entropy for identities and clients.  ``backend``
-    and ``device`` place every party's ring; ``chunk_elems`` the server's.
+    A hardened ``cfg`` gets a consortium of the same ids (or ``roster``);
+    every party holds ``model`` unless ``models`` gives a client another, and
+    its participation log ``logs[i]`` (a fresh in-memory one by default).
+    ``entropy``, if given, labels replayed entropy for identities and
+    clients.  ``backend`` and ``device`` place every party's ring;
+    ``chunk_elems`` the server's.
     """
     ids = range(cfg.num_clients)
     consortium: Consortium | None = None
     ident: dict[int, Ed25519PrivateKey] = {}
-    if cfg.mode is HARD and entropy is not None:
+    if cfg.mode is HARD and roster is not None:
+        consortium, ident = roster
+    elif cfg.mode is HARD and entropy is not None:
         consortium, ident = make_consortium(ids, replay(entropy + b"ids"))
     elif cfg.mode is HARD:
         consortium, ident = make_consortium(ids)
@@ -156,6 +163,7 @@ def parties(
                 consortium=consortium,
                 identity=ident[i],
                 model_hash=models.get(i, model),
+                participation=(logs or {}).get(i) or MemoryParticipationLog(),
             )
         clients[i] = SecAggClient(cfg, i, **kw)
     server = SecAggServer(
@@ -181,6 +189,7 @@ def member(
         consortium=run.consortium,
         identity=run.keys[i],
         model_hash=model,
+        participation=MemoryParticipationLog(),
     )
 
 

@@ -27,6 +27,7 @@ from secagg import (
     InvalidMessage,
     InvalidShare,
     InvalidSignature,
+    MemoryParticipationLog,
     PolicyViolation,
     ProtocolError,
     Round,
@@ -135,12 +136,18 @@ def test_model_inconsistency_is_refused_at_share_keys() -> None:
 
 def _relays(outputs: dict[int, bytes]) -> dict[int, bytes]:
     """Route ShareKeys bundles to their receivers (a transport-only server)."""
-    inbox: dict[int, list[tuple[int, bytes]]] = {i: [] for i in outputs}
+    inbox: dict[int, list[tuple[int, bytes, bytes]]] = {i: [] for i in outputs}
     for sender, raw in sorted(outputs.items()):
-        for receiver, ct in ShareKeys.from_bytes(raw).ciphertexts:
-            inbox[receiver].append((sender, ct))
+        msg = ShareKeys.from_bytes(raw)
+        bound = dict(msg.commitments)
+        for receiver, ct in msg.ciphertexts:
+            inbox[receiver].append((sender, ct, bound[receiver]))
     return {
-        i: ShareRelay(receiver=i, ciphertexts=tuple(cts)).to_bytes()
+        i: ShareRelay(
+            receiver=i,
+            ciphertexts=tuple((v, ct) for v, ct, _ in cts),
+            commitments=tuple((v, c) for v, _, c in cts),
+        ).to_bytes()
         for i, cts in inbox.items()
     }
 
@@ -308,14 +315,15 @@ def _sign_all(run: Drive, lists: dict[int, tuple[int, ...]]) -> dict[int, bytes]
 
 
 def test_split_view_of_the_survivors_is_refused() -> None:
-    run = drive(config(n=5, t=3, mode=HARD), Round.CONSISTENCY_CHECK)
-    u, group_a, group_b = 4, (0, 1), (2, 3)
-    alive, dead = (0, 1, 2, 3, 4), (0, 1, 2, 3)
-    sigs = _sign_all(run, {0: alive, 1: alive, 4: alive, 2: dead, 3: dead})
+    # n = 6, one assumed colluder: t = 4 gives 2t = 8 > 6 + 1.
+    run = drive(config(n=6, t=4, mode=HARD), Round.CONSISTENCY_CHECK)
+    u, group_a, group_b = 5, (0, 1, 2), (3, 4)
+    alive, dead = (0, 1, 2, 3, 4, 5), (0, 1, 2, 3, 4)
+    sigs = _sign_all(run, {0: alive, 1: alive, 2: alive, 5: alive, 3: dead, 4: dead})
     to_a = SignedUnmaskRequest(
         survivors=alive,
         dropped=(),
-        signatures=tuple((i, sigs[i]) for i in (0, 1, 4)),
+        signatures=tuple((i, sigs[i]) for i in (0, 1, 2, 5)),
     ).to_bytes()
     responses = [run.clients[i].unmask(to_a) for i in (*group_a, u)]
     b_sigs = tuple((i, sigs[i]) for i in group_b)
@@ -323,13 +331,14 @@ def test_split_view_of_the_survivors_is_refused() -> None:
         (
             SignedUnmaskRequest(survivors=dead, dropped=(u,), signatures=b_sigs),
             ConsistencyError,
-            "only 2 signatures on the survivor list; threshold is 3",
+            "only 2 signatures on the survivor list from client 0's share holders; "
+            "threshold is 4",
         ),
         (
             SignedUnmaskRequest(
                 survivors=dead,
                 dropped=(u,),
-                signatures=tuple(sorted((i, sigs[i]) for i in (0, 1, 2, 3))),
+                signatures=tuple(sorted((i, sigs[i]) for i in (0, 1, 3, 4))),
             ),
             InvalidSignature,
             "signature of client 0 does not verify",
@@ -341,11 +350,11 @@ def test_split_view_of_the_survivors_is_refused() -> None:
                 signatures=(*b_sigs, (u, sigs[u])),
             ),
             ConsistencyError,
-            r"signatures from clients outside it: \[4\]",
+            r"signatures from clients outside it: \[5\]",
         ),
         (
             SignedUnmaskRequest(survivors=alive, dropped=(), signatures=(
-                (0, sigs[0]), (1, sigs[1]), (4, sigs[4])
+                (0, sigs[0]), (1, sigs[1]), (2, sigs[2]), (5, sigs[5])
             )),
             ConsistencyError,
             "differs from the list this client signed",
@@ -357,7 +366,7 @@ def test_split_view_of_the_survivors_is_refused() -> None:
             data = request.to_bytes()
             refuses(client, lambda c=client, d=data: c.unmask(d), error, message)  # type: ignore[misc]
     seeds, keys = _shares_of(u, responses)
-    assert seeds == 3 and keys == 0  # b_u only: y_u stays masked by s_u's masks
+    assert seeds == 4 and keys == 0  # b_u only: y_u stays masked by s_u's masks
 
 
 def _recover(run: Drive, u: int, y_u: MaskedInput, responses: list[bytes]) -> list[int]:
@@ -410,6 +419,7 @@ def test_split_view_recovers_the_input_when_2t_le_n() -> None:
             consortium=consortium,
             identity=keys[0],
             model_hash=MODEL,
+            participation=MemoryParticipationLog(),
         )
 
 
@@ -417,7 +427,7 @@ def test_split_view_recovers_the_input_when_2t_le_n() -> None:
 
 
 def test_forged_or_missing_consistency_signatures_are_refused() -> None:
-    run = drive(config(n=5, t=3, mode=HARD), Round.CONSISTENCY_CHECK)
+    run = drive(config(n=5, t=4, mode=HARD), Round.CONSISTENCY_CHECK)
     every = (0, 1, 2, 3, 4)
     sigs = _sign_all(run, dict.fromkeys(every, every))
     target = run.clients[0]
@@ -443,7 +453,8 @@ def test_forged_or_missing_consistency_signatures_are_refused() -> None:
                 survivors=every, dropped=(), signatures=((1, sigs[1]), (2, sigs[2]))
             ).to_bytes(),
             ConsistencyError,
-            "only 2 signatures on the survivor list; threshold is 3",
+            "only 2 signatures on the survivor list from client 0's share "
+            "holders; threshold is 4",
         ),
         (
             SignedUnmaskRequest(
@@ -544,13 +555,14 @@ def test_too_many_dropouts_refused_early_and_in_semi_honest_mode() -> None:
 
 def test_server_supplied_neighbours_are_ignored() -> None:
     from secagg import GraphKind
-    from secagg.config import neighbours
+    from secagg.threat import roster_graph
 
-    cfg = config(n=12, t=3, d=4, mode=HARD, graph=GraphKind.HARARY, degree=4)
+    cfg = config(n=12, t=4, d=4, mode=HARD, graph=GraphKind.HARARY, degree=4)
     run = drive(cfg, Round.SHARE_KEYS)
     target = run.clients[0]
     out = ShareKeys.from_bytes(target.share_keys(run.requests[0]))
-    mine = neighbours(cfg, target._state.session, 0, range(12))
+    assert run.consortium is not None
+    mine = roster_graph(run.consortium.members, 4).neighbours(0)
     assert {v for v, _ in out.ciphertexts} == mine and len(mine) == 4
     # The server wants the target surrounded by clients of its choice; it
     # can only relay their bundles, which the target refuses.
@@ -558,6 +570,7 @@ def test_server_supplied_neighbours_are_ignored() -> None:
     fake = ShareRelay(
         receiver=0,
         ciphertexts=tuple((v, bytes(SHARE_CIPHERTEXT_BYTES)) for v in chosen),
+        commitments=tuple((v, bytes(64)) for v in chosen),
     ).to_bytes()
     refuses(
         target,

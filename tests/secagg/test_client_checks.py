@@ -95,7 +95,7 @@ def _set(entries: list[KeyEntry], i: int, **kw: bytes) -> list[KeyEntry]:
         (
             lambda e: _set(e, 1, c_pk=bytes(32)),
             InvalidKey,
-            r"peer public key is invalid \(low order\)",
+            r"client 1 advertised a low-order c_pk \(u = 0\)",
         ),
         (
             lambda e: e[:2],
@@ -138,26 +138,35 @@ def test_share_keys_twice_is_refused() -> None:
 # Check 4: decrypted shares name the right sender and receiver ---------------
 
 
-def _relay(data: bytes, edit: Callable[[list[tuple[int, bytes]]], object]) -> bytes:
+Sealed = tuple[int, bytes, bytes]  # (sender, ciphertext, share commitments)
+
+
+def _relay(data: bytes, edit: Callable[[list[Sealed]], object]) -> bytes:
     relay = ShareRelay.from_bytes(data)
-    cts = list(relay.ciphertexts)
-    edit(cts)
-    return ShareRelay(receiver=relay.receiver, ciphertexts=tuple(cts)).to_bytes()
+    bound = dict(relay.commitments)
+    sealed = [(v, ct, bound[v]) for v, ct in relay.ciphertexts]
+    edit(sealed)
+    return ShareRelay(
+        receiver=relay.receiver,
+        ciphertexts=tuple((v, ct) for v, ct, _ in sealed),
+        commitments=tuple((v, c) for v, _, c in sealed),
+    ).to_bytes()
 
 
 def _forged_share(
     run_clients: dict[int, SecAggClient],
-) -> Callable[[list[tuple[int, bytes]]], None]:
+) -> Callable[[list[Sealed]], None]:
     # Client 1 is malicious: it encrypts under the genuine channel key, so the
     # AEAD verifies, but the plaintext claims to come from client 2.
     st = run_clients[1]._state
     plaintext = SharePlaintext(
         sender=2, receiver=0, key_share=0, seed_share=0
     ).to_bytes()
-    ct = crypto.encrypt_share(st.channel_keys[0], st.session, 1, 0, plaintext)
+    bound = bytes(64)
+    ct = crypto.encrypt_share(st.channel_keys[0], st.session, 1, 0, plaintext, bound)
 
-    def edit(cts: list[tuple[int, bytes]]) -> None:
-        cts[0] = (1, ct)
+    def edit(cts: list[Sealed]) -> None:
+        cts[0] = (1, ct, bound)
 
     return edit
 
@@ -176,7 +185,9 @@ def test_masked_input_checks() -> None:
         ProtocolError,
         "share relay is addressed to client 1, not 0",
     )
-    stranger = _relay(msg, lambda c: c.append((7, bytes(SHARE_CIPHERTEXT_BYTES))))
+    stranger = _relay(
+        msg, lambda c: c.append((7, bytes(SHARE_CIPHERTEXT_BYTES), bytes(64)))
+    )
     refuses(
         client,
         call(stranger),
@@ -190,12 +201,22 @@ def test_masked_input_checks() -> None:
         "only 2 clients shared keys; threshold is 3",
     )
 
-    def flip(c: list[tuple[int, bytes]]) -> None:
-        c[1] = (c[1][0], bytes([c[1][1][0] ^ 1]) + c[1][1][1:])
+    def flip(c: list[Sealed]) -> None:
+        c[1] = (c[1][0], bytes([c[1][1][0] ^ 1]) + c[1][1][1:], c[1][2])
+
+    def swap_commitment(c: list[Sealed]) -> None:
+        # A relay that alters a dealer's commitments fails authentication.
+        c[1] = (c[1][0], c[1][1], bytes(64))
 
     refuses(
         client,
         call(_relay(msg, flip)),
+        InvalidShare,
+        "share from client 2 to client 0 failed to authenticate",
+    )
+    refuses(
+        client,
+        call(_relay(msg, swap_commitment)),
         InvalidShare,
         "share from client 2 to client 0 failed to authenticate",
     )

@@ -18,6 +18,7 @@ from secagg import (
     Consortium,
     Identities,
     InvalidSignature,
+    MemoryParticipationLog,
     PolicyViolation,
     ProtocolError,
     Round,
@@ -78,7 +79,7 @@ def test_hardened_session_recovers_exact_sum(drop: dict[int, Round]) -> None:
 def test_run_session_with_given_identities_and_model_hash() -> None:
     consortium, keys = make_consortium(range(5))
     ident = Identities(consortium=consortium, keys=keys, model_hash=MODEL)
-    cfg = config(n=5, t=3, d=4, mode=HARD)
+    cfg = config(n=5, t=4, d=4, mode=HARD)
     res = run_session([torch.full((4,), 0.5)] * 5, [1] * 5, cfg, identities=ident)
     assert res.total_weight == 5
     with pytest.raises(ConfigError, match="only used in hardened mode"):
@@ -86,7 +87,7 @@ def test_run_session_with_given_identities_and_model_hash() -> None:
 
 
 def test_too_few_signatures_abort_the_session() -> None:
-    cfg = config(n=5, t=3, d=4, mode=HARD)
+    cfg = config(n=5, t=4, d=4, mode=HARD)
     drop = dict.fromkeys((0, 1, 2), Round.CONSISTENCY_CHECK)
     with pytest.raises(TooFewSurvivors, match="only 2 clients signed the survivor"):
         run_session([torch.zeros(4)] * 5, [1] * 5, cfg, drop=drop)
@@ -105,8 +106,12 @@ def test_client_credentials_are_checked() -> None:
         SecAggClient(cfg, 0, consortium=consortium, identity=keys[1], model_hash=MODEL)
     with pytest.raises(UnknownIdentity, match="client 7 is not a registered"):
         SecAggClient(cfg, 7, consortium=consortium, identity=keys[1], model_hash=MODEL)
+    with pytest.raises(ConfigError, match="needs this institution's participation"):
+        SecAggClient(cfg, 0, consortium=consortium, identity=keys[0], model_hash=MODEL)
     with pytest.raises(ConfigError, match="are hardened-mode inputs"):
         SecAggClient(config(n=4, t=3), 0, model_hash=MODEL)
+    with pytest.raises(ConfigError, match="are hardened-mode inputs"):
+        SecAggClient(config(n=4, t=3), 0, participation=MemoryParticipationLog())
     with pytest.raises(ConfigError, match="given exactly in hardened mode"):
         SecAggServer(cfg)
     with pytest.raises(ConfigError, match="given exactly in hardened mode"):
@@ -130,12 +135,18 @@ def test_consortium_refuses_duplicate_or_invalid_identities() -> None:
 @pytest.mark.parametrize(
     ("n", "t", "policy", "message"),
     [
-        (6, 3, ClientPolicy(), r"threshold 3 gives 2t <= 6 share holders \+ 0"),
+        (
+            6,
+            3,
+            ClientPolicy(),
+            r"threshold 3 gives 2t <= 6 share holders \+ 1 assumed colluders "
+            r"\(of a roster of 6\)",
+        ),
         (
             10,
             6,
             ClientPolicy(assumed_corrupt_fraction=0.2),
-            r"threshold 6 gives 2t <= 10 share holders \+ 2 assumed corrupt",
+            r"threshold 6 gives 2t <= 10 share holders \+ 2 assumed colluders",
         ),
     ],
 )
@@ -152,6 +163,7 @@ def test_hardened_policy_demands_2t_above_n_plus_corrupt(
             consortium=consortium,
             identity=keys[0],
             model_hash=MODEL,
+            participation=MemoryParticipationLog(),
         )
     # The same threshold is fine for a semi-honest session.
     SecAggClient(config(n=n, t=t), 0, policy=policy)

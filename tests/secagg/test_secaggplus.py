@@ -123,12 +123,15 @@ def test_for_cohort_picks_the_graph_and_computes_parameters() -> None:
     big = _cohort(1000)
     assert (big.graph, big.degree, big.threshold) == (GraphKind.HARARY, 36, 19)
     hard = _cohort(200, complete_below=100, mode=SecurityMode.HARDENED)
-    assert (hard.degree, hard.threshold) == (42, 27)  # semi-malicious
-    assert hard.group_size == 43 and 2 * hard.threshold > hard.group_size
+    # Worst case over the roster: 2t > k + 1 + ⌈α·N⌉ = 43 + 10.
+    assert (hard.degree, hard.threshold) == (42, 27)
+    assert hard.group_size == 43 and 2 * hard.threshold > hard.group_size + 10
     assert complete_graph_threshold(10, 0.2, 0.3, ThreatModel.SEMI_MALICIOUS) == 7
     with pytest.raises(GraphParameterError, match="2\\*dropout_fraction"):
         complete_graph_threshold(10, 0.3, 0.5, ThreatModel.SEMI_MALICIOUS)
-    with pytest.raises(GraphParameterError, match="semi-malicious SecAgg"):
+    with pytest.raises(
+        GraphParameterError, match="no hardened threshold for a complete graph of 600"
+    ):
         _cohort(
             600, corrupt_fraction=0.3, dropout_fraction=0.4, mode=SecurityMode.HARDENED
         )
@@ -143,12 +146,12 @@ def test_graph_parameter_error_is_one_of_ours() -> None:
 def test_hardened_secaggplus_session() -> None:
     cfg = SecAggConfig(
         num_clients=24,
-        threshold=4,
+        threshold=6,
         vector_length=3,
         max_weight=1,
         mode=SecurityMode.HARDENED,
         graph=GraphKind.HARARY,
-        degree=6,
+        degree=8,
     )
     q = {i: quantize_input(torch.full((3,), 0.5), 1, cfg) for i in range(24)}
     drop = {0: Round.MASKED_INPUT, 5: Round.CONSISTENCY_CHECK, 9: Round.UNMASKING}

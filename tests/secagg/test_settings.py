@@ -134,6 +134,11 @@ def test_client_policy_accepts_what_session_config_builds(
     mode: SecurityMode, corrupt: float, n: int
 ) -> None:
     s = SecAggSettings(max_weight=10, mode=mode, corrupt_fraction=corrupt, ring_bits=48)
+    if mode is HARD and n == 2:
+        # One assumed colluder and one honest client: the sum is that input.
+        with pytest.raises(ConfigError, match="needs at least 3 members"):
+            s.session_config(num_clients=n, vector_length=3)
+        return
     cfg = s.session_config(num_clients=n, vector_length=3)
     s.client_policy().check(cfg)
     assert cfg.graph is (GraphKind.HARARY if n >= 500 else GraphKind.COMPLETE)

@@ -28,13 +28,15 @@ from tests.secagg.conftest import HARD, drive, replay
 
 #: The model hash of every party of these sessions.
 MODEL = hashlib.sha256(b"model").digest()
+#: Their session nonce (a fresh one is drawn from the OS by default).
+NONCE = hashlib.sha256(b"nonce").digest()
 HARARY = {"graph": GraphKind.HARARY, "degree": 4}
 
 CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
     "semi32": (
         {"num_clients": 5, "threshold": 3, "vector_length": 7, "max_weight": 3},
         {1: Round.MASKED_INPUT, 3: Round.UNMASKING},
-        "8c24bc095baaad73deef1c738d61e0e0d1831922dbccdf2639040d9248ae9004",
+        "457771a47e02a393a0f58997ab91345c61b9277c8901b4227aea83f2183fb777",
         7,
         4,
     ),
@@ -48,7 +50,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
             "value_bits": 8,
         },
         {2: Round.MASKED_INPUT},
-        "ee2e4056567dca0e2fc0f0b17b37ef60484557626d596d9201f12667304639aa",
+        "b332f455015bb8c03f45f825754de70951e69f5d672d96bccc2e879480514ac6",
         4,
         4,
     ),
@@ -62,7 +64,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
             "clip": 0.5,
         },
         {},
-        "fcb67c1350ee22e96544c5d0e2c3a5da308cabf5aabd355b67e002162b7a5335",
+        "563dcc4819506f2015ea978adf0665a074d8256d34d3d437ee92181d241c2aa4",
         10,
         10,
     ),
@@ -75,7 +77,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
             "mode": HARD,
         },
         {0: Round.MASKED_INPUT},
-        "2bb4a26c5a9212bcee91967b7e99bcf79dedcdb72a84b40e50bfa46f5aed723f",
+        "65c2ec8120f7e1e207287379a64e279360e447f26af81f76bd0b7fd804ca336c",
         6,
         4,
     ),
@@ -83,7 +85,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
         {"num_clients": 9, "threshold": 3, "vector_length": 4, "max_weight": 2}
         | HARARY,
         {5: Round.MASKED_INPUT, 7: Round.CONSISTENCY_CHECK},
-        "f5d3811c39d3382748284404ca239b911e205cc821e984b72d33afaf05cf9803",
+        "4b7b7d269c453927d2de61bed8ec1c27647686b255c421e61d14eb4a2a38fe27",
         11,
         6,
     ),
@@ -97,7 +99,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[int, Round], str, int, int]] = {
         }
         | HARARY,
         {5: Round.MASKED_INPUT},
-        "b296ce1adc5d9f9b88fd21369e595ecbb0b7578976a16b0479e4e1dac98ad00e",
+        "909047455094f10a8b6d573bde69ff8214a89cf4cd7e001ecb8e471ded66cd6a",
         11,
         6,
     ),
@@ -127,5 +129,5 @@ def transcript(
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_transcript_known_answer(name: str, backend: RingBackend) -> None:
     kw, drop, digest, total_weight, clipped = CASES[name]
-    got = transcript(SecAggConfig(**kw), drop, backend)
+    got = transcript(SecAggConfig(**kw, session_nonce=NONCE), drop, backend)
     assert got == (digest, total_weight, clipped)
