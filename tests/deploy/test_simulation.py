@@ -122,9 +122,8 @@ def test_in_memory_institutions_with_dp_keep_their_ledgers(tmp_path: Path) -> No
     tables: dict[str, dict[str, Any]] = {
         "run": {"output_dir": str(tmp_path / "run")},
         "federation": {"rounds": 1},
-        "privacy": {"enabled": True, "target_epsilon": 0.0, "noise_multiplier": 1.0,
-                    "epsilon_budget": 50.0},
-        "secure_aggregation": {"max_weight": 0, "ring_bits": 48},
+        "privacy": {"enabled": True, "noise_multiplier": 1.0, "epsilon_budget": 50.0},
+        "secure_aggregation": {"ring_bits": 48},  # max_weight: from the data
         "engine": {"kind": "flower-simulation", "min_nodes": 3},
     }  # fmt: skip
     simulate_datasets(flatten_tables(tables), datasets, tmp_path / "sim")
