@@ -24,6 +24,7 @@ from core.flower.pki import DryRunPKI, make_test_pki
 from core.flower.protocol import Stage, StageReply, StageRequest
 from core.flower.roster import load_roster
 from core.flower.settings import AppSettings
+from tests.deploy.conftest import session_secrets
 from tests.deploy.helpers import (
     LocalTransport,
     breast_cancer_csvs,
@@ -79,12 +80,7 @@ def test_no_session_secret_ever_leaves_a_node(world) -> None:
         # White-box: read the live session's secrets straight after each stage.
         session = agents[node]._session
         if session is not None:
-            state = session.client._state  # secagg's private phase state
-            for key in (state.c_sk, state.s_sk):
-                if key is not None:
-                    secrets.add(key.private_bytes_raw())
-            if state.seed is not None:
-                secrets.add(state.seed)
+            secrets.update(session_secrets(session.client))
         return reply
 
     transport.tamper = snapshot
