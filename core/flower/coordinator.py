@@ -187,6 +187,19 @@ class Coordinator:
             if reply.ledger is not None:
                 self._heads[inst] = reply.ledger
         outcome.advertised = tuple(sorted(node_of))
+        self._later_stages(server, r, node_of, hardened, outcome)
+        return server.unmask()
+
+    def _later_stages(
+        self,
+        server: secagg.SecAggServer,
+        r: int,
+        node_of: Mapping[int, int],
+        hardened: bool,
+        outcome: RoundOutcome,
+    ) -> None:
+        """ShareKeys to Unmasking; a node silent or wrong at a stage drops."""
+        s = self.settings
         stages = [Stage.SHARE_KEYS, Stage.MASKED_INPUT]
         stages += [Stage.CONSISTENCY_CHECK] if hardened else []
         stages += [Stage.UNMASKING]
@@ -214,7 +227,6 @@ class Coordinator:
                     outcome.dropouts.setdefault(stage.value, []).append(inst_of[node])
                     logger.warning("round %d %s: institution %d dropped: %s",
                                    r, stage.value, inst_of[node], problem)  # fmt: skip
-        return server.unmask()
 
     def _check_first(
         self, inst: int, reply: StageReply, node_of: Mapping[int, int]

@@ -43,7 +43,10 @@ def run_flower_simulation(config: PilotConfig) -> Path:
         (partial / "config.toml").write_text(to_toml(config), encoding="utf-8")
         tables = to_tables(config)
         tables["run"]["output_dir"] = str(partial)
-        tables["engine"] |= {"num_features": features, "num_classes": classes}
+        engine = tables["engine"]
+        engine |= {"num_features": features, "num_classes": classes}
+        # Every virtual node is there from the start: wait for all of them.
+        engine["min_nodes"] = engine["min_nodes"] or len(data.clients)
         if plan.secure_aggregation is not None:  # the bound the data fixes
             weight = plan.secure_aggregation.max_weight
             tables["secure_aggregation"]["max_weight"] = weight

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import secagg
-
 from core.flower.loopback import Cluster, wait_files
 from core.flower.pki import make_test_pki
 from tests.deploy.helpers import LABEL, breast_cancer_csvs
