@@ -26,14 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from core.config import FederationConfig, LocalTrainingConfig
 from core.flower.engine import EngineSection
 from core.flower.errors import DeploymentConfigError
+from core.pilot.baseline import build_model
 from core.pilot.schema import PilotConfig, parse_config
-from core.pilot.sections import ModelKind
 from dp import DPConfig
 from secagg import SecAggConfig, SecAggError, SecAggSettings
 
@@ -115,23 +114,15 @@ class AppSettings:
         return self.pilot.run.output_dir
 
     def build_model(self) -> nn.Module:
-        """The initial global model, seeded by ``run.seed`` (same on every party)."""
-        torch.manual_seed(self.pilot.run.seed)
+        """The initial global model, as ``fedshield run`` builds it (seeded by
+        ``run.seed``, so the same on every party)."""
         inputs, classes = self.engine.num_features, self.engine.num_classes
         if inputs < 1:
             raise DeploymentConfigError(
                 "engine.num_features must be >= 1 with the Flower engines: the "
                 "coordinator never sees the data, so it cannot infer it"
             )
-        shape = self.pilot.model
-        if shape.kind is ModelKind.LOGISTIC:
-            return nn.Sequential(nn.Linear(inputs, classes))
-        layers: list[nn.Module] = []
-        width = inputs
-        for _ in range(shape.hidden_layers):
-            layers += [nn.Linear(width, shape.hidden_units), nn.ReLU()]
-            width = shape.hidden_units
-        return nn.Sequential(*layers, nn.Linear(width, classes))
+        return build_model(self.pilot, inputs, classes)
 
     def session_config(
         self, *, num_clients: int, vector_length: int, context: bytes
