@@ -127,6 +127,25 @@ def test_a_round_the_policy_refuses_costs_no_privacy_budget(world) -> None:
     assert not path.exists() or not dp.read_ledger(path)
 
 
+def test_a_weight_above_max_weight_is_refused_not_capped(world) -> None:
+    folder, paths, pki = world
+    # Each institution holds about 112 rows; the run allows weights up to 64.
+    cfg = run_config(**{"privacy.enabled": True, "secure_aggregation.max_weight": 64})
+    node = node_configs(paths, folder / "weight", pki)[0]
+    agent = NodeAgent(node)
+    model = AppSettings.from_run_config(cfg).build_model()
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    request = StageRequest(
+        stage=Stage.TRAIN, round_index=1, cohort=4,
+        payload=params.numpy().astype("<f4").tobytes(),
+    )  # fmt: skip
+    with pytest.raises(AgentError, match=r"rows, above the run's secure_aggregation"):
+        agent.handle(RUN, request, cfg)
+    # Refused before training: no privacy budget spent.
+    path = ledger_file(node.ledger_dir, node.institution)
+    assert not path.exists() or not dp.read_ledger(path)
+
+
 def test_a_rolled_back_ledger_is_refused(world) -> None:
     folder, paths, pki = world
     _cfg, nodes, agents, _, coordinator = _setup(
