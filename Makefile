@@ -39,8 +39,9 @@ unit: $(VENV)/.test-installed
 
 test: lint typecheck unit
 
-# The peer framework pins cryptography 50.x, so the benchmarks get an
-# environment of their own rather than bending the main one.
+# The benchmarks against the peer framework run in an environment of their
+# own (matplotlib for their plots); flwr itself is also in the main venv
+# through the test extra, so benchmarks.flower_deployment runs there.
 bench-env: | $(BIN)/python
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install -q $(TORCH)

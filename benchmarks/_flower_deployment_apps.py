@@ -160,13 +160,14 @@ def _flower(grid: Grid, context: Context) -> None:
         initial_parameters=ndarrays_to_parameters(arrays),
     )  # fmt: skip
     legacy = LegacyContext(
-        context=context, config=ServerConfig(num_rounds=settings.rounds),
+        context=context, config=ServerConfig(num_rounds=settings.federation.rounds),
         strategy=strategy,
     )  # fmt: skip
+    sa = settings.secagg
     fit = _Timed(
         SecAggPlusWorkflow(
-            num_shares=1.0, reconstruction_threshold=1.0 - settings.dropout_tolerance,
-            max_weight=float(settings.max_weight), timeout=STAGE_TIMEOUT,
+            num_shares=1.0, reconstruction_threshold=1.0 - sa.dropout_tolerance,
+            max_weight=float(sa.max_weight), timeout=STAGE_TIMEOUT,
         ),
         out / "flower_rounds.json",
     )  # fmt: skip
@@ -201,9 +202,9 @@ class _Client(NumPyClient):
         spec = ParamSpec.from_module(model)
         flat = torch.cat([torch.from_numpy(np.ravel(p)) for p in parameters])
         local = LocalTrainingConfig(
-            local_epochs=settings.local_epochs,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
+            local_epochs=settings.training.local_epochs,
+            batch_size=settings.training.batch_size,
+            learning_rate=settings.training.learning_rate,
         )
         trainer = LocalTrainer(model, config=local, seed=int(self.node["seed"]))
         out = trainer.train(TrainTask(round_index=1, client_id=0,

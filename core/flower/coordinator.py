@@ -87,7 +87,7 @@ class Coordinator:
         test_data: ClientDataset | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
-        if settings.mode is secagg.SecurityMode.HARDENED and roster is None:
+        if settings.secagg.mode is secagg.SecurityMode.HARDENED and roster is None:
             raise ValueError("hardened mode needs the consortium roster")
         self.settings = settings
         self.run_id = run_id
@@ -98,8 +98,8 @@ class Coordinator:
         self.spec = ParamSpec.from_module(self._model)
         self.params = self.spec.flatten(self._model).to(torch.float32)
         self._opt = ServerOptimizer(
-            learning_rate=settings.server_learning_rate,
-            momentum=settings.server_momentum,
+            learning_rate=settings.federation.server_learning_rate,
+            momentum=settings.federation.server_momentum,
         )
         self._heads: dict[int, LedgerHead] = {}
         # Nodes that let a deadline pass last round sit the next one out.
@@ -112,15 +112,15 @@ class Coordinator:
 
     def run(self) -> CoordinatorResult:
         """All rounds; an aborted round leaves the model as it was."""
+        s = self.settings
         if self._log is not None:
             self._log.write_header({
-                "engine": self.settings.engine.kind.value, "run_id": self.run_id,
-                "num_params": self.spec.numel, "rounds": self.settings.rounds,
-                "secagg_mode": self.settings.secagg_mode,
-                "dp": self.settings.dp_enabled,
+                "engine": s.engine.kind.value, "run_id": self.run_id,
+                "num_params": self.spec.numel, "rounds": s.federation.rounds,
+                "secagg_mode": s.secagg.mode.value, "dp": s.dp is not None,
             })  # fmt: skip
         outcomes = []
-        for r in range(1, self.settings.rounds + 1):
+        for r in range(1, self.settings.federation.rounds + 1):
             outcomes.append(self.run_round(r))
         return CoordinatorResult(params=self.params.clone(), rounds=tuple(outcomes))
 
@@ -161,7 +161,7 @@ class Coordinator:
             num_clients=len(nodes), vector_length=self.spec.numel,
             context=session_context(self.run_id, r, digest),
         )  # fmt: skip
-        hardened = s.mode is secagg.SecurityMode.HARDENED
+        hardened = s.secagg.mode is secagg.SecurityMode.HARDENED
         server = (
             secagg.SecAggServer(cfg, consortium=self._roster.consortium,
                                 model_hash=digest)
@@ -187,6 +187,19 @@ class Coordinator:
             if reply.ledger is not None:
                 self._heads[inst] = reply.ledger
         outcome.advertised = tuple(sorted(node_of))
+        self._later_stages(server, r, node_of, hardened, outcome)
+        return server.unmask()
+
+    def _later_stages(
+        self,
+        server: secagg.SecAggServer,
+        r: int,
+        node_of: Mapping[int, int],
+        hardened: bool,
+        outcome: RoundOutcome,
+    ) -> None:
+        """ShareKeys to Unmasking; a node silent or wrong at a stage drops."""
+        s = self.settings
         stages = [Stage.SHARE_KEYS, Stage.MASKED_INPUT]
         stages += [Stage.CONSISTENCY_CHECK] if hardened else []
         stages += [Stage.UNMASKING]
@@ -214,7 +227,6 @@ class Coordinator:
                     outcome.dropouts.setdefault(stage.value, []).append(inst_of[node])
                     logger.warning("round %d %s: institution %d dropped: %s",
                                    r, stage.value, inst_of[node], problem)  # fmt: skip
-        return server.unmask()
 
     def _check_first(
         self, inst: int, reply: StageReply, node_of: Mapping[int, int]
@@ -268,7 +280,8 @@ class Coordinator:
         # Advertised but not in the sum (an Unmasking no-show still counts).
         dropped = sorted(set(outcome.advertised) - set(outcome.survivors))
         record = RoundRecord(
-            round_index=outcome.round_index, total_rounds=self.settings.rounds,
+            round_index=outcome.round_index,
+            total_rounds=self.settings.federation.rounds,
             cohort=outcome.advertised, num_aggregated=len(outcome.survivors),
             dropped=tuple(dropped), aborted=outcome.aborted,
             eval_loss=None if ev is None else ev.loss,

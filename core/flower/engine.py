@@ -20,12 +20,17 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from core.flower.errors import DeploymentConfigError
 
 __all__ = ["EngineKind", "EngineSection", "parse_engine"]
+
+
+def _doc(text: str) -> dict[str, str]:
+    """A field's help text, shown in the config template."""
+    return {"help": text}
 
 
 class EngineKind(enum.Enum):
@@ -57,18 +62,40 @@ class EngineSection:
     of what crossed the network.
     """
 
-    kind: EngineKind = EngineKind.IN_PROCESS
-    stage_timeout: float = 60.0
-    train_timeout: float = 300.0
-    connect_timeout: float = 120.0
-    min_nodes: int = 0
-    roster: str = ""
-    test_data: str = ""
-    test_label: str = ""
-    simulation_cpus: int = 0
-    num_features: int = 0
-    num_classes: int = 2
-    message_log: str = ""
+    kind: EngineKind = field(
+        default=EngineKind.IN_PROCESS,
+        metadata=_doc('"in-process", "flower-simulation" or "flower-deployment"'),
+    )
+    stage_timeout: float = field(
+        default=60.0, metadata=_doc("seconds a node has for each later protocol stage")
+    )
+    train_timeout: float = field(
+        default=300.0, metadata=_doc("seconds for local training and AdvertiseKeys")
+    )
+    connect_timeout: float = field(
+        default=120.0, metadata=_doc("seconds to wait for min_nodes SuperNodes")
+    )
+    min_nodes: int = field(
+        default=0, metadata=_doc("SuperNodes before round 1 (0: the roster, or 2)")
+    )
+    roster: str = field(
+        default="", metadata=_doc("coordinator: the consortium roster (hardened)")
+    )
+    test_data: str = field(
+        default="", metadata=_doc("coordinator: held-out CSV to evaluate on")
+    )
+    test_label: str = field(default="", metadata=_doc("label column of test_data"))
+    simulation_cpus: int = field(
+        default=0, metadata=_doc("flower-simulation: CPU cores (0: all)")
+    )
+    num_features: int = field(
+        default=0,
+        metadata=_doc("Flower: model inputs (0: from the data in simulation)"),
+    )
+    num_classes: int = field(default=2, metadata=_doc("Flower: model outputs"))
+    message_log: str = field(
+        default="", metadata=_doc("coordinator: log of every message (audit)")
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, EngineKind):

@@ -168,12 +168,16 @@ class NodeAgent:
     # -- the first stage -----------------------------------------------------
 
     def _check_privacy(self, settings: AppSettings) -> None:
-        cfg = self.config
-        if cfg.require_dp and not settings.dp_enabled:
-            raise AgentError("the run turns DP-SGD off; this institution requires it")
-        if settings.dp_enabled and settings.epsilon_budget > cfg.epsilon_cap:
+        cfg, run_dp = self.config, settings.dp
+        if run_dp is None:
+            if cfg.require_dp:
+                raise AgentError(
+                    "the run turns DP-SGD off; this institution requires it"
+                )
+            return
+        if run_dp.epsilon_budget > cfg.epsilon_cap:
             raise AgentError(
-                f"the run's privacy budget {settings.epsilon_budget:g} exceeds this "
+                f"the run's privacy budget {run_dp.epsilon_budget:g} exceeds this "
                 f"institution's cap {cfg.epsilon_cap:g}"
             )
 
@@ -185,18 +189,18 @@ class NodeAgent:
         self._trainer = LocalTrainer(
             model,
             config=LocalTrainingConfig(
-                local_epochs=settings.local_epochs,
-                batch_size=settings.batch_size,
-                learning_rate=settings.learning_rate,
+                local_epochs=settings.training.local_epochs,
+                batch_size=settings.training.batch_size,
+                learning_rate=settings.training.learning_rate,
             ),
             seed=self.config.seed,
         )
         self._private = None
-        if settings.dp_enabled:
+        if settings.dp is not None:
             self._private = dp.PrivateClient(
                 f"institution-{self.config.institution}",
                 self.data.num_examples,
-                settings.dp_config(),
+                settings.dp,
                 ledger_file(self.config.ledger_dir, self.config.institution),
             )
         self._run = run_id
@@ -205,7 +209,7 @@ class NodeAgent:
         self, settings: AppSettings, cfg: secagg.SecAggConfig, digest: bytes
     ) -> secagg.SecAggClient:
         me = self.config.institution
-        if settings.mode is secagg.SecurityMode.SEMI_HONEST:
+        if settings.secagg.mode is secagg.SecurityMode.SEMI_HONEST:
             return secagg.SecAggClient(cfg, me, policy=self.config.policy())
         if self._identity is None or self._roster is None:
             raise DeploymentConfigError(
@@ -240,14 +244,19 @@ class NodeAgent:
         )
         # Built first: a round this institution's policy refuses costs no ε.
         client = self._client(settings, cfg, digest)
+        weight = self.data.num_examples
+        if weight > cfg.max_weight:  # refused, never capped
+            raise AgentError(
+                f"this institution has {weight} rows, above the run's "
+                f"secure_aggregation.max_weight {cfg.max_weight}"
+            )
         delta = self._local_update(settings, request.round_index, params)
-        weight = min(self.data.num_examples, cfg.max_weight)
         quantized = secagg.quantize_input(delta.to(torch.float64), weight, cfg)
         advert = client.advertise_keys()
         self._session = _Session(
             run_id=run_id, round_index=request.round_index, client=client,
             quantized=quantized, next_stage=Stage.SHARE_KEYS,
-            hardened=settings.mode is secagg.SecurityMode.HARDENED,
+            hardened=settings.secagg.mode is secagg.SecurityMode.HARDENED,
         )  # fmt: skip
         return advert
 
@@ -271,7 +280,7 @@ class NodeAgent:
             model,
             TensorDataset(self.data.features, self.data.labels),
             round_idx=round_index,
-            lr=settings.learning_rate,
+            lr=settings.training.learning_rate,
         )
         model.load_state_dict(result.state_dict)
         return spec.flatten(model) - params

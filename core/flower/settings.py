@@ -1,205 +1,139 @@
-"""The public settings of a Flower run, read from the pilot's TOML tables.
+"""The public settings of a Flower run: the pilot's own config, un-flattened.
 
-Flower hands a run its config flattened (``federation.rounds``); the pilot
-tables keep their names, so one TOML drives every engine.  Everything here
-is public: the coordinator sends it in the clear and every node derives the
-same secure-aggregation session and model from it.  The institution's own
-choices (its data, ledger, identity key, the policy it accepts) live in its
-node agent's config, never here.
+Flower hands a run its config flattened (``federation.rounds``). The tables
+are rebuilt and parsed by the pilot schema (`core.pilot.schema.parse_config`),
+so a Flower run gets the same `FederationConfig`, `LocalTrainingConfig`,
+`dp.DPConfig` and `secagg.SecAggSettings`, with the same names, defaults and
+validation, as ``fedshield run``. Only what the Flower engines add lives
+here: the model's input and output sizes (``[engine]``; the coordinator never
+sees the data) and the round's public session context.
+
+Everything here is public: the coordinator sends it in the clear and every
+node derives the same secure-aggregation session and model from it. The
+institution's own choices (its data, ledger, identity key, the policy it
+accepts) live in its node agent's config, never here.
+
+Flower's run config has no null, so a key whose value is the empty string
+``""`` is left unset (``privacy.noise_multiplier = ""`` calibrates σ from
+``target_epsilon``).
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
-import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-import dp
-import secagg
-from core.flower.engine import EngineSection, parse_engine
+from core.config import FederationConfig, LocalTrainingConfig
+from core.flower.engine import EngineSection
 from core.flower.errors import DeploymentConfigError
+from core.pilot.baseline import build_model
+from core.pilot.schema import PilotConfig, parse_config
+from dp import DPConfig
+from secagg import SecAggConfig, SecAggError, SecAggSettings
 
-__all__ = ["AppSettings", "ModelShape", "model_hash", "session_context"]
+__all__ = ["AppSettings", "model_hash", "session_context", "unflatten"]
 
 _CONTEXT_LABEL = b"fedshield/flower/v1/round"
 
 
-class ModelShape(enum.Enum):
-    """The model every institution trains (as the pilot's ``model.kind``)."""
+def unflatten(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flower's flattened run config back to the pilot's tables.
 
-    LOGISTIC = "logistic"
-    MLP = "mlp"
-
-
-# (table, key) -> (attribute, type, default)
-_KEYS: dict[tuple[str, str], tuple[str, type, object]] = {
-    ("run", "seed"): ("seed", int, 0),
-    ("run", "output_dir"): ("output_dir", str, "runs/flower"),
-    ("model", "kind"): ("model_kind", str, "logistic"),
-    ("model", "hidden_units"): ("hidden_units", int, 32),
-    ("model", "hidden_layers"): ("hidden_layers", int, 1),
-    ("federation", "rounds"): ("rounds", int, 10),
-    ("federation", "server_learning_rate"): ("server_learning_rate", float, 1.0),
-    ("federation", "server_momentum"): ("server_momentum", float, 0.0),
-    ("training", "local_epochs"): ("local_epochs", int, 1),
-    ("training", "batch_size"): ("batch_size", int, 16),
-    ("training", "learning_rate"): ("learning_rate", float, 0.5),
-    ("privacy", "enabled"): ("dp_enabled", bool, True),
-    ("privacy", "target_epsilon"): ("target_epsilon", float, 4.0),
-    ("privacy", "noise_multiplier"): ("noise_multiplier", float, 0.0),
-    ("privacy", "delta"): ("delta", float, 1e-4),
-    ("privacy", "max_grad_norm"): ("max_grad_norm", float, 1.0),
-    ("privacy", "epsilon_budget"): ("epsilon_budget", float, 8.0),
-    ("secure_aggregation", "mode"): ("secagg_mode", str, "semi-honest"),
-    ("secure_aggregation", "dropout_tolerance"): ("dropout_tolerance", float, 0.3),
-    ("secure_aggregation", "corrupt_fraction"): ("corrupt_fraction", float, 0.0),
-    ("secure_aggregation", "ring_bits"): ("ring_bits", int, 48),
-    ("secure_aggregation", "value_bits"): ("value_bits", int, 16),
-    ("secure_aggregation", "clip"): ("clip", float, 1.0),
-    ("secure_aggregation", "max_weight"): ("max_weight", int, 1024),
-}
+    ``"table.key"`` becomes ``tables[table][key]``; a value of ``""`` is
+    left out (unset). A key without a table is refused, naming it.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        table, dot, name = str(key).partition(".")
+        if not (dot and table and name):
+            raise DeploymentConfigError(
+                f"run config key {key!r} must be TABLE.KEY, e.g. federation.rounds"
+            )
+        body = tables.setdefault(table, {})
+        if not (isinstance(value, str) and value == ""):
+            body[name] = value
+    return tables
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class AppSettings:
-    """Public settings of one run (see the pilot's tables for each key)."""
+    """A run's pilot config and the secure-aggregation settings it must have."""
 
-    seed: int = 0
-    output_dir: str = "runs/flower"
-    model_kind: str = "logistic"
-    hidden_units: int = 32
-    hidden_layers: int = 1
-    rounds: int = 10
-    server_learning_rate: float = 1.0
-    server_momentum: float = 0.0
-    local_epochs: int = 1
-    batch_size: int = 16
-    learning_rate: float = 0.5
-    dp_enabled: bool = True
-    target_epsilon: float = 4.0
-    noise_multiplier: float = 0.0
-    delta: float = 1e-4
-    max_grad_norm: float = 1.0
-    epsilon_budget: float = 8.0
-    secagg_mode: str = "semi-honest"
-    dropout_tolerance: float = 0.3
-    corrupt_fraction: float = 0.0
-    ring_bits: int = 48
-    value_bits: int = 16
-    clip: float = 1.0
-    max_weight: int = 1024
-    engine: EngineSection = field(default_factory=EngineSection)
-
-    def __post_init__(self) -> None:
-        try:
-            ModelShape(self.model_kind)
-            secagg.SecurityMode(self.secagg_mode)
-        except ValueError as exc:
-            raise DeploymentConfigError(f"unknown setting value: {exc}") from None
-        for name in ("rounds", "local_epochs", "batch_size", "hidden_units",
-                     "hidden_layers", "max_weight"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise DeploymentConfigError(
-                    f"{name} must be >= 1; found {getattr(self, name)}"
-                )
-        for name in ("learning_rate", "server_learning_rate", "clip"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise DeploymentConfigError(f"{name} must be > 0; found {value}")
+    pilot: PilotConfig
+    secagg: SecAggSettings
 
     @classmethod
     def from_run_config(cls, flat: Mapping[str, Any]) -> AppSettings:
-        """Read the flattened run config Flower hands to both apps.
+        """Parse the flattened run config Flower hands to both apps.
 
-        Keys of other tables (``data``, ``split``, ``run.name``) are the
-        in-process engine's and are ignored; a known key with a value of the
-        wrong type is refused, naming it.
+        The Flower engines always aggregate securely, and the coordinator
+        cannot derive ``max_weight`` from data it never sees, so both are
+        required here.
         """
-        kwargs: dict[str, Any] = {}
-        engine: dict[str, Any] = {}
-        for key, value in flat.items():
-            table, _, name = str(key).partition(".")
-            if table == "engine":
-                engine[name] = value
-                continue
-            spec = _KEYS.get((table, name))
-            if spec is None:
-                continue
-            attr, kind, _ = spec
-            kwargs[attr] = _typed(f"{table}.{name}", value, kind)
-        return cls(**kwargs, engine=parse_engine(engine))
+        pilot = parse_config(unflatten(flat))
+        sa = pilot.secure_aggregation
+        if sa.settings is None:
+            raise DeploymentConfigError(
+                "secure_aggregation.enabled must be true with the Flower engines"
+            )
+        if sa.max_weight_from_data:
+            raise DeploymentConfigError(
+                "secure_aggregation.max_weight must be set with the Flower engines "
+                "(the largest institution's rows; a larger one is refused)"
+            )
+        return cls(pilot=pilot, secagg=sa.settings)
 
     @property
-    def mode(self) -> secagg.SecurityMode:
-        """The secure-aggregation threat model."""
-        return secagg.SecurityMode(self.secagg_mode)
+    def engine(self) -> EngineSection:
+        """The ``[engine]`` table: deadlines, model sizes, coordinator files."""
+        return self.pilot.engine
+
+    @property
+    def federation(self) -> FederationConfig:
+        """``[federation]``: rounds and the server step."""
+        return self.pilot.federation.config
+
+    @property
+    def training(self) -> LocalTrainingConfig:
+        """``[training]``: each institution's local training."""
+        return self.pilot.training
+
+    @property
+    def dp(self) -> DPConfig | None:
+        """``[privacy]``: DP-SGD at every institution, or None when off."""
+        return self.pilot.privacy.config
+
+    @property
+    def output_dir(self) -> str:
+        """``run.output_dir``: the coordinator's run folder."""
+        return self.pilot.run.output_dir
 
     def build_model(self) -> nn.Module:
-        """The initial global model, seeded by ``run.seed`` (same on every party)."""
-        torch.manual_seed(self.seed)
+        """The initial global model, as ``fedshield run`` builds it (seeded by
+        ``run.seed``, so the same on every party)."""
         inputs, classes = self.engine.num_features, self.engine.num_classes
         if inputs < 1:
             raise DeploymentConfigError(
                 "engine.num_features must be >= 1 with the Flower engines: the "
                 "coordinator never sees the data, so it cannot infer it"
             )
-        if ModelShape(self.model_kind) is ModelShape.LOGISTIC:
-            return nn.Sequential(nn.Linear(inputs, classes))
-        layers: list[nn.Module] = []
-        width = inputs
-        for _ in range(self.hidden_layers):
-            layers += [nn.Linear(width, self.hidden_units), nn.ReLU()]
-            width = self.hidden_units
-        return nn.Sequential(*layers, nn.Linear(width, classes))
+        return build_model(self.pilot, inputs, classes)
 
     def session_config(
         self, *, num_clients: int, vector_length: int, context: bytes
-    ) -> secagg.SecAggConfig:
+    ) -> SecAggConfig:
         """The secure-aggregation session of one round (both sides build it)."""
-        return secagg.SecAggConfig.for_cohort(
-            num_clients=num_clients,
-            vector_length=vector_length,
-            corrupt_fraction=self.corrupt_fraction,
-            dropout_fraction=self.dropout_tolerance,
-            mode=self.mode,
-            bits=self.ring_bits,
-            clip=self.clip,
-            value_bits=self.value_bits,
-            max_weight=self.max_weight,
-            context=context,
-        )
-
-    def dp_config(self) -> dp.DPConfig:
-        """The DP-SGD configuration of every institution (validated by ``dp``)."""
-        return dp.DPConfig(
-            delta=self.delta,
-            max_grad_norm=self.max_grad_norm,
-            epsilon_budget=self.epsilon_budget,
-            planned_rounds=self.rounds,
-            batch_size=self.batch_size,
-            local_epochs=self.local_epochs,
-            noise_multiplier=self.noise_multiplier or None,
-            target_epsilon=self.target_epsilon or None,
-        )
-
-
-def _typed(name: str, value: object, kind: type) -> object:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, bool):
-        raise DeploymentConfigError(f"{name} must be an integer; found {value!r}")
-    if not isinstance(value, kind):
-        raise DeploymentConfigError(
-            f"{name} must be of type {kind.__name__}; found {value!r}"
-        )
-    return value
+        try:
+            return self.secagg.session_config(
+                num_clients=num_clients, vector_length=vector_length, context=context
+            )
+        except SecAggError as exc:
+            raise DeploymentConfigError(f"secure_aggregation: {exc}") from None
 
 
 def model_hash(model_bytes: bytes) -> bytes:

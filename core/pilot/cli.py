@@ -79,8 +79,7 @@ _COMMANDS: dict[str, Command] = {
 _HELP = {
     "audit": "recompute and check the privacy budget from ledgers "
     "(see `fedshield audit --help`)",
-    "run": "run a federation described by a TOML config "
-    "(see `fedshield run --help`)",
+    "run": "run a federation described by a TOML config (see `fedshield run --help`)",
     "init": "write a commented example config (see `fedshield init --help`)",
 }
 # Every command hands its arguments on rather than refusing them.

@@ -105,12 +105,25 @@ def run_main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from core.errors import ConfigError
+    from core.flower.engine import EngineKind
     from core.pilot.config_file import load_config, to_toml
 
     output = [f"run.output_dir={json.dumps(args.output)}"] if args.output else []
     cfg = load_config(args.config, [*args.overrides, *output], args.removals)
     if args.dry_run:
         print(to_toml(cfg, header=f"{args.config}: valid; resolved:"), end="")
+        return 0
+    if cfg.engine.kind is EngineKind.FLOWER_DEPLOYMENT:
+        raise ConfigError(
+            'engine.kind = "flower-deployment" runs with `flwr run` on a '
+            "SuperLink, not `fedshield run`; see examples/flower_app/README.md"
+        )
+    if cfg.engine.kind is EngineKind.FLOWER_SIMULATION:
+        from core.pilot.flower_run import run_flower_simulation
+
+        out = run_flower_simulation(cfg)
+        print(f"flower-simulation run written to {out} (metrics.jsonl, ledgers/)")
         return 0
     # torch, Opacus and the data libraries only once the config is good.
     from core.pilot.progress import PilotProgress, summary_lines

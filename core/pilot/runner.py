@@ -57,7 +57,7 @@ from core.reporting import ConsoleReporter
 from core.secure_aggregator import SecureAggregator
 from core.trainer import LocalTrainer
 
-__all__ = ["run_pilot"]
+__all__ = ["prepare_folder", "publish", "run_pilot"]
 
 
 @dataclass(slots=True)
@@ -128,7 +128,8 @@ def _aggregator(cfg: PilotConfig, plan: RunPlan) -> Aggregator:
     )
 
 
-def _prepare_folder(out: Path) -> Path:
+def prepare_folder(out: Path) -> Path:
+    """A fresh ``<out>.partial`` folder; refuses an `out` that is not a run."""
     if out.exists() and not (
         (out / "config.toml").is_file() and (out / "report.md").is_file()
     ):
@@ -143,7 +144,8 @@ def _prepare_folder(out: Path) -> Path:
     return partial
 
 
-def _publish(partial: Path, out: Path) -> None:
+def publish(partial: Path, out: Path) -> None:
+    """Rename the finished `partial` folder to `out`, replacing a previous run."""
     old = out.with_name(out.name + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -168,10 +170,10 @@ def run_pilot(
         ParamSpec.from_module(model).numel,
     )
     out = Path(config.run.output_dir)
-    partial = _prepare_folder(out)
+    partial = prepare_folder(out)
     try:
         report = _run(config, plan, data, partial, reporter, started)
-        _publish(partial, out)
+        publish(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -1,9 +1,9 @@
 """The schema of a pilot config file (``fedshield run CONFIG.toml``).
 
-Eight TOML tables. Four are the pilot's own (`core.pilot.sections`: run,
-data, split, model). The other four are handed, key for key and under the
-libraries' own names, to the configuration objects of the libraries that
-own them, which validate each value once:
+Nine TOML tables: the pilot's own four (`core.pilot.sections`: run, data,
+split, model), ``[engine]`` (the runtime, `core.flower.engine`), and four
+handed, key for key and under the libraries' own names, to the config
+objects of the libraries that own them, which validate each value once:
 
 * ``[federation]`` → `core.FederationConfig` (plus the pilot's
   ``clients_per_round``);
@@ -45,6 +45,7 @@ import secagg
 from core import _validate as v
 from core.config import DropoutSimulation, FederationConfig, LocalTrainingConfig
 from core.errors import ConfigError, FederationError
+from core.flower.engine import EngineSection, parse_engine
 from core.pilot.sections import (
     DataSection,
     ModelSection,
@@ -136,6 +137,7 @@ class PilotConfig:
     training: LocalTrainingConfig
     privacy: PrivacySection
     secure_aggregation: SecureAggregationSection
+    engine: EngineSection
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,6 @@ PILOT_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "target_epsilon": 4.0,
     },
 }
-
 T = TypeVar("T")
 
 _LIBRARY_HELP: Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]] = {
@@ -208,6 +209,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "training": LocalTrainingConfig,
     "privacy": PrivacySection,
     "secure_aggregation": SecureAggregationSection,
+    "engine": EngineSection,
 }
 
 
@@ -379,8 +381,7 @@ def parse_config(data: Mapping[str, Any]) -> PilotConfig:
     _check_names(data)
 
     def table(name: str) -> Mapping[str, Any]:
-        body: Mapping[str, Any] = data.get(name, {})
-        return body
+        return typing.cast(Mapping[str, Any], data.get(name, {}))
 
     run = build(RunSection, "run", table("run"))
     training = build(LocalTrainingConfig, "training", table("training"))
@@ -394,4 +395,5 @@ def parse_config(data: Mapping[str, Any]) -> PilotConfig:
         training=training,
         privacy=_privacy(table("privacy"), federation.config, training),
         secure_aggregation=_secure_aggregation(table("secure_aggregation"), run),
+        engine=parse_engine(table("engine")),
     )

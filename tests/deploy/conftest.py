@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import secagg
 from core.flower.loopback import Cluster, wait_files
 from core.flower.pki import make_test_pki
 from tests.deploy.helpers import LABEL, breast_cancer_csvs
@@ -35,3 +36,15 @@ def cluster(
     finally:
         survivors = c.stop()
         assert not survivors, f"process groups still alive: {survivors}"
+
+
+def session_secrets(client: secagg.SecAggClient) -> list[bytes]:
+    """The secrets a live secagg client holds now: its X25519 keys and seed.
+
+    White-box, the one place these tests read secagg's private phase state
+    (secagg offers no accessor for secret values, on purpose): a rename
+    inside secagg breaks this helper only.
+    """
+    state = client._state
+    keys = [k.private_bytes_raw() for k in (state.c_sk, state.s_sk) if k is not None]
+    return keys + ([state.seed] if state.seed is not None else [])

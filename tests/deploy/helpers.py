@@ -49,7 +49,7 @@ def run_config(**overrides: Any) -> dict[str, Any]:
         "training.batch_size": 16,
         "training.learning_rate": 0.5,
         "privacy.enabled": False,
-        "privacy.target_epsilon": 0.0,
+        "privacy.target_epsilon": "",  # unset: sigma is given
         "privacy.noise_multiplier": 1.0,
         "privacy.epsilon_budget": 50.0,
         "privacy.delta": 1e-4,
@@ -132,16 +132,17 @@ def in_process_reference(
     spec = ParamSpec.from_module(model)
     params = spec.flatten(model).to(torch.float32)
     local = LocalTrainingConfig(
-        local_epochs=settings.local_epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
+        local_epochs=settings.training.local_epochs,
+        batch_size=settings.training.batch_size,
+        learning_rate=settings.training.learning_rate,
     )
     data = [load_csv(n.data, n.label, n.institution) for n in nodes]
     trainers = [LocalTrainer(model, config=local, seed=n.seed) for n in nodes]
     opt = ServerOptimizer(
-        learning_rate=settings.server_learning_rate, momentum=settings.server_momentum
+        learning_rate=settings.federation.server_learning_rate,
+        momentum=settings.federation.server_momentum,
     )
-    for r in range(1, settings.rounds + 1):
+    for r in range(1, settings.federation.rounds + 1):
         digest = model_hash(params.numpy().astype("<f4").tobytes())
         cfg = settings.session_config(
             num_clients=len(nodes),
@@ -159,7 +160,7 @@ def in_process_reference(
             )
             assert isinstance(out, ClientUpdate)
             deltas[n.institution] = out.delta.to(torch.float64)
-            weights[n.institution] = min(d.num_examples, cfg.max_weight)
+            weights[n.institution] = d.num_examples
         result = secagg.run_session(deltas, weights, cfg, drop=drop)
         params = opt.step(params, result.mean.to(torch.float32))
     return params
@@ -168,8 +169,8 @@ def in_process_reference(
 def quantisation_bound(config: Mapping[str, Any]) -> float:
     """Per-coordinate error bound of one round's secure mean (rounding ≤ 1 step)."""
     s = AppSettings.from_run_config(config)
-    step = s.clip / float((1 << (s.value_bits - 1)) - 1)
-    return step * s.server_learning_rate
+    step = s.secagg.clip / float((1 << (s.secagg.value_bits - 1)) - 1)
+    return step * s.federation.server_learning_rate
 
 
 def write_toml(path: Path, flat: Mapping[str, Any]) -> Path:

@@ -94,7 +94,7 @@ def inspect_log(
             stage, payload = values["stage"], values["payload"]
             message = _decode(stage, payload)
             if isinstance(message, MaskedInput):
-                seen.masked_lengths.add(int(message.values.shape[0]))
+                seen.masked_lengths.add(int(message.length))
             if any(s in payload for s in secrets):
                 raise LeakError(f"{where}: payload holds a secret key")
             seen.stages.add(stage)

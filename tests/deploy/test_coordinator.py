@@ -24,6 +24,7 @@ from core.flower.pki import DryRunPKI, make_test_pki
 from core.flower.protocol import Stage, StageReply, StageRequest
 from core.flower.roster import load_roster
 from core.flower.settings import AppSettings
+from tests.deploy.conftest import session_secrets
 from tests.deploy.helpers import (
     LocalTransport,
     breast_cancer_csvs,
@@ -79,12 +80,7 @@ def test_no_session_secret_ever_leaves_a_node(world) -> None:
         # White-box: read the live session's secrets straight after each stage.
         session = agents[node]._session
         if session is not None:
-            state = session.client._state  # secagg's private phase state
-            for key in (state.c_sk, state.s_sk):
-                if key is not None:
-                    secrets.add(key.private_bytes_raw())
-            if state.seed is not None:
-                secrets.add(state.seed)
+            secrets.update(session_secrets(session.client))
         return reply
 
     transport.tamper = snapshot
@@ -127,6 +123,25 @@ def test_a_round_the_policy_refuses_costs_no_privacy_budget(world) -> None:
     )
     with pytest.raises(AgentError, match="train: PolicyViolation"):
         agent.handle(RUN, request, cfg)
+    path = ledger_file(node.ledger_dir, node.institution)
+    assert not path.exists() or not dp.read_ledger(path)
+
+
+def test_a_weight_above_max_weight_is_refused_not_capped(world) -> None:
+    folder, paths, pki = world
+    # Each institution holds about 112 rows; the run allows weights up to 64.
+    cfg = run_config(**{"privacy.enabled": True, "secure_aggregation.max_weight": 64})
+    node = node_configs(paths, folder / "weight", pki)[0]
+    agent = NodeAgent(node)
+    model = AppSettings.from_run_config(cfg).build_model()
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    request = StageRequest(
+        stage=Stage.TRAIN, round_index=1, cohort=4,
+        payload=params.numpy().astype("<f4").tobytes(),
+    )  # fmt: skip
+    with pytest.raises(AgentError, match=r"rows, above the run's secure_aggregation"):
+        agent.handle(RUN, request, cfg)
+    # Refused before training: no privacy budget spent.
     path = ledger_file(node.ledger_dir, node.institution)
     assert not path.exists() or not dp.read_ledger(path)
 

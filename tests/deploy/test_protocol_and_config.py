@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import secagg
+from core.config import LocalTrainingConfig
 from core.errors import ConfigError
 from core.flower.engine import EngineKind, parse_engine
 from core.flower.errors import DeploymentConfigError, WireError
@@ -18,7 +20,8 @@ from core.flower.roster import (
     write_identity_key,
     write_roster,
 )
-from core.flower.settings import AppSettings
+from core.flower.settings import AppSettings, unflatten
+from core.pilot.schema import parse_config
 
 
 def test_request_and_reply_round_trip() -> None:
@@ -87,33 +90,54 @@ def test_engine_refusals_name_the_key(table, message) -> None:
     assert isinstance(info.value, ConfigError)  # the core family
 
 
-def test_settings_read_the_pilot_tables_and_ignore_other_ones() -> None:
-    s = AppSettings.from_run_config({
+def test_settings_are_the_pilot_schemas_objects() -> None:
+    flat = {
         "federation.rounds": 3, "training.learning_rate": 1,
-        "data.source": "csv", "split.num_clients": 9,
-        "engine.kind": "flower-simulation",
+        "secure_aggregation.max_weight": 64, "engine.kind": "flower-simulation",
+    }  # fmt: skip
+    s = AppSettings.from_run_config(flat)
+    pilot = parse_config(unflatten(flat))
+    # The same objects, names and defaults as `fedshield run`.
+    assert s.pilot == pilot
+    assert s.training == LocalTrainingConfig(learning_rate=1.0)
+    assert s.secagg == secagg.SecAggSettings(max_weight=64)
+    assert s.dp == pilot.privacy.config and s.dp is not None
+    assert (s.federation.rounds, s.engine.kind) == (3, EngineKind.FLOWER_SIMULATION)
+
+
+def test_an_empty_string_leaves_a_key_unset() -> None:
+    s = AppSettings.from_run_config({
+        "privacy.noise_multiplier": 1.5, "privacy.target_epsilon": "",
+        "secure_aggregation.max_weight": 64,
     })  # fmt: skip
-    assert (s.rounds, s.learning_rate, s.engine.kind) == (
-        3, 1.0, EngineKind.FLOWER_SIMULATION)  # fmt: skip
+    assert s.dp is not None
+    assert (s.dp.noise_multiplier, s.dp.target_epsilon) == (1.5, None)
 
 
 @pytest.mark.parametrize(
     ("flat", "message"),
     [
-        ({"federation.rounds": "3"}, "federation.rounds must be of type int"),
-        ({"federation.rounds": True}, "federation.rounds must be an integer"),
-        ({"federation.rounds": 0}, "rounds must be >= 1"),
-        ({"secure_aggregation.mode": "paranoid"}, "unknown setting value"),
+        ({"federation.rounds": 0}, r"^federation\.rounds"),
+        ({"secure_aggregation.mode": "paranoid"},
+         r"secure_aggregation\.mode must be one of"),
+        ({"federation.roundz": 3}, r"did you mean 'rounds'"),
+        ({"rounds": 3}, r"must be TABLE\.KEY"),
+        ({"secure_aggregation.enabled": False},
+         r"secure_aggregation\.enabled must be true"),
+        ({"federation.rounds": 2}, r"secure_aggregation\.max_weight must be set"),
+        ({"secure_aggregation.max_weight": 1 << 20},
+         r"ring_bits must be >= value_bits \+ bits of max_weight"),
     ],
-)
+)  # fmt: skip
 def test_settings_refusals(flat, message) -> None:
-    with pytest.raises(DeploymentConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         AppSettings.from_run_config(flat)
 
 
 def test_the_model_needs_its_input_size() -> None:
+    settings = AppSettings.from_run_config({"secure_aggregation.max_weight": 8})
     with pytest.raises(DeploymentConfigError, match=r"engine\.num_features must be"):
-        AppSettings().build_model()
+        settings.build_model()
 
 
 def test_roster_and_identity_round_trip(tmp_path: Path) -> None:

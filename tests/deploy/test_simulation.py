@@ -1,7 +1,7 @@
 """Flower's simulation runtime (Ray): 50 virtual SuperNodes, with dropouts.
 
 The same ServerApp and ClientApp as a deployment; the node agents live in
-the Ray actor.  Fifteen institutions fail at chosen stages of every round;
+the Ray actor.  Fifteen institutions fail at chosen stages of the round;
 the final model must equal the in-process run with the same schedule.
 """
 
@@ -71,6 +71,7 @@ def test_fifty_virtual_nodes_with_dropouts(tmp_path: Path) -> None:
     config = run_config(**{
         "run.output_dir": str(tmp_path / "run"),
         "engine.kind": "flower-simulation",
+        "federation.rounds": 1,  # the dropouts recur each round: one shows them
         "engine.min_nodes": CLIENTS,
         "engine.test_data": str(test),
         "engine.test_label": "diagnosis",
@@ -85,7 +86,7 @@ def test_fifty_virtual_nodes_with_dropouts(tmp_path: Path) -> None:
     log = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     rounds = [e for e in log if e["type"] == "round"]
     dropouts = [e["by_stage"] for e in log if e["type"] == "dropouts"]
-    assert len(rounds) == 2
+    assert len(rounds) == 1
     for r, d in zip(rounds, dropouts, strict=True):
         assert r["aborted"] is None
         # Failures at Unmasking come after the masked input: still in the sum.
@@ -111,26 +112,39 @@ def test_fifty_virtual_nodes_with_dropouts(tmp_path: Path) -> None:
     assert secagg.Round.UNMASKING in drop.values()
 
 
-def test_in_memory_institutions_with_dp_keep_their_ledgers(tmp_path: Path) -> None:
+def test_fedshield_run_runs_the_simulation_engine(tmp_path: Path, capsys) -> None:
     import dp
-    from core.flower.node import ledger_file
-    from core.flower.node_data import load_csv
-    from core.flower.simulation import flatten_tables, simulate_datasets
+    from core.pilot.commands import run_main
 
-    paths, _ = breast_cancer_csvs(tmp_path / "data", 3)
-    datasets = [load_csv(p, "diagnosis", i) for i, p in enumerate(paths)]
-    tables: dict[str, dict[str, Any]] = {
-        "run": {"output_dir": str(tmp_path / "run")},
-        "federation": {"rounds": 1},
-        "privacy": {"enabled": True, "target_epsilon": 0.0, "noise_multiplier": 1.0,
-                    "epsilon_budget": 50.0},
-        "secure_aggregation": {"max_weight": 0, "ring_bits": 48},
-        "engine": {"kind": "flower-simulation", "min_nodes": 3},
-    }  # fmt: skip
-    simulate_datasets(flatten_tables(tables), datasets, tmp_path / "sim")
-    rounds = [e for e in read_jsonl(tmp_path / "run" / "metrics.jsonl")
-              if e["type"] == "round"]  # fmt: skip
+    cfg = tmp_path / "pilot.toml"
+    cfg.write_text(
+        '[run]\noutput_dir = "out"\ncentralised_baseline = false\n'
+        "[federation]\nrounds = 1\n[split]\nnum_clients = 3\n"
+        "[privacy]\nnoise_multiplier = 1.0\nepsilon_budget = 50.0\n"
+        "[secure_aggregation]\nring_bits = 40\n"
+        '[engine]\nkind = "flower-simulation"\n',
+        encoding="utf-8",
+    )
+    assert run_main([str(cfg), "--output", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert "flower-simulation run written to" in capsys.readouterr().out
+    rounds = [e for e in read_jsonl(out / "metrics.jsonl") if e["type"] == "round"]
     assert rounds[0]["aborted"] is None and rounds[0]["aggregated"] == 3
-    for i in range(3):
-        entries = dp.read_ledger(ledger_file(tmp_path / "sim" / "ledgers", i))
+    ledgers = sorted((out / "ledgers").iterdir())
+    assert len(ledgers) == 3
+    for i, path in enumerate(ledgers):
+        entries = dp.read_ledger(path)
         assert len(entries) == 1 and entries[0].client_id == f"institution-{i}"
+    # The institutions' rows stayed on their (temporary) nodes.
+    assert not list(out.rglob("*.csv"))
+
+
+def test_fedshield_run_refuses_the_deployment_engine(tmp_path: Path, capsys) -> None:
+    from core.pilot.commands import run_main
+
+    cfg = tmp_path / "pilot.toml"
+    cfg.write_text('[engine]\nkind = "flower-deployment"\n', encoding="utf-8")
+    assert run_main([str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "flwr run" in err
+    assert "examples/flower_app/README.md" in err
