@@ -157,9 +157,10 @@ class Coordinator:
             )
         model_bytes = self.params.numpy().astype("<f4").tobytes()
         digest = model_hash(model_bytes)
+        roster = None if self._roster is None else len(self._roster.consortium.ids)
         cfg = s.session_config(
             num_clients=len(nodes), vector_length=self.spec.numel,
-            context=session_context(self.run_id, r, digest),
+            context=session_context(self.run_id, r, digest), roster_size=roster,
         )  # fmt: skip
         hardened = s.secagg.mode is secagg.SecurityMode.HARDENED
         server = (
@@ -169,7 +170,7 @@ class Coordinator:
         )  # fmt: skip
         requests = {
             n: StageRequest(stage=Stage.TRAIN, round_index=r, payload=model_bytes,
-                            cohort=len(nodes))
+                            cohort=len(nodes), nonce=cfg.session_nonce)
             for n in nodes
         }  # fmt: skip
         replies = self._exchange(requests, s.engine.train_timeout, outcome)

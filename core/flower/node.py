@@ -120,6 +120,13 @@ class NodeAgent:
                     f"identity key {config.identity_key} is not the roster's key "
                     f"for institution {config.institution}"
                 )
+        # Hardened mode: the sessions this institution signed and the models
+        # it contributed to, on its own disk, so that a coordinator cannot
+        # replay an advert or difference two sessions on one model, even
+        # across a restart of this agent.
+        self._participation = secagg.FileParticipationLog(
+            config.ledger_dir / "secagg-participation"
+        )
         self._run: int | None = None
         self._trainer: LocalTrainer | None = None
         self._private: dp.PrivateClient | None = None
@@ -218,7 +225,7 @@ class NodeAgent:
         return secagg.SecAggClient(
             cfg, me, policy=self.config.policy(),
             consortium=self._roster.consortium, identity=self._identity,
-            model_hash=digest,
+            model_hash=digest, participation=self._participation,
         )  # fmt: skip
 
     def _train(
@@ -241,6 +248,10 @@ class NodeAgent:
             num_clients=request.cohort,
             vector_length=spec.numel,
             context=session_context(run_id, request.round_index, digest),
+            roster_size=(
+                None if self._roster is None else len(self._roster.consortium.ids)
+            ),
+            nonce=request.nonce,
         )
         # Built first: a round this institution's policy refuses costs no ε.
         client = self._client(settings, cfg, digest)

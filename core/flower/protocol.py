@@ -90,6 +90,9 @@ class StageRequest:
     round_index: int
     payload: bytes
     cohort: int = 0
+    # The first stage names the session: the coordinator's fresh nonce, which
+    # every node binds into the session id (so adverts cannot be replayed).
+    nonce: bytes = b""
 
     def to_fields(self) -> dict[str, str | int | bytes]:
         """The ConfigRecord fields."""
@@ -97,6 +100,8 @@ class StageRequest:
             "stage": self.stage.value,
             "round": self.round_index,
             "cohort": self.cohort,
+            # Hex: the node agent's local socket frames its fields as JSON.
+            "nonce": self.nonce.hex(),
             "payload": self.payload,
         }
 
@@ -108,6 +113,7 @@ class StageRequest:
             stage=_stage(data["stage"]),
             round_index=_count(data["round"], "round"),
             cohort=_count(data["cohort"], "cohort"),
+            nonce=_hex(data["nonce"], "nonce"),
             payload=_bytes(data["payload"], "payload"),
         )
 
@@ -156,7 +162,7 @@ class StageReply:
 
 def request_fields() -> frozenset[str]:
     """Every field a request has, and no other."""
-    return frozenset({"stage", "round", "cohort", "payload"})
+    return frozenset({"stage", "round", "cohort", "nonce", "payload"})
 
 
 def reply_fields() -> frozenset[str]:
@@ -191,6 +197,15 @@ def _count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise WireError(f"field {name!r} must be an integer >= 0; found {value!r}")
     return value
+
+
+def _hex(value: object, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise WireError(f"request field {name!r} must be a hex string")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise WireError(f"request field {name!r} is not hex") from None
 
 
 def _bytes(value: object, name: str) -> bytes:

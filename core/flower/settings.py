@@ -20,6 +20,7 @@ Flower's run config has no null, so a key whose value is the empty string
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Mapping
@@ -125,13 +126,31 @@ class AppSettings:
         return build_model(self.pilot, inputs, classes)
 
     def session_config(
-        self, *, num_clients: int, vector_length: int, context: bytes
+        self,
+        *,
+        num_clients: int,
+        vector_length: int,
+        context: bytes,
+        roster_size: int | None = None,
+        nonce: bytes | None = None,
     ) -> SecAggConfig:
-        """The secure-aggregation session of one round (both sides build it)."""
+        """The secure-aggregation session of one round (both sides build it).
+
+        The coordinator draws the session's nonce (``nonce=None``) and sends
+        it with the first stage; a node rebuilds the same session from it.
+        A hardened session counts colluders over the ``roster_size`` members
+        of the roster each party holds, never over the announced cohort.
+        """
         try:
-            return self.secagg.session_config(
-                num_clients=num_clients, vector_length=vector_length, context=context
+            config = self.secagg.session_config(
+                num_clients=num_clients,
+                vector_length=vector_length,
+                context=context,
+                roster_size=roster_size,
             )
+            if nonce is not None:
+                config = dataclasses.replace(config, session_nonce=nonce)
+            return config
         except SecAggError as exc:
             raise DeploymentConfigError(f"secure_aggregation: {exc}") from None
 

@@ -35,6 +35,8 @@ from tests.deploy.helpers import (
 )
 
 RUN = 42
+# The session nonce the coordinator would draw for the first stage.
+NONCE = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_a_failed_stage_drops_the_session_and_its_secrets(world) -> None:
     cfg, _nodes, agents, _, coordinator = _setup(folder, paths, pki, "fail")
     agent = agents[500]
     model = coordinator.params.numpy().astype("<f4").tobytes()
-    agent.handle(RUN, StageRequest(stage=Stage.TRAIN, round_index=1,
+    agent.handle(RUN, StageRequest(stage=Stage.TRAIN, nonce=NONCE, round_index=1,
                                    payload=model, cohort=4), cfg)  # fmt: skip
     client = agent._session.client  # type: ignore[union-attr]
     assert agent.holds_session and client.holds_secrets
@@ -116,7 +118,7 @@ def test_a_round_the_policy_refuses_costs_no_privacy_budget(world) -> None:
     model = AppSettings.from_run_config(cfg).build_model()
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     request = StageRequest(
-        stage=Stage.TRAIN,
+        stage=Stage.TRAIN, nonce=NONCE,
         round_index=1,
         cohort=4,
         payload=params.numpy().astype("<f4").tobytes(),
@@ -136,7 +138,7 @@ def test_a_weight_above_max_weight_is_refused_not_capped(world) -> None:
     model = AppSettings.from_run_config(cfg).build_model()
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     request = StageRequest(
-        stage=Stage.TRAIN, round_index=1, cohort=4,
+        stage=Stage.TRAIN, nonce=NONCE, round_index=1, cohort=4,
         payload=params.numpy().astype("<f4").tobytes(),
     )  # fmt: skip
     with pytest.raises(AgentError, match=r"rows, above the run's secure_aggregation"):
@@ -195,7 +197,7 @@ def test_the_agent_socket_answers_and_refuses_garbage(world, tmp_path: Path) -> 
     model = AppSettings.from_run_config(cfg).build_model()
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     request = StageRequest(
-        stage=Stage.TRAIN,
+        stage=Stage.TRAIN, nonce=NONCE,
         round_index=1,
         cohort=4,
         payload=params.numpy().astype("<f4").tobytes(),
@@ -248,7 +250,7 @@ def test_the_institution_refuses_a_run_config_weaker_than_its_own(
     node = dataclasses.replace(node_configs(paths, folder / "weak", pki)[0], **policy)
     model = AppSettings.from_run_config(cfg).build_model()
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
-    request = StageRequest(stage=Stage.TRAIN, round_index=1, cohort=4,
+    request = StageRequest(stage=Stage.TRAIN, nonce=NONCE, round_index=1, cohort=4,
                            payload=params.numpy().astype("<f4").tobytes())  # fmt: skip
     agent = NodeAgent(node)
     with pytest.raises(AgentError, match=f"train: {message}"):
