@@ -120,13 +120,6 @@ class NodeAgent:
                     f"identity key {config.identity_key} is not the roster's key "
                     f"for institution {config.institution}"
                 )
-        # Hardened mode: the sessions this institution signed and the models
-        # it contributed to, on its own disk, so that a coordinator cannot
-        # replay an advert or difference two sessions on one model, even
-        # across a restart of this agent.
-        self._participation = secagg.FileParticipationLog(
-            config.ledger_dir / "secagg-participation"
-        )
         self._run: int | None = None
         self._trainer: LocalTrainer | None = None
         self._private: dp.PrivateClient | None = None
@@ -225,7 +218,14 @@ class NodeAgent:
         return secagg.SecAggClient(
             cfg, me, policy=self.config.policy(),
             consortium=self._roster.consortium, identity=self._identity,
-            model_hash=digest, participation=self._participation,
+            model_hash=digest,
+            # The sessions this institution signed and the models it
+            # contributed to, on its own disk: a coordinator can neither replay
+            # an advert nor difference two sessions on one model, even across
+            # a restart of this agent.
+            participation=secagg.FileParticipationLog(
+                self.config.ledger_dir / "secagg-participation"
+            ),
         )  # fmt: skip
 
     def _train(
