@@ -59,8 +59,10 @@ class DPTrainer:
     `clients` fixes each client's dataset size (the Poisson sample rate
     depends on it). With `noise_multiplier=None` and a `target_epsilon` in
     `config`, each client calibrates σ once for its whole planned schedule.
-    Per-client metric: ``train_loss`` (on noise-free forward passes; it
-    reaches the server only through the aggregator). The round report gets
+
+    Nothing leaves a client but its clipped, noised update and its example
+    count (the secure-aggregation weight, public under the replace-one
+    accounting): an update carries no training metric. The round report gets
     min/max ε and budget left across clients from `round_metrics`.
     """
 
@@ -152,7 +154,6 @@ class DPTrainer:
             client_id=task.client_id,
             delta=delta,
             num_examples=task.data.num_examples,
-            metrics={"train_loss": result.train_loss},
         )
 
     def state_dict(self) -> StateDict:
