@@ -25,9 +25,19 @@ from typing import Any, TextIO
 
 import torch
 
-__all__ = ["ConsoleReporter", "MetricsLog", "RoundRecord", "format_round"]
+__all__ = [
+    "CLIP_WARNING_FRACTION",
+    "ConsoleReporter",
+    "MetricsLog",
+    "RoundRecord",
+    "format_round",
+]
 
 _TRAIN_KEYS = ("train_loss", "train_accuracy")
+
+#: Above this share of clipped update coordinates (an aggregator's
+#: ``clipped_fraction``), a round line carries a warning: the mean is distorted.
+CLIP_WARNING_FRACTION = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +112,13 @@ def format_round(record: RoundRecord) -> str:
         if k not in _TRAIN_KEYS
     ]
     parts.extend(extras)
+    clipped = record.metrics.get("clipped_fraction", 0.0)
+    if clipped > CLIP_WARNING_FRACTION:
+        parts.append(
+            f"WARNING: {100 * clipped:.1f} % of update coordinates clipped "
+            f"(> {100 * CLIP_WARNING_FRACTION:g} %): the mean is distorted; "
+            "raise the clip"
+        )
     if record.aborted is not None:
         parts.append(f"ABORTED: {record.aborted}")
     parts.append(f"{record.seconds:.2f} s")
