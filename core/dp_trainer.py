@@ -8,6 +8,11 @@ projects its ε after the round; when that would exceed its budget it
 declines (`ClientDeclined`, permanent: ε only grows) and the loop carries on
 without it.
 
+The ledgers belong to the clients, not to a run: a trainer built on a
+ledger folder that already holds charges continues them (ε starts from what
+was spent, and its rounds are charged after the ledgers' last round). A
+client whose ledger cannot be read (corrupted) declines permanently.
+
 The model must already be DP-compatible: call `prepare_dp_model` once on the
 initial global model, so every client trains the same architecture.
 """
@@ -86,20 +91,37 @@ class DPTrainer:
         # Built up front so that a bad δ or a budget below one round's cost is
         # refused before the federation starts, naming the client.
         self._private: dict[int, dp.PrivateClient] = {}
+        self._refused: dict[int, str] = {}
         for data in clients:
             if data.num_examples == 0:
                 continue
-            self._private[data.client_id] = dp.PrivateClient(
-                f"client-{data.client_id}",
-                data.num_examples,
-                config,
-                ledger_path(self.ledger_dir, data.client_id),
-            )
+            try:
+                self._private[data.client_id] = dp.PrivateClient(
+                    f"client-{data.client_id}",
+                    data.num_examples,
+                    config,
+                    ledger_path(self.ledger_dir, data.client_id),
+                )
+            except dp.LedgerCorruptedError as exc:
+                # Its spending is unknown: it must not train, the others may.
+                self._refused[data.client_id] = f"privacy ledger unreadable: {exc}"
+        # Ledger rounds continue after the last one any ledger holds, so a
+        # rerun on the same ledgers charges its round 1 after their history.
+        self._round_offset = max(
+            (p.ledger.entries[-1].round for p in self._private.values()
+             if p.ledger.entries),
+            default=0,
+        )  # fmt: skip
 
     @property
     def clients(self) -> Mapping[int, dp.PrivateClient]:
-        """The private side of every client with data, by client id."""
+        """The private side of every client with a readable ledger, by id."""
         return dict(self._private)
+
+    @property
+    def round_offset(self) -> int:
+        """Ledger round = federation round + this (the ledgers' earlier rounds)."""
+        return self._round_offset
 
     def round_metrics(self) -> dict[str, float]:
         """The round report's privacy figures: `privacy_summary()`."""
@@ -123,7 +145,8 @@ class DPTrainer:
         private = self._private.get(task.client_id)
         if private is None:
             return ClientDeclined(
-                client_id=task.client_id, reason="no private client (no data)"
+                client_id=task.client_id,
+                reason=self._refused.get(task.client_id, "no private client (no data)"),
             )
         if not private.can_train():
             return ClientDeclined(
@@ -141,7 +164,7 @@ class DPTrainer:
             result = private.train_round(
                 model,
                 dataset,
-                round_idx=task.round_index,
+                round_idx=task.round_index + self._round_offset,
                 lr=self.learning_rate,
                 optimizer=self.optimizer,
             )
@@ -157,13 +180,16 @@ class DPTrainer:
         )
 
     def state_dict(self) -> StateDict:
-        """The ledgers on disk are the state; the checkpoint records where."""
-        return {"ledger_dir": str(self.ledger_dir)}
+        """The ledgers on disk are the state; the checkpoint records where,
+        and how this run's rounds map to ledger rounds."""
+        return {"ledger_dir": str(self.ledger_dir), "round_offset": self._round_offset}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Check the checkpoint names this trainer's ledger folder."""
+        """Check the checkpoint names this trainer's ledger folder; a resumed
+        run keeps the round mapping it started with."""
         if state.get("ledger_dir") != str(self.ledger_dir):
             raise CheckpointMismatchError(
                 f"checkpoint's DP ledgers are in {state.get('ledger_dir')!r}; this "
                 f"trainer uses {str(self.ledger_dir)!r}"
             )
+        self._round_offset = int(state.get("round_offset", 0))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from core.data import TabularSplit
 from core.errors import ConfigError, FederationError
 from core.interfaces import ClientDataset
 from core.partition import Partition
+from core.pilot.provenance import sha256_file
 from core.pilot.schema import PilotConfig
 from core.pilot.sections import DataSource, SplitMethod
 
@@ -49,7 +51,7 @@ class PilotData:
 
     `imputed` counts the missing values each institution filled in (training
     and its test rows), by name; `imputed_unheld` those of test rows no
-    institution holds.
+    institution holds. `source_sha256` identifies the data source.
     """
 
     table: TabularSplit
@@ -61,6 +63,7 @@ class PilotData:
     label_counts: dict[str, dict[str, int]]
     imputed: dict[str, int]
     imputed_unheld: int
+    source_sha256: str
 
 
 def _frame(cfg: PilotConfig) -> tuple[Any, str]:
@@ -97,6 +100,15 @@ def _frame(cfg: PilotConfig) -> tuple[Any, str]:
         raise ConfigError(f"data.path: cannot read {d.path!r} as CSV: {exc}") from None
 
 
+def _digest(cfg: PilotConfig, frame: Any) -> str:
+    """SHA-256 of the data source: a CSV file's bytes, or the loaded table
+    written as CSV (for a table that ships inside a package)."""
+    if cfg.data.source is DataSource.CSV:
+        return sha256_file(Path(cfg.data.path))
+    text = frame.to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _need(frame: Any, field: str, column: str) -> None:
     if column not in frame.columns:
         raise ConfigError(
@@ -113,12 +125,16 @@ def _site_name(value: object) -> str:
 
 def _table(
     cfg: PilotConfig,
-) -> tuple[Any, npt.NDArray[np.int64], tuple[str, ...], npt.NDArray[np.str_] | None]:
-    """Features (one-hot, NaNs kept), labels, class names, site per row."""
+) -> tuple[
+    Any, npt.NDArray[np.int64], tuple[str, ...], npt.NDArray[np.str_] | None, str
+]:
+    """Features (one-hot, NaNs kept), labels, class names, site per row, and
+    the source's SHA-256."""
     import pandas as pd
 
     d = cfg.data
     frame, label = _frame(cfg)
+    digest = _digest(cfg, frame)
     _need(frame, "data.label", label)
     if d.site:
         _need(frame, "data.site", d.site)
@@ -146,7 +162,7 @@ def _table(
         if not d.site
         else np.array([_site_name(s) for s in frame[d.site]], dtype=str)
     )
-    return x.astype(float), y, classes, sites
+    return x.astype(float), y, classes, sites, digest
 
 
 def _partition(
@@ -190,18 +206,19 @@ class _Rows:
     train: npt.NDArray[np.int64]
     test: npt.NDArray[np.int64]
     sites: npt.NDArray[np.str_] | None
+    digest: str
 
 
 def _rows(cfg: PilotConfig) -> _Rows:
     """The train/test split, small sites pooled into "other"."""
-    frame, y, classes, sites = _table(cfg)
+    frame, y, classes, sites, digest = _table(cfg)
     train, test = _split(cfg, y, sites)
     if sites is not None and cfg.split.min_site_rows:
         site_ids, site_rows = np.unique(sites[train], return_counts=True)
         small = set(site_ids[site_rows < cfg.split.min_site_rows].tolist())
         sites = np.array([OTHER_SITE if s in small else s for s in sites], dtype=str)
     return _Rows(frame=frame, y=y, classes=classes, train=train, test=test,
-                 sites=sites)  # fmt: skip
+                 sites=sites, digest=digest)  # fmt: skip
 
 
 def _owners(rows: _Rows, part: Partition, natural: bool) -> npt.NDArray[np.int64]:
@@ -279,4 +296,5 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
         },
         imputed={n: imputed.get(k, 0) for k, n in enumerate(names)},
         imputed_unheld=imputed.get(NO_INSTITUTION, 0),
+        source_sha256=rows.digest,
     )
