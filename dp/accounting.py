@@ -1,38 +1,51 @@
-"""Pure privacy-accounting functions: schedules, ε from a step history, σ calibration.
+"""Pure privacy-accounting functions: schedules and ε from a history.
 
-No function here keeps state: each builds a fresh Opacus accountant, so a
-caller's accountant is never mutated behind its back (Opacus's own
-``get_noise_multiplier`` assigns ``accountant.history``; we only call it on
-accountants it creates itself).
+The unit of accounting is a :class:`StepRun`: ``steps`` consecutive releases
+of one :class:`Mechanism` with the same noise multiplier σ and sample rate q.
+A client's privacy loss is the composition of every run it executed, over all
+rounds it joined, under the neighbouring relation its configuration states
+(:class:`~dp.config.Neighbouring`).  Composition does not depend on order, so
+runs are grouped by (mechanism, σ, q) before an accountant sees them; ε of a
+grouped history is cached.
 
-The unit of accounting is a :class:`StepRun`: ``steps`` consecutive DP-SGD
-steps of the Poisson-subsampled Gaussian mechanism with the same noise
-multiplier σ and sample rate q, under add/remove-one neighbouring.  A client's
-privacy loss is the composition of every run it executed, over all rounds it
-joined (notes §4.1).
+No function here keeps state: each builds a fresh accountant (dp-accounting's
+PLD, see :mod:`dp.pld`, or Opacus's RDP/PRV, imported only when used), so a
+caller's accountant is never mutated behind its back.
 
->>> round(epsilon_for_history([StepRun(1.1, 0.01, 1000)], 1e-5, Accountant.RDP), 5)
+>>> round(epsilon_for_history([StepRun(1.1, 0.01, 1000)], 1e-5, Accountant.RDP,
+...                           neighbouring=Neighbouring.ADD_REMOVE), 5)
 1.71177
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from opacus.accountants import create_accountant
-
-from dp.config import Accountant, DPConfig, check_noise_multiplier
-from dp.errors import AccountingError, DPConfigError
+from dp.config import (
+    Accountant,
+    DPConfig,
+    Neighbouring,
+    check_accountant_supports,
+    check_noise_multiplier,
+)
+from dp.errors import AccountingError, DPConfigError, InvalidDeltaError
+from dp.pld import pld_epsilon, pld_epsilon_lower
 
 __all__ = [
+    "Mechanism",
     "StepRun",
-    "calibrate_noise_multiplier",
     "epsilon_for_history",
+    "epsilon_lower_bound",
+    "group_runs",
+    "loss_release_run",
     "merge_runs",
+    "round_runs",
     "sample_rate_for",
     "steps_per_epoch",
     "steps_per_round",
@@ -42,20 +55,47 @@ __all__ = [
 #: most about ``2 * PRV_EPS_ERROR`` above the true ε (Gopi et al. 2021).
 PRV_EPS_ERROR = 0.01
 
-#: Calibration searches σ until ε is within this distance *below* the target.
-CALIBRATION_TOLERANCE = 0.01
 
-#: Above this noise multiplier a target is declared unreachable (as Opacus).
-MAX_NOISE_MULTIPLIER = 1e6
+class Mechanism(enum.Enum):
+    """What one ledger entry (one :class:`StepRun`) charges for.
+
+    * ``POISSON_SUBSAMPLED_GAUSSIAN``: DP-SGD steps; per-example gradients
+      clipped to norm C, Poisson sample rate q, noise N(0, (σ·C)²).
+    * ``GAUSSIAN_BOUNDED_SUM``: one release of a sum of per-example values
+      clipped to [0, B] plus N(0, (σ·B)²) (the DP-released training loss);
+      its sample rate is 1.
+    """
+
+    POISSON_SUBSAMPLED_GAUSSIAN = "poisson_subsampled_gaussian"
+    GAUSSIAN_BOUNDED_SUM = "gaussian_bounded_sum"
 
 
 @dataclass(frozen=True, slots=True)
 class StepRun:
-    """``steps`` DP-SGD steps with noise multiplier σ and Poisson sample rate q."""
+    """``steps`` releases of ``mechanism`` with noise multiplier σ and rate q."""
 
     noise_multiplier: float
     sample_rate: float
     steps: int
+    mechanism: Mechanism = Mechanism.POISSON_SUBSAMPLED_GAUSSIAN
+
+    def __post_init__(self) -> None:
+        check_noise_multiplier(self.noise_multiplier)
+        q = self.sample_rate
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 1:
+            raise DPConfigError(f"sample_rate must be in (0, 1]; found {q!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
+            raise DPConfigError(f"steps must be an integer >= 1; found {self.steps!r}")
+        if self.steps < 1:
+            raise DPConfigError(f"steps must be an integer >= 1; found {self.steps!r}")
+        if not isinstance(self.mechanism, Mechanism):
+            raise DPConfigError(
+                f"mechanism must be a Mechanism; found {self.mechanism!r}"
+            )
+        if self.mechanism is Mechanism.GAUSSIAN_BOUNDED_SUM and q != 1:
+            raise DPConfigError(
+                f"a GAUSSIAN_BOUNDED_SUM release has sample_rate 1; found {q!r}"
+            )
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -78,46 +118,155 @@ def steps_per_round(config: DPConfig, num_examples: int) -> int:
     return config.local_epochs * steps_per_epoch(num_examples, config.batch_size)
 
 
+def loss_release_run(config: DPConfig, releases: int = 1) -> StepRun | None:
+    """The charge for ``releases`` DP loss releases, or None when not configured."""
+    if not config.release_loss or config.loss_noise_multiplier is None:
+        return None
+    return StepRun(
+        config.loss_noise_multiplier, 1.0, releases, Mechanism.GAUSSIAN_BOUNDED_SUM
+    )
+
+
+def round_runs(
+    config: DPConfig, noise_multiplier: float, num_examples: int
+) -> list[StepRun]:
+    """Every charge one round makes, in ledger order: DP-SGD, then the loss."""
+    runs = [
+        StepRun(
+            noise_multiplier,
+            sample_rate_for(num_examples, config.batch_size),
+            steps_per_round(config, num_examples),
+        )
+    ]
+    loss = loss_release_run(config)
+    return runs if loss is None else [*runs, loss]
+
+
 def merge_runs(runs: Iterable[StepRun]) -> list[StepRun]:
-    """Merge consecutive runs with identical (σ, q), as Opacus's accountants do."""
+    """Merge *consecutive* runs with identical (mechanism, σ, q), as Opacus does."""
     merged: list[StepRun] = []
     for run in runs:
-        if (
-            merged
-            and merged[-1].noise_multiplier == run.noise_multiplier
-            and merged[-1].sample_rate == run.sample_rate
-        ):
+        if merged and _key(merged[-1]) == _key(run):
             last = merged.pop()
-            run = StepRun(run.noise_multiplier, run.sample_rate, last.steps + run.steps)
+            run = StepRun(
+                run.noise_multiplier,
+                run.sample_rate,
+                last.steps + run.steps,
+                run.mechanism,
+            )
         merged.append(run)
     return merged
 
 
-def epsilon_for_history(
-    history: Sequence[StepRun], delta: float, accountant: Accountant
-) -> float:
-    """ε after composing ``history`` at ``delta`` with a fresh Opacus accountant.
+def _key(run: StepRun) -> tuple[Mechanism, float, float]:
+    return (run.mechanism, run.noise_multiplier, run.sample_rate)
 
-    An empty history costs nothing (ε = 0).  Raises :class:`AccountingError`
-    when the accountant cannot produce a finite ε (e.g. PRV's known failure
-    for very large ε, opacus#591).
+
+def group_runs(history: Iterable[StepRun]) -> tuple[StepRun, ...]:
+    """One run per distinct (mechanism, σ, q), steps summed, in first-seen order.
+
+    Composition is commutative, so the grouped history has the same ε.
     """
-    runs = merge_runs(history)
-    if not runs:
-        return 0.0
-    acct = create_accountant(mechanism=accountant.value)
-    acct.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in runs]
+    counts: dict[tuple[Mechanism, float, float], int] = {}
+    for run in history:
+        if not isinstance(run, StepRun):
+            raise DPConfigError(f"a history holds StepRun items; found {run!r}")
+        counts[_key(run)] = counts.get(_key(run), 0) + run.steps
+    return tuple(StepRun(s, q, k, m) for (m, s, q), k in counts.items())
+
+
+def _pld_runs(runs: Sequence[StepRun]) -> tuple[tuple[str, float, float, int], ...]:
+    return tuple(
+        (r.mechanism.value, r.noise_multiplier, r.sample_rate, r.steps) for r in runs
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _rdp_per_step(sigma: float, q: float) -> Any:
+    """Opacus's RDP curve of one step at its default orders (cached)."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as analysis
+
+    return analysis.compute_rdp(
+        q=q, noise_multiplier=sigma, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS
+    )
+
+
+def _rdp_epsilon(runs: tuple[StepRun, ...], delta: float) -> float:
+    """Exactly ``RDPAccountant.get_epsilon`` for ``runs``, one curve per (σ, q).
+
+    Opacus computes ``compute_rdp(steps=k) = curve × k`` and sums over the
+    history, so scaling a cached one-step curve gives the same floats.
+    """
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as analysis
+
+    rdp = sum(_rdp_per_step(r.noise_multiplier, r.sample_rate) * r.steps for r in runs)
+    eps, _ = analysis.get_privacy_spent(
+        orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta
+    )
+    return float(eps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _opacus_epsilon(
+    runs: tuple[StepRun, ...], delta: float, accountant: Accountant
+) -> float:
+    # A bounded-sum release is the Gaussian mechanism: Opacus's q = 1 case.
     try:
         with warnings.catch_warnings():
             # RDP warns when the optimal order sits at the edge of its grid; the
             # value is still a valid (looser) upper bound, so it is not an error.
             warnings.simplefilter("ignore", UserWarning)
-            eps = float(acct.get_epsilon(delta=delta))
+            if accountant is Accountant.RDP:
+                return _rdp_epsilon(runs, delta)
+            from opacus.accountants import PRVAccountant
+
+            acct = PRVAccountant()
+            acct.history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in runs]
+            return float(acct.get_epsilon(delta=delta))
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise AccountingError(
             f"{accountant.name} accountant could not compute ε for {len(runs)} "
             f"run(s) at δ={delta!r}: {exc}"
         ) from exc
+
+
+def _check_delta(delta: float) -> None:
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+        raise InvalidDeltaError(f"delta must be a real number; found {delta!r}")
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        raise InvalidDeltaError(f"delta must be in (0, 1); found {delta!r}")
+
+
+def epsilon_for_history(
+    history: Sequence[StepRun],
+    delta: float,
+    accountant: Accountant,
+    *,
+    neighbouring: Neighbouring,
+) -> float:
+    """ε after composing ``history`` at ``delta`` under ``neighbouring``.
+
+    An empty history costs nothing (ε = 0).  Raises
+    :class:`~dp.errors.UnsupportedAccountantError` for an accountant that
+    cannot state ε under the relation, and :class:`AccountingError` when the
+    accountant cannot produce a finite ε (Opacus's PRV fails to discretise its
+    grid at very large ε, for one).
+    """
+    check_accountant_supports(accountant, neighbouring)
+    _check_delta(delta)
+    runs = group_runs(history)
+    if not runs:
+        return 0.0
+    if accountant is Accountant.PLD:
+        eps = pld_epsilon(
+            _pld_runs(runs),
+            float(delta),
+            replace_one=neighbouring is Neighbouring.REPLACE_ONE,
+        )
+    else:
+        eps = _opacus_epsilon(runs, float(delta), accountant)
     if not math.isfinite(eps) or eps < 0:
         raise AccountingError(
             f"{accountant.name} accountant returned ε={eps!r} for {len(runs)} run(s)"
@@ -125,113 +274,18 @@ def epsilon_for_history(
     return eps
 
 
-def _epsilon_or_inf(
-    sigma: float, q: float, steps: int, delta: float, accountant: Accountant
+def epsilon_lower_bound(
+    history: Sequence[StepRun], delta: float, *, neighbouring: Neighbouring
 ) -> float:
-    try:
-        return epsilon_for_history([StepRun(sigma, q, steps)], delta, accountant)
-    except AccountingError:
-        # PRV's known failures are at very large ε (opacus#591): for the
-        # search, "too large to compute" is on the too-little-noise side.
-        return math.inf
+    """A certified *lower* bound on the true ε of ``history`` (optimistic PLD).
 
-
-@functools.lru_cache(maxsize=1024)
-def _calibrated_sigma(
-    target: float, delta: float, q: float, steps: int, accountant: Accountant
-) -> tuple[float, float]:
-    """(σ, ε(σ)) with target − tolerance ≤ ε(σ) ≤ target; pure, hence cached.
-
-    ε(σ) is continuous and decreasing.  The search keeps a bracket
-    ``lo`` (ε > target) < ``hi`` (ε ≤ target), found by doubling/halving from
-    σ = 1, and shrinks it with the Illinois variant of regula falsi on
-    log ε(σ) − log target (bisection where ε(lo) is infinite), until ε(hi) is
-    within the tolerance.  This is the contract of Opacus's
-    ``get_noise_multiplier`` (which bisects [0, 20] in ~13 evaluations); it
-    takes ~4–7 evaluations.  Institutions with the same ceil(n/B) share q and
-    the step count, so the cache serves them without any evaluation.
+    Any valid accountant's ε is at least this; the audit uses it as its
+    independent recomputation.
     """
-
-    def eps(sigma: float) -> float:
-        return _epsilon_or_inf(sigma, q, steps, delta, accountant)
-
-    lo, hi = 1.0, 1.0
-    e_lo, e_hi = math.inf, eps(1.0)
-    if e_hi > target:
-        lo, e_lo = hi, e_hi
-        while e_hi > target:
-            if hi >= MAX_NOISE_MULTIPLIER:
-                raise ValueError(f"no noise multiplier <= {MAX_NOISE_MULTIPLIER:g}")
-            lo, e_lo = hi, e_hi
-            hi = min(2 * hi, MAX_NOISE_MULTIPLIER)
-            e_hi = eps(hi)
-    else:
-        # Below 1e-3 no realistic schedule stays under a target; stop there
-        # rather than halve towards 0 (ε(hi) <= target holds either way).
-        while target - e_hi > CALIBRATION_TOLERANCE and hi > 1e-3:
-            lo = hi / 2
-            e_lo = eps(lo)
-            if e_lo > target:
-                break
-            hi, e_hi = lo, e_lo
-    g_lo = math.log(e_lo / target) if math.isfinite(e_lo) else math.inf
-    g_hi = math.log(e_hi / target) if e_hi > 0 else -math.inf
-    kept = 0  # +1: lo was kept last time, -1: hi was
-    while target - e_hi > CALIBRATION_TOLERANCE:
-        mid = (lo + hi) / 2
-        if math.isfinite(g_lo) and math.isfinite(g_hi) and g_lo != g_hi:
-            guess = hi - g_hi * (hi - lo) / (g_hi - g_lo)
-            if lo < guess < hi:
-                mid = guess
-        if not lo < mid < hi:  # the bracket cannot shrink in floating point
-            break
-        e_mid = eps(mid)
-        g_mid = math.log(e_mid / target) if math.isfinite(e_mid) else math.inf
-        if e_mid > target:
-            lo, e_lo, g_lo = mid, e_mid, g_mid
-            if kept == -1:
-                g_hi /= 2
-            kept = -1
-        else:
-            hi, e_hi, g_hi = mid, e_mid, g_mid
-            if kept == 1:
-                g_lo /= 2
-            kept = 1
-    return hi, e_hi
-
-
-def calibrate_noise_multiplier(config: DPConfig, num_examples: int) -> float:
-    """σ for the whole planned schedule, or ``config.noise_multiplier`` if given.
-
-    With ``target_epsilon`` set, σ is a noise multiplier such that
-    ``planned_rounds × local_epochs × ceil(n/B)`` steps at q = 1/ceil(n/B) cost
-    at most ``target_epsilon`` at δ with the configured accountant, and at
-    least ``target_epsilon − CALIBRATION_TOLERANCE`` (so σ is within the
-    search tolerance of the smallest such σ).  It is computed once per client,
-    never per round: per-round calibration would spend the target every round.
-    Results are cached by (target, δ, q, steps, accountant).
-    """
-    target = config.target_epsilon
-    if target is None:
-        return check_noise_multiplier(config.noise_multiplier)
-    q = sample_rate_for(num_examples, config.batch_size)
-    total_steps = config.planned_rounds * steps_per_round(config, num_examples)
-    try:
-        sigma, eps = _calibrated_sigma(
-            float(target), float(config.delta), q, total_steps, config.accountant
-        )
-    except ValueError as exc:
-        raise DPConfigError(
-            f"target_epsilon={config.target_epsilon!r} at delta={config.delta!r} "
-            f"cannot be met for {total_steps} steps at q={q:.6g} with any noise "
-            f"multiplier <= {MAX_NOISE_MULTIPLIER:g} ({exc}); raise "
-            "target_epsilon or plan fewer steps"
-        ) from exc
-    # The whole budget logic rests on this inequality: never return a σ whose
-    # own ε (computed by the same accountant) exceeds the target.
-    if not eps <= target:
-        raise AccountingError(
-            f"calibrated noise_multiplier={sigma!r} gives ε={eps!r} above "
-            f"target_epsilon={config.target_epsilon!r}"
-        )
-    return sigma
+    _check_delta(delta)
+    runs = group_runs(history)
+    return pld_epsilon_lower(
+        _pld_runs(runs),
+        float(delta),
+        replace_one=neighbouring is Neighbouring.REPLACE_ONE,
+    )

@@ -1,11 +1,19 @@
 """``fedshield audit``: verify privacy ledgers and (optionally) run a canary audit.
 
 The core CLI dispatches ``fedshield audit ...`` to :func:`audit_main`; it also
-runs as ``python -m dp.cli audit ...``.
+runs as ``python -m dp.cli audit ...``.  A LEDGER argument may be a ledger file
+or a folder (every ``*.jsonl`` file in it is audited).
 
-Exit status: 0 when every ledger verifies, matches the recomputed ε and is
-within budget (and the canary audit, if run, does not refute the accounting);
-1 when anything fails; 2 for usage errors (argparse) or a missing matplotlib.
+``--heads FILE`` checks each ledger against the heads a coordinator recorded
+(format in ``dp/LEDGER_FORMAT.md``; the coordinator's ``metrics.jsonl`` can
+be passed as it is): a ledger behind a recorded head, or a recorded client
+without a verified ledger, fails the audit.
+
+Exit status: 0 when every ledger verifies, matches the recomputed ε, is within
+budget and is not behind a recorded head (and the canary audit, if run, does
+not refute the accounting); 1 when anything fails; 2 for usage errors, a
+missing or malformed input file, or a missing matplotlib, with one line on
+stderr.
 """
 
 from __future__ import annotations
@@ -14,22 +22,42 @@ import argparse
 import sys
 from pathlib import Path
 
-from dp.empirical import CanaryAuditConfig, empirical_audit
-from dp.ledger_audit import Verdict, audit_ledger, format_table, plot_epsilon
+from dp.errors import InvalidLedgerHeadError, MissingDependencyError
+from dp.ledger_audit import Verdict, audit_ledgers
+from dp.ledger_heads import LedgerHead, read_recorded_heads
+from dp.ledger_report import format_table, plot_epsilon
 
 __all__ = ["audit_main", "main"]
+
+
+class _UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit status 2."""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fedshield audit",
         description=(
-            "Verify hash-chained privacy ledgers, recompute each client's ε with "
-            "Opacus RDP and PRV (and dp-accounting PLD if installed), flag "
-            "under-reported entries and budget overruns, and plot ε by round."
+            "Verify hash-chained privacy ledgers, recompute each client's ε under "
+            "the neighbouring relation its ledger records (with its own "
+            "accountant, and independently with a dp-accounting PLD lower "
+            "bound), flag under-reported entries, budget overruns and ledgers "
+            "behind their recorded heads, and plot ε by round."
         ),
     )
-    p.add_argument("ledgers", nargs="*", type=Path, metavar="LEDGER")
+    p.add_argument(
+        "ledgers",
+        nargs="*",
+        type=Path,
+        metavar="LEDGER",
+        help="a ledger file, or a folder of *.jsonl ledgers",
+    )
+    p.add_argument(
+        "--heads",
+        type=Path,
+        metavar="FILE",
+        help="JSON / JSON Lines of recorded ledger heads (e.g. metrics.jsonl)",
+    )
     p.add_argument(
         "--plot",
         type=Path,
@@ -52,28 +80,60 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ledger_audit(paths: list[Path], plot: Path | None) -> int:
-    audits = [audit_ledger(p) for p in paths]
+def _ledger_files(args: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in args:
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise _UsageError(f"no ledgers (*.jsonl) in folder {path}")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise _UsageError(f"ledger {path} not found")
+    return files
+
+
+def _heads(path: Path | None) -> dict[str, tuple[LedgerHead, ...]]:
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise _UsageError(f"heads file {path} not found")
+    try:
+        return read_recorded_heads(path)
+    except (InvalidLedgerHeadError, OSError) as exc:
+        raise _UsageError(f"heads file {path}: {exc}") from None
+
+
+def _ledger_audit(files: list[Path], heads_file: Path | None, plot: Path | None) -> int:
+    audits, orphans = audit_ledgers(files, _heads(heads_file))
     print(format_table(audits))
-    failed = False
+    failed = bool(orphans)
     for a in audits:
+        for note in a.notes:
+            print(f"{a.path}: note: {note}")
         for problem in a.problems:
             print(f"{a.path}: {problem}")
         failed = failed or a.verdict is not Verdict.OK
+    for orphan in orphans:
+        print(f"{heads_file}: {orphan}")
     if plot is not None:
         try:
             plot_epsilon(audits, plot)
-        except ImportError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except MissingDependencyError as exc:
+            raise _UsageError(str(exc)) from None
         print(f"wrote {plot}")
     return 1 if failed else 0
 
 
 def _canary_audit(m: int, non_private: bool) -> int:
+    # Imported here: the canary audit trains (torch, Opacus); a ledger audit
+    # needs neither.
+    from dp.empirical import CanaryAuditConfig, empirical_audit
+
     if m < 20:
-        print("error: --canaries needs M >= 20", file=sys.stderr)
-        return 2
+        raise _UsageError("--canaries needs M >= 20")
     cfg = CanaryAuditConfig(num_canaries=m)
     status = 0
     runs = [True, False] if non_private else [True]
@@ -98,15 +158,21 @@ def _canary_audit(m: int, non_private: bool) -> int:
 
 def audit_main(argv: list[str] | None = None) -> int:
     """Run ``fedshield audit`` with ``argv`` (without the program name)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if not args.ledgers and args.canaries is None:
-        _parser().error("give at least one LEDGER, or --canaries M")
+        parser.error("give at least one LEDGER, or --canaries M")
     status = 0
-    if args.ledgers:
-        plot = None if args.no_plot else args.plot
-        status = max(status, _ledger_audit(args.ledgers, plot))
-    if args.canaries is not None:
-        status = max(status, _canary_audit(args.canaries, args.non_private))
+    try:
+        if args.ledgers:
+            plot = None if args.no_plot else args.plot
+            files = _ledger_files(args.ledgers)
+            status = max(status, _ledger_audit(files, args.heads, plot))
+        if args.canaries is not None:
+            status = max(status, _canary_audit(args.canaries, args.non_private))
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return status
 
 

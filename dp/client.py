@@ -12,8 +12,16 @@ from zero.  Each :meth:`PrivateClient.train_round` is:
    a crash at any later point leaves the charge on record; over-counting a
    round whose update never left is safe, under-counting never happens);
 3. **train** a copy of the model with CSPRNG DP-SGD through Opacus;
-4. check that Opacus's accountant counted exactly the charged steps, and only
-   then return the trained weights.
+4. check that Opacus's accountant counted exactly the charged steps;
+5. with ``DPConfig.release_loss`` only: **charge** the loss release, then add
+   its noise (:mod:`dp.loss_release`);
+6. return the trained weights and the accounted values, nothing else.
+
+**Rollback.** A coordinator that records each client's
+:attr:`PrivateClient.ledger_head` every round passes the last one it recorded
+to :meth:`PrivateClient.check_not_rolled_back` before asking the client to
+train; a ledger that lost entries since is refused with
+:class:`~dp.errors.LedgerRollbackError`.
 """
 
 from __future__ import annotations
@@ -27,14 +35,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dp.accounting import (
-    StepRun,
-    calibrate_noise_multiplier,
-    epsilon_for_history,
-    merge_runs,
-    sample_rate_for,
-    steps_per_epoch,
-    steps_per_round,
+from dp.accounting import StepRun, merge_runs, steps_per_epoch
+from dp.calibration import calibrate_noise_multiplier
+from dp.charges import (
+    charge,
+    check_ledger_not_behind,
+    default_loss,
+    dp_sgd_runs,
+    epsilon_of,
+    open_own_ledger,
+    release_round_loss,
+    runs_within_budget,
+    step_counter,
 )
 from dp.config import DPConfig, check_noise_multiplier
 from dp.engine import (
@@ -47,12 +59,12 @@ from dp.engine import (
 from dp.errors import (
     AccountingError,
     BudgetExceededError,
-    BudgetTooSmallError,
     DPConfigError,
     InvalidDeltaError,
 )
 from dp.ledger import PrivacyLedger
 from dp.ledger_format import LedgerEntry
+from dp.ledger_heads import LedgerHead
 from dp.noise import ChaCha20Random
 
 __all__ = ["PrivateClient", "PrivateRoundResult"]
@@ -60,11 +72,16 @@ __all__ = ["PrivateClient", "PrivateRoundResult"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivateRoundResult:
-    """One finished private round.  Its ledger entry is already durable.
+    """One finished private round.  Its ledger entries are already durable.
 
-    ``state_dict`` holds the trained weights (detached copies, keys as in the
-    model passed in); the model passed in is left unchanged.  ``train_loss`` is
-    computed on private data *without* noise: keep it on the client.
+    Everything here is covered by the client's ε or public under its
+    accounting: ``state_dict`` holds the trained weights (clipped, noised
+    DP-SGD; detached copies, keys as in the model passed in; the model passed
+    in is left unchanged), the rest are accounted values and the ledger's
+    records of them.  ``noised_loss`` is the DP-released mean clipped training
+    loss when ``DPConfig.release_loss`` is on (charged as ``loss_entry``), else
+    None: no un-noised metric is returned.  ``num_examples`` is the count the
+    caller passed in, public under replace-one accounting.
     """
 
     client_id: str
@@ -78,7 +95,9 @@ class PrivateRoundResult:
     epsilon_after: float
     epsilon_budget: float
     ledger_entry: LedgerEntry
-    train_loss: float
+    loss_entry: LedgerEntry | None
+    noised_loss: float | None
+    ledger_head: LedgerHead
 
 
 class PrivateClient:
@@ -127,24 +146,12 @@ class PrivateClient:
         self._n = num_examples
         self._config = config
         self._sigma = sigma
-        self._q = sample_rate_for(num_examples, config.batch_size)
-        self._round_run = StepRun(sigma, self._q, steps_per_round(config, num_examples))
-        one_round = epsilon_for_history(
-            [self._round_run], config.delta, config.accountant
-        )
-        if one_round > config.epsilon_budget:
-            raise BudgetTooSmallError(
-                f"epsilon_budget must be at least one round's cost, ε={one_round:.4f} "
-                f"(σ={sigma:.4g}, q={self._q:.4g}, {self._round_run.steps} steps, "
-                f"δ={config.delta!r}); found {config.epsilon_budget!r}"
-            )
-        ledger = PrivacyLedger.open(ledger_path, missing_ok=True)
-        ledger.check_owner(
-            client_id=client_id, delta=config.delta, accountant=config.accountant
-        )
-        self._ledger = ledger
+        self._runs = runs_within_budget(config, sigma, num_examples)
+        self._round_run = self._runs[0]
+        self._q = self._round_run.sample_rate
+        self._ledger = open_own_ledger(ledger_path, client_id, config)
         self._engine = CSPRNGPrivacyEngine(
-            accountant=config.accountant,
+            accountant=step_counter(config.accountant),
             rng=rng if rng is not None else ChaCha20Random(),
             normaliser=float(config.batch_size),
         )
@@ -180,6 +187,21 @@ class PrivateClient:
         """The client's ledger (read-only use; only this client appends)."""
         return self._ledger
 
+    @property
+    def ledger_head(self) -> LedgerHead:
+        """The head of this client's ledger, for the coordinator to record."""
+        return self._ledger.head
+
+    def check_not_rolled_back(self, expected: LedgerHead) -> None:
+        """Refuse a ledger that is behind ``expected``, the last recorded head.
+
+        Re-reads the ledger file, so a file truncated or replaced while this
+        client was alive is caught too.  Raises
+        :class:`~dp.errors.LedgerRollbackError` naming this client, the head
+        found and the head expected; call it before :meth:`train_round`.
+        """
+        check_ledger_not_behind(self._ledger, expected, self._client_id)
+
     def epsilon_spent(self) -> float:
         """ε spent so far, as recorded by the last ledger entry (0 if none)."""
         return self._ledger.epsilon_spent
@@ -188,11 +210,7 @@ class PrivateClient:
         """ε this client would have spent after one more round."""
         key = len(self._ledger.entries)
         if self._projection is None or self._projection[0] != key:
-            eps = epsilon_for_history(
-                [*self._ledger.history, self._round_run],
-                self._config.delta,
-                self._config.accountant,
-            )
+            eps = epsilon_of(self._config, [*self._ledger.history, *self._runs])
             self._projection = (key, eps)
         return self._projection[1]
 
@@ -257,26 +275,27 @@ class PrivateClient:
                 epsilon_projected=projected,
                 epsilon_budget=self._config.epsilon_budget,
             )
-        charged_before = list(self._ledger.history)
-        entry = self._ledger.append(
+        charged_before = dp_sgd_runs(self._ledger.history)
+        entry = charge(
+            self._ledger,
+            self._config,
             client_id=self._client_id,
             round_idx=round_idx,
             run=self._round_run,
-            delta=self._config.delta,
-            accountant=self._config.accountant,
-            epsilon=projected,
-            epsilon_budget=self._config.epsilon_budget,
-            max_grad_norm=self._config.max_grad_norm,
+            epsilon=projected
+            if len(self._runs) == 1
+            else epsilon_of(self._config, [*self._ledger.history, self._round_run]),
         )
-        # The ledger is the accountant of record; Opacus's accountant restarts
-        # from it every round, so a round that crashed mid-way cannot desync them.
+        # The ledger is the accountant of record; Opacus's accountant (here a
+        # step counter) restarts from it every round, so a round that crashed
+        # mid-way cannot desync them.
         self._engine.accountant.load_state_dict(
             {
                 "history": [
                     (r.noise_multiplier, r.sample_rate, r.steps)
                     for r in merge_runs(charged_before)
                 ],
-                "mechanism": self._config.accountant.value,
+                "mechanism": self._engine.accountant.mechanism(),
             }
         )
         outcome = run_dp_sgd(
@@ -289,17 +308,31 @@ class PrivateClient:
             steps_per_epoch=steps_per_epoch(self._n, self._config.batch_size),
             epochs=self._config.local_epochs,
             lr=float(lr),
-            loss_fn=loss_fn
-            if loss_fn is not None
-            else nn.CrossEntropyLoss(reduction="none"),
+            loss_fn=loss_fn if loss_fn is not None else default_loss(),
             optimizer=optimizer,
             grad_sample_mode=self._config.grad_sample_mode,
         )
         counted = [StepRun(s, q, k) for s, q, k in self._engine.accountant.history]
-        if merge_runs(counted) != merge_runs(self._ledger.history):
+        charged = merge_runs(dp_sgd_runs(self._ledger.history))
+        if merge_runs(counted) != charged:
             raise AccountingError(
                 f"Opacus accountant counted {counted} but the ledger charged "
-                f"{merge_runs(self._ledger.history)}; withholding the update"
+                f"{charged}; withholding the update"
+            )
+        loss_entry, noised_loss = None, None
+        if len(self._runs) > 1:
+            loss_entry, noised_loss = release_round_loss(
+                ledger=self._ledger,
+                config=self._config,
+                client_id=self._client_id,
+                round_idx=round_idx,
+                run=self._runs[1],
+                epsilon=projected,
+                model=model,
+                state_dict=outcome.state_dict,
+                dataset=dataset,
+                loss_fn=loss_fn if loss_fn is not None else default_loss(),
+                rng=self._engine.rng,
             )
         return PrivateRoundResult(
             client_id=self._client_id,
@@ -310,8 +343,10 @@ class PrivateClient:
             noise_multiplier=self._sigma,
             sample_rate=self._q,
             epsilon_before=before,
-            epsilon_after=entry.epsilon,
+            epsilon_after=self._ledger.epsilon_spent,
             epsilon_budget=self._config.epsilon_budget,
             ledger_entry=entry,
-            train_loss=outcome.train_loss,
+            loss_entry=loss_entry,
+            noised_loss=noised_loss,
+            ledger_head=self._ledger.head,
         )

@@ -1,4 +1,4 @@
-"""Empirical one-run canary audit of the real DP-SGD pipeline (notes §6.3).
+"""Empirical one-run canary audit of the real DP-SGD pipeline.
 
 The audit trains **once** through :class:`~dp.client.PrivateClient` (the same
 code path clients use: CSPRNG noise and sampling, Opacus clipping, ledger) on
@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from dp.client import PrivateClient
-from dp.config import Accountant, DPConfig
+from dp.config import Accountant, DPConfig, Neighbouring
 from dp.engine import PoissonBatchSampler
 from dp.noise import ChaCha20Random
 from dp.one_run import OneRunBound, audit_scores
@@ -66,6 +66,10 @@ class CanaryAuditConfig:
     significance: float = 0.05
     guess_counts: tuple[int, ...] = (10, 25, 50, 100, 250)
     accountant: Accountant = Accountant.RDP
+    # Each canary is either in the dataset or not: the audit's neighbours are
+    # add/remove-one, so its bound is compared with the add/remove ε (never
+    # above the replace-one ε of the same run).
+    neighbouring: Neighbouring = Neighbouring.ADD_REMOVE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +155,7 @@ def _train_private(
         local_epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
         accountant=cfg.accountant,
+        neighbouring=cfg.neighbouring,
     )
     client = PrivateClient(
         "audit-canary-client",

@@ -2,9 +2,10 @@
 
 Every error ``dp`` raises on purpose derives from :class:`PrivacyError`, so a
 caller (the FedAvg coordinator) can catch the whole family in one place.
-Configuration errors also derive from :class:`ValueError`, so generic input
-handlers still see them as bad values.  Messages follow one template: the name,
-the value found, and what would be accepted.
+Errors about a bad value also derive from :class:`ValueError` (and a missing
+optional dependency from :class:`ImportError`), so generic handlers still see
+them for what they are.  Messages follow one template: the name, the value
+found, and what would be accepted.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ __all__ = [
     "BudgetExceededError",
     "BudgetTooSmallError",
     "DPConfigError",
+    "InvalidAuditInputError",
     "InvalidDeltaError",
+    "InvalidLedgerEntryError",
+    "InvalidLedgerHeadError",
     "InvalidNoiseMultiplierError",
     "LedgerCorruptedError",
     "LedgerError",
     "LedgerMismatchError",
+    "LedgerNotFoundError",
+    "LedgerRollbackError",
+    "MissingDependencyError",
     "PrivacyError",
+    "UnsupportedAccountantError",
     "UnsupportedModelError",
 ]
 
@@ -47,6 +55,18 @@ class BudgetTooSmallError(DPConfigError):
 
 class UnsupportedModelError(DPConfigError):
     """The model has layers Opacus cannot compute per-sample gradients for."""
+
+
+class UnsupportedAccountantError(DPConfigError):
+    """The accountant cannot state ε under the configured neighbouring relation."""
+
+
+class InvalidAuditInputError(PrivacyError, ValueError):
+    """An audit was given counts, scores or settings it cannot be computed from."""
+
+
+class MissingDependencyError(PrivacyError, ImportError):
+    """An optional package a requested feature needs is not installed."""
 
 
 class BudgetExceededError(PrivacyError):
@@ -78,8 +98,7 @@ class BudgetExceededError(PrivacyError):
         super().__init__(self.reason)
 
 
-# The issue names the error ``BudgetExceeded``; the house lint (N818) wants the
-# ``Error`` suffix on the class itself, so both spellings name one class.
+#: Both spellings name one class (``N818`` wants the ``Error`` suffix).
 BudgetExceeded = BudgetExceededError
 
 
@@ -89,6 +108,41 @@ class AccountingError(PrivacyError):
 
 class LedgerError(PrivacyError):
     """Base class of privacy-ledger failures."""
+
+
+class LedgerNotFoundError(LedgerError):
+    """The ledger file does not exist (and the caller did not allow a new one)."""
+
+
+class InvalidLedgerEntryError(LedgerError, ValueError):
+    """A ledger entry has a field of the wrong type or out of its range."""
+
+
+class InvalidLedgerHeadError(LedgerError, ValueError):
+    """A recorded ledger head (or a file of them) is malformed."""
+
+
+class LedgerRollbackError(LedgerError):
+    """A ledger is behind the head the coordinator last recorded for it.
+
+    A ledger that lost its newest entries (truncated, restored from an old
+    backup, replaced by another file) would let its client re-spend privacy it
+    already spent, so the client refuses to train on it.  ``found`` and
+    ``expected`` are :class:`dp.LedgerHead` values.
+    """
+
+    def __init__(
+        self, *, client_id: str, path: str, found: object, expected: object, why: str
+    ) -> None:
+        self.client_id = client_id
+        self.path = path
+        self.found = found
+        self.expected = expected
+        super().__init__(
+            f"client {client_id!r}: ledger {path} is behind the head the "
+            f"coordinator recorded ({why}): found {found}, expected {expected}; "
+            "refusing to train on a rolled-back ledger"
+        )
 
 
 class LedgerCorruptedError(LedgerError):

@@ -29,18 +29,28 @@ import os
 from pathlib import Path
 
 from dp.accounting import StepRun
-from dp.config import Accountant
-from dp.errors import BudgetExceededError, LedgerError, LedgerMismatchError
+from dp.config import Accountant, Neighbouring
+from dp.errors import (
+    BudgetExceededError,
+    InvalidLedgerEntryError,
+    LedgerError,
+    LedgerMismatchError,
+    LedgerNotFoundError,
+)
 from dp.ledger_format import (
-    GENESIS_SHA256,
     LEDGER_VERSION,
     LedgerEntry,
-    Mechanism,
     check_entry_ranges,
     read_ledger,
 )
+from dp.ledger_heads import LedgerHead, head_of
 
 __all__ = ["PrivacyLedger"]
+
+
+def _timestamp(now: dt.datetime | None) -> str:
+    """ISO 8601 UTC with microseconds (``now`` defaults to the current time)."""
+    return (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="microseconds")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -73,7 +83,7 @@ class PrivacyLedger:
         p = Path(path)
         if not p.exists():
             if not missing_ok:
-                raise LedgerError(f"ledger {p} does not exist")
+                raise LedgerNotFoundError(f"ledger {p} not found")
             return cls(p, (), 0)
         entries = read_ledger(p)
         return cls(p, entries, p.stat().st_size)
@@ -94,13 +104,18 @@ class PrivacyLedger:
         return [e.step_run for e in self._entries]
 
     @property
-    def head_sha256(self) -> str:
-        """``entry_sha256`` of the last entry (genesis value when empty).
+    def head(self) -> LedgerHead:
+        """The last entry's seq and hash (``seq=-1`` and the genesis hash if empty).
 
-        Record it outside the client (e.g. in the coordinator's round log) to
-        make truncation of the newest entries detectable as well.
+        Record it outside the client (the coordinator's round log) to make the
+        loss of the newest entries detectable: see :mod:`dp.ledger_heads`.
         """
-        return self._entries[-1].entry_sha256 if self._entries else GENESIS_SHA256
+        return head_of(self._entries)
+
+    @property
+    def head_sha256(self) -> str:
+        """``entry_sha256`` of the last entry (genesis value when empty)."""
+        return self.head.entry_hash
 
     @property
     def epsilon_spent(self) -> float:
@@ -117,19 +132,25 @@ class PrivacyLedger:
             )
 
     def check_owner(
-        self, *, client_id: str, delta: float, accountant: Accountant
+        self,
+        *,
+        client_id: str,
+        delta: float,
+        accountant: Accountant,
+        neighbouring: Neighbouring,
     ) -> None:
         """Refuse a valid ledger that belongs to another client or setting."""
         if not self._entries:
             return
         first = self._entries[0]
-        found = (first.client_id, first.delta, first.accountant)
-        if found != (client_id, delta, accountant):
+        found = (first.client_id, first.delta, first.accountant, first.neighbouring)
+        if found != (client_id, delta, accountant, neighbouring):
             raise LedgerMismatchError(
                 f"ledger {self._path} holds client_id={found[0]!r}, "
-                f"delta={found[1]!r}, accountant={found[2].name}; "
-                f"this client has client_id={client_id!r}, "
-                f"delta={delta!r}, accountant={accountant.name}"
+                f"delta={found[1]!r}, accountant={found[2].name}, "
+                f"neighbouring={found[3].name}; this client has "
+                f"client_id={client_id!r}, delta={delta!r}, "
+                f"accountant={accountant.name}, neighbouring={neighbouring.name}"
             )
 
     def append(
@@ -140,9 +161,10 @@ class PrivacyLedger:
         run: StepRun,
         delta: float,
         accountant: Accountant,
+        neighbouring: Neighbouring,
         epsilon: float,
         epsilon_budget: float,
-        max_grad_norm: float,
+        clip_bound: float,
         now: dt.datetime | None = None,
     ) -> LedgerEntry:
         """Durably commit one charge and return it (see the module guarantees).
@@ -151,7 +173,59 @@ class PrivacyLedger:
         (a last line of defence; clients check first) and :class:`LedgerError`
         if the file changed since this object last read or wrote it.
         """
-        self.check_owner(client_id=client_id, delta=delta, accountant=accountant)
+        self._check_charge(
+            client_id=client_id,
+            round_idx=round_idx,
+            delta=delta,
+            accountant=accountant,
+            neighbouring=neighbouring,
+            epsilon=epsilon,
+            epsilon_budget=epsilon_budget,
+        )
+        try:
+            entry = LedgerEntry(
+                version=LEDGER_VERSION,
+                seq=len(self._entries),
+                client_id=client_id,
+                round=round_idx,
+                mechanism=run.mechanism,
+                noise_multiplier=float(run.noise_multiplier),
+                sample_rate=float(run.sample_rate),
+                steps=int(run.steps),
+                delta=float(delta),
+                accountant=accountant,
+                neighbouring=neighbouring,
+                epsilon=float(epsilon),
+                epsilon_budget=float(epsilon_budget),
+                clip_bound=float(clip_bound),
+                timestamp=_timestamp(now),
+                prev_sha256=self.head.entry_hash,
+            )
+            check_entry_ranges(entry)
+        except (InvalidLedgerEntryError, TypeError, ValueError) as exc:
+            raise LedgerError(f"refusing to write an invalid entry: {exc}") from exc
+        self._write(entry.line_bytes())
+        self._entries = (*self._entries, entry)
+        return entry
+
+    def _check_charge(
+        self,
+        *,
+        client_id: str,
+        round_idx: int,
+        delta: float,
+        accountant: Accountant,
+        neighbouring: Neighbouring,
+        epsilon: float,
+        epsilon_budget: float,
+    ) -> None:
+        """Refuse a charge for another owner, over budget, or for a past round."""
+        self.check_owner(
+            client_id=client_id,
+            delta=delta,
+            accountant=accountant,
+            neighbouring=neighbouring,
+        )
         if epsilon > epsilon_budget:
             raise BudgetExceededError(
                 client_id=client_id,
@@ -165,33 +239,6 @@ class PrivacyLedger:
                 f"round_idx must be >= the last charged round "
                 f"({self._entries[-1].round}); found {round_idx}"
             )
-        stamp = (now or dt.datetime.now(dt.timezone.utc)).isoformat(
-            timespec="microseconds"
-        )
-        entry = LedgerEntry(
-            version=LEDGER_VERSION,
-            seq=len(self._entries),
-            client_id=client_id,
-            round=round_idx,
-            mechanism=Mechanism.POISSON_SUBSAMPLED_GAUSSIAN,
-            noise_multiplier=float(run.noise_multiplier),
-            sample_rate=float(run.sample_rate),
-            steps=int(run.steps),
-            delta=float(delta),
-            accountant=accountant,
-            epsilon=float(epsilon),
-            epsilon_budget=float(epsilon_budget),
-            max_grad_norm=float(max_grad_norm),
-            timestamp=stamp,
-            prev_sha256=self.head_sha256,
-        )
-        try:
-            check_entry_ranges(entry)
-        except ValueError as exc:
-            raise LedgerError(f"refusing to write an invalid entry: {exc}") from exc
-        self._write(entry.line_bytes())
-        self._entries = (*self._entries, entry)
-        return entry
 
     def _write(self, line: bytes) -> None:
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

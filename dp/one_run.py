@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
+from dp.errors import InvalidAuditInputError
+
 __all__ = ["OneRunBound", "audit_scores", "epsilon_lower_bound", "p_value"]
 
 _EPS_CAP = 100.0
@@ -54,9 +56,11 @@ def epsilon_lower_bound(
 ) -> float:
     """Largest ε the observation (m, r, v) rejects at ``significance``."""
     if not (0 < r <= m and 0 <= v <= r):
-        raise ValueError(f"need 0 < r <= m and 0 <= v <= r; found m={m}, r={r}, v={v}")
+        raise InvalidAuditInputError(
+            f"need 0 < r <= m and 0 <= v <= r; found m={m}, r={r}, v={v}"
+        )
     if not (0 <= delta < 1 and 0 < significance < 1):
-        raise ValueError(
+        raise InvalidAuditInputError(
             f"need 0 <= delta < 1 and 0 < significance < 1; found {delta}, "
             f"{significance}"
         )
@@ -106,12 +110,12 @@ def audit_scores(
     """
     m = len(scores)
     if m != len(included) or m == 0:
-        raise ValueError(
+        raise InvalidAuditInputError(
             f"need as many inclusion bits as scores (> 0); {m}, {len(included)}"
         )
     usable = [k for k in ks if 0 < 2 * k <= m]
     if not usable:
-        raise ValueError(f"no k in {tuple(ks)} fits 2k <= m={m}")
+        raise InvalidAuditInputError(f"no k in {tuple(ks)} fits 2k <= m={m}")
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     truth = np.asarray(included, dtype=bool)
     level = significance / len(usable)

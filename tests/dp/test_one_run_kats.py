@@ -1,12 +1,14 @@
-"""One-run audit maths: known answers (notes §6.3) and the guessing rule."""
+"""One-run audit maths: known answers and the guessing rule."""
 
 from __future__ import annotations
 
 import pytest
 
+from dp.errors import InvalidAuditInputError
 from dp.one_run import audit_scores, epsilon_lower_bound, p_value
 
-# (m, r, v, δ) → ε_LB at 95 % confidence; notes §6.3, matched jax_privacy 2.0.0.
+# (m, r, v, δ) → ε_LB at 95 % confidence; the same values as the auditing
+# module of jax_privacy 2.0.0 computes.
 KATS = [
     (1000, 100, 80, 0.0, 0.958),
     (1000, 100, 80, 1e-5, 0.955),
@@ -55,7 +57,7 @@ def test_p_value_is_increasing_and_the_bound_sits_on_the_significance() -> None:
     ],
 )
 def test_bad_counts_are_refused(kwargs: dict[str, int | float]) -> None:
-    with pytest.raises(ValueError, match="need"):
+    with pytest.raises(InvalidAuditInputError, match="need"):
         epsilon_lower_bound(**kwargs)  # type: ignore[arg-type]
 
 
@@ -79,7 +81,7 @@ def test_audit_scores_guesses_top_and_bottom_with_bonferroni() -> None:
 
 
 def test_audit_scores_refuses_mismatched_input() -> None:
-    with pytest.raises(ValueError, match="as many inclusion bits"):
+    with pytest.raises(InvalidAuditInputError, match="as many inclusion bits"):
         audit_scores([1.0, 2.0], [True], delta=0.0)
-    with pytest.raises(ValueError, match="no k in"):
+    with pytest.raises(InvalidAuditInputError, match="no k in"):
         audit_scores([1.0] * 10, [True] * 10, delta=0.0, ks=(10,))
