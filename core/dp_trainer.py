@@ -67,8 +67,16 @@ class DPTrainer:
 
     Nothing leaves a client but its clipped, noised update and its example
     count (the secure-aggregation weight, public under the replace-one
-    accounting): an update carries no training metric. The round report gets
-    min/max ε and budget left across clients from `round_metrics`.
+    accounting): an update carries no training metric unless `config` opts in
+    to ``release_loss``, and then only ``dp_train_loss``, the DP-released mean
+    clipped loss charged to the same ledger. The round report gets min/max ε
+    and budget left across clients from `round_metrics`.
+
+    Rollback: `recorded_heads` are the ledger heads the coordinator last
+    recorded, by ledger client id (``client-<id>``). A client whose ledger is
+    behind its recorded head (truncated, emptied, replaced) declines for good,
+    naming itself; `recorded_heads` (the property) then holds every client's
+    latest head, and `round_details` the heads of the round's participants.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class DPTrainer:
         ledger_dir: str | Path,
         learning_rate: float,
         optimizer: dp.LocalOptimizer = dp.LocalOptimizer.SGD,
+        recorded_heads: Mapping[str, dp.LedgerHead] | None = None,
     ) -> None:
         self.config = config
         self.learning_rate = learning_rate
@@ -105,6 +114,8 @@ class DPTrainer:
             except dp.LedgerCorruptedError as exc:
                 # Its spending is unknown: it must not train, the others may.
                 self._refused[data.client_id] = f"privacy ledger unreadable: {exc}"
+        self._heads: dict[str, dp.LedgerHead] = dict(recorded_heads or {})
+        self._round_heads: tuple[int, dict[str, dp.LedgerHead]] = (0, {})
         # Ledger rounds continue after the last one any ledger holds, so a
         # rerun on the same ledgers charges its round 1 after their history.
         self._round_offset = max(
@@ -122,6 +133,19 @@ class DPTrainer:
     def round_offset(self) -> int:
         """Ledger round = federation round + this (the ledgers' earlier rounds)."""
         return self._round_offset
+
+    @property
+    def recorded_heads(self) -> dict[str, dp.LedgerHead]:
+        """The latest ledger head known for each client, by ledger client id."""
+        return dict(self._heads)
+
+    def round_details(self) -> dict[str, Any]:
+        """The ledger heads of the latest round's participants (JSON-safe)."""
+        return {
+            "ledger_heads": {
+                cid: head.to_json() for cid, head in self._round_heads[1].items()
+            }
+        }
 
     def round_metrics(self) -> dict[str, float]:
         """The round report's privacy figures: `privacy_summary()`."""
@@ -142,12 +166,21 @@ class DPTrainer:
 
     def train(self, task: TrainTask) -> TrainOutcome:
         """One private round for `task.client_id`, or a refusal with the reason."""
+        if self._round_heads[0] != task.round_index:  # a new round's participants
+            self._round_heads = (task.round_index, {})
         private = self._private.get(task.client_id)
         if private is None:
             return ClientDeclined(
                 client_id=task.client_id,
                 reason=self._refused.get(task.client_id, "no private client (no data)"),
             )
+        recorded = self._heads.get(private.client_id)
+        if recorded is not None:
+            try:
+                private.check_not_rolled_back(recorded)
+            except dp.LedgerRollbackError as exc:
+                # Its ledger lost charges: training would re-spend them.
+                return ClientDeclined(client_id=task.client_id, reason=str(exc))
         if not private.can_train():
             return ClientDeclined(
                 client_id=task.client_id,
@@ -170,13 +203,17 @@ class DPTrainer:
             )
         except dp.BudgetExceededError as exc:
             return ClientDeclined(client_id=task.client_id, reason=str(exc))
+        self._round_heads[1][private.client_id] = result.ledger_head
+        self._heads[private.client_id] = result.ledger_head
         trained = copy.deepcopy(model)
         trained.load_state_dict(result.state_dict)
         delta = self._spec.flatten(trained) - task.global_params
+        released = result.noised_loss
         return ClientUpdate(
             client_id=task.client_id,
             delta=delta,
             num_examples=task.data.num_examples,
+            metrics={} if released is None else {"dp_train_loss": released},
         )
 
     def state_dict(self) -> StateDict:

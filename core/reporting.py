@@ -35,6 +35,13 @@ __all__ = [
 
 _TRAIN_KEYS = ("train_loss", "train_accuracy")
 
+#: The members of every round's JSON line; `RoundRecord.details` cannot replace them.
+_STANDARD = frozenset({
+    "type", "round", "rounds", "cohort", "aggregated", "skipped", "dropped",
+    "aborted", "eval_loss", "eval_accuracy", "metrics", "bytes_up", "bytes_down",
+    "seconds",
+})  # fmt: skip
+
 #: Above this share of clipped update coordinates (an aggregator's
 #: ``clipped_fraction``), a round line carries a warning: the mean is distorted.
 CLIP_WARNING_FRACTION = 0.01
@@ -57,10 +64,14 @@ class RoundRecord:
     bytes_up: int = 0
     bytes_down: int = 0
     seconds: float = 0.0
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (non-finite floats become null)."""
+        """A JSON-safe dict (non-finite floats become null); `details` (a
+        trainer's JSON-safe records, e.g. ledger heads) add top-level members
+        and never replace the standard ones."""
         return {
+            **{k: v for k, v in self.details.items() if k not in _STANDARD},
             "type": "round",
             "round": self.round_index,
             "rounds": self.total_rounds,

@@ -33,8 +33,14 @@ LIBRARY_HELP: Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]] = {
         "delta": "δ; must be below 1 / (largest institution's rows)",
         "max_grad_norm": "per-example gradient clipping norm",
         "epsilon_budget": "an institution stops before exceeding it",
-        "accountant": "rdp or prv",
+        "neighbouring": "replace_one (one record replaced; row counts public) "
+        "or add_remove",
+        "accountant": "pld (either relation), rdp or prv (add_remove only)",
         "grad_sample_mode": "per-example gradients: hooks or functorch",
+        "release_loss": "also release the mean training loss, DP-noised and "
+        "charged to the ledger",
+        "loss_bound": "release_loss: each example's loss clipped to [0, bound]",
+        "loss_noise_multiplier": "release_loss: noise σ on the clipped loss sum",
     }),
     "secure_aggregation": (("settings",), {
         "mode": "semi-honest, or hardened: signed identities and consistency",

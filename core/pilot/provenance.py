@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dp
+
 if TYPE_CHECKING:
     from core.interfaces import Trainer
     from core.pilot.data import PilotData
@@ -93,48 +95,65 @@ def _git(root: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def audit_ledgers(paths: Sequence[Path]) -> tuple[dict[Path, str], list[str]]:
-    """Run the ledger audit in process: each ledger's verdict and the problems."""
-    from dp.ledger_audit import Verdict, audit_ledger
+def audit_ledgers(
+    paths: Sequence[Path], heads_file: Path | None
+) -> tuple[dict[Path, str], list[str]]:
+    """Run the ledger audit in process, against the recorded heads: each
+    ledger's verdict, and every problem found."""
+    from dp.ledger_audit import Verdict, audit_ledgers
 
-    verdicts: dict[Path, str] = {}
-    problems: list[str] = []
-    for path in paths:
-        audit = audit_ledger(path)
-        verdicts[path] = audit.verdict.value
-        problems += [f"{path.name}: {p}" for p in audit.problems]
+    recorded = (
+        dp.read_recorded_heads(heads_file)
+        if heads_file is not None and heads_file.exists()
+        else {}
+    )
+    audits, orphans = audit_ledgers(paths, recorded)
+    problems = list(orphans)
+    for audit in audits:
+        problems += [f"{audit.path.name}: {p}" for p in audit.problems]
         if audit.verdict is not Verdict.OK and not audit.problems:
-            problems.append(f"{path.name}: {audit.verdict.value}")
-    return verdicts, problems
+            problems.append(f"{audit.path.name}: {audit.verdict.value}")
+    return {a.path: a.verdict.value for a in audits}, problems
 
 
 def build_provenance(
-    data: PilotData, source: str, model_path: Path, trainer: Trainer
+    data: PilotData,
+    source: str,
+    model_path: Path,
+    trainer: Trainer,
+    heads_file: Path,
 ) -> Provenance:
-    """The provenance of a finished run whose final model is at `model_path`."""
+    """The provenance of a finished run whose final model is at `model_path`;
+    `heads_file` holds the ledger heads the coordinator recorded."""
+    from core.dp_trainer import DPTrainer, ledger_path
+
     version, commit = code_version()
-    heads: list[HeadRow] = []
+    rows: list[HeadRow] = []
     ok: bool | None = None
     problems: list[str] = []
-    from core.dp_trainer import DPTrainer
-
+    private = isinstance(trainer, DPTrainer)
     if isinstance(trainer, DPTrainer):
-        private = trainer.clients
-        paths = {cid: p.ledger.path for cid, p in private.items() if p.ledger.entries}
-        verdicts, problems = audit_ledgers(list(paths.values()))
+        paths = {
+            c.client_id: ledger_path(trainer.ledger_dir, c.client_id)
+            for c in data.clients
+        }
+        verdicts, problems = audit_ledgers(
+            [p for p in paths.values() if p.exists()], heads_file
+        )
         ok = not problems
+        heads = trainer.recorded_heads
         for client, name in zip(data.clients, data.names, strict=True):
-            pc = private.get(client.client_id)
-            if pc is None or not pc.ledger.entries:
+            head = heads.get(f"client-{client.client_id}")
+            if head is None or head.seq < 0:
                 continue
-            last = pc.ledger.entries[-1]
-            heads.append(HeadRow(
-                institution=name, client_id=pc.client_id, seq=last.seq,
-                entry_hash=last.entry_sha256, verdict=verdicts[pc.ledger.path],
+            rows.append(HeadRow(
+                institution=name, client_id=f"client-{client.client_id}",
+                seq=head.seq, entry_hash=head.entry_hash,
+                verdict=verdicts.get(paths[client.client_id], "missing"),
             ))  # fmt: skip
     return Provenance(
         version=version, commit=commit, data_source=source,
         data_sha256=data.source_sha256, model_sha256=sha256_file(model_path),
-        heads=tuple(heads), heads_file=None, audit_ok=ok,
-        audit_problems=tuple(problems),
+        heads=tuple(rows), heads_file=heads_file if private else None,
+        audit_ok=ok, audit_problems=tuple(problems),
     )  # fmt: skip

@@ -39,7 +39,20 @@ _RECORD = {
 
 def _relation(privacy: dp.DPConfig) -> str:
     """The neighbouring relation the ledgers state ε under."""
-    return "add_remove"
+    return privacy.neighbouring.value
+
+
+def _released(privacy: dp.DPConfig) -> str:
+    """What leaves an institution, in words."""
+    what = ("Nothing else leaves an institution: its clipped, noised model "
+            "update and its row count (the weight of its update) travel inside "
+            "the secure sum")  # fmt: skip
+    if privacy.release_loss:
+        return (f"{what}, with its mean training loss, clipped to "
+                f"[0, {privacy.loss_bound:g}] and noised (σ = "
+                f"{privacy.loss_noise_multiplier:g}), charged to the same "
+                "ledger.")  # fmt: skip
+    return f"{what}; no training metric is released."
 
 
 def privacy_sections(report: PilotReport, plots: Mapping[str, Path]) -> list[str]:
@@ -74,10 +87,7 @@ def _privacy_section(report: PilotReport, plots: Mapping[str, Path]) -> list[str
         "record had been different, except with probability δ. Smaller is "
         "stronger: ε = 1 allows a factor of 2.7, ε = 8 a factor of about 3,000; "
         "δ is a failure probability kept far below one in the number of "
-        f"records. {_RECORD[_relation(p)]} Nothing else leaves an institution: "
-        "its clipped, noised model update and its row count (the weight of its "
-        "update) travel inside the secure sum, and no training metric is "
-        "released.", "",
+        f"records. {_RECORD[_relation(p)]} {_released(p)}", "",
         f"Settings: per-example gradient clip norm {p.max_grad_norm:g}, {how}, "
         "Poisson sampling of batches, noise from a ChaCha20 CSPRNG. An "
         "institution whose next round would exceed its budget declines. ε "

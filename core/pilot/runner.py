@@ -47,7 +47,7 @@ from core.params import ParamSpec
 from core.pilot.baseline import build_model, centralised_baseline, score_model
 from core.pilot.config_file import to_toml
 from core.pilot.data import PilotData, load_pilot_data
-from core.pilot.ledgers import ledger_dir
+from core.pilot.ledgers import HeadRecorder, heads_path, ledger_dir, read_heads
 from core.pilot.markdown import data_line as _data_line
 from core.pilot.markdown import write_markdown
 from core.pilot.plan import RunPlan, make_plan
@@ -117,6 +117,7 @@ def _trainer(
             learning_rate=cfg.training.learning_rate,
             # The same choice, in the enum of the library that trains.
             optimizer=dp.LocalOptimizer(cfg.training.optimizer.value),
+            recorded_heads=read_heads(heads_path(ledgers)),
         )  # fmt: skip
     except dp.LedgerMismatchError as exc:
         raise ConfigError(
@@ -175,6 +176,8 @@ def run_pilot(
         [c.num_examples for c in data.clients],
         ParamSpec.from_module(model).numel,
     )
+    if plan.privacy is not None:  # a bad heads file is refused before any folder
+        read_heads(heads_path(ledger_dir(config)))
     out = Path(config.run.output_dir)
     folder = _free_folder(out)
     if folder != out:
@@ -206,6 +209,11 @@ def _run(
     model = prepare_dp_model(base) if plan.privacy is not None else base
     ledgers = ledger_dir(cfg)
     trainer = _trainer(cfg, plan, model, data, ledgers)
+    if isinstance(trainer, DPTrainer):
+        reporter = HeadRecorder(
+            reporter if reporter is not None else ConsoleReporter(),
+            trainer, heads_path(ledgers),
+        )  # fmt: skip
     observed = _Observed(_aggregator(cfg, plan), [], {})
     # What the coordinator logs is public: names, never a site's rows or labels.
     fed = Federation(
@@ -218,7 +226,9 @@ def _run(
     result = fed.run()
     final = fed.global_model()
     torch.save(final.state_dict(), folder / "model.pt")
-    provenance = build_provenance(data, _data_line(cfg), folder / "model.pt", trainer)
+    provenance = build_provenance(
+        data, _data_line(cfg), folder / "model.pt", trainer, heads_path(ledgers)
+    )
     central, curve = (
         centralised_baseline(cfg, model, data)
         if cfg.run.centralised_baseline
