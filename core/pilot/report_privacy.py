@@ -158,7 +158,7 @@ def _coordinator_section(report: PilotReport) -> list[str]:
                  f"±{sa.clip:.4g}{derived}, weights up to {sa.max_weight}, "
                  f"surviving {sa.dropout_tolerance:g} of the cohort dropping out, "
                  f"simulated dropout rate {rate:g}). The coordinator saw only "
-                 "these sums:", ""]  # fmt: skip
+                 f"these sums{_loss_sum(report)}:", ""]  # fmt: skip
     else:
         lines = ["**Secure aggregation is disabled**: the coordinator saw every "
                  "institution's update. Sums per round:", ""]  # fmt: skip
@@ -172,6 +172,13 @@ def _coordinator_section(report: PilotReport) -> list[str]:
               f"{'aborted: ' + c.aborted if c.aborted else ''} |"
               for c in report.coordinator]  # fmt: skip
     return lines + _clip_warning(report) + _bytes_line(report)
+
+
+def _loss_sum(report: PilotReport) -> str:
+    p = report.plan.privacy
+    if p is None or not p.release_loss:
+        return ""
+    return " (and the weighted mean of the DP-released training losses)"
 
 
 def _percent(fraction: float | None) -> str:

@@ -31,7 +31,7 @@ from torch import nn
 
 import dp
 from core.aggregation import PlainAggregator
-from core.dp_trainer import DPTrainer, ledger_path, prepare_dp_model
+from core.dp_trainer import DPTrainer, prepare_dp_model
 from core.errors import ConfigError
 from core.evaluation import evaluate
 from core.federation import Federation
@@ -248,7 +248,7 @@ def _run(
         federated_curve=tuple((r.round_index, r.eval_loss, r.eval_accuracy or 0.0)
                               for r in result.history if r.eval_loss is not None),
         centralised_curve=tuple(curve),
-        epsilon_by_round=_epsilon_curves(plan, data, ledgers),
+        epsilon_by_round=_epsilon_curves(data, trainer),
         ledger_dir=ledgers if plan.privacy is not None else None,
         imputed_unheld=data.imputed_unheld, provenance=provenance,
     )  # fmt: skip
@@ -297,14 +297,16 @@ def _rounds_after(private: dp.PrivateClient, offset: int) -> int:
 
 
 def _epsilon_curves(
-    plan: RunPlan, data: PilotData, ledgers: Path
+    data: PilotData, trainer: Trainer
 ) -> dict[str, tuple[tuple[int, float], ...]]:
-    if plan.privacy is None:
+    if not isinstance(trainer, DPTrainer):
         return {}
+    private = trainer.clients
     curves = {}
     for client, name in zip(data.clients, data.names, strict=True):
-        path = ledger_path(ledgers, client.client_id)
-        # A client never sampled was never charged, and has no ledger file.
-        entries = dp.read_ledger(path) if path.exists() else ()
+        # The ledgers as each client verified them; a client never charged (or
+        # whose ledger was unreadable) has no curve beyond its start.
+        pc = private.get(client.client_id)
+        entries = () if pc is None else pc.ledger.entries
         curves[name] = ((0, 0.0), *((e.round, e.epsilon) for e in entries))
     return curves

@@ -17,7 +17,7 @@ from core.pilot.commands import run_main
 ROOT = Path(__file__).resolve().parents[2]
 PNGS = ("accuracy.png", "loss.png", "epsilon.png", "label_distribution.png")
 # A given σ skips the per-institution calibration of a target ε: fast runs.
-FAST_DP = ["--unset", "privacy.target_epsilon", "--set", "privacy.noise_multiplier=1.0"]
+FAST_DP = ["--unset", "privacy.target_epsilon", "--set", "privacy.noise_multiplier=2.0"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Pilots:
         path = self.tmp_path / "tiny.toml"
         path.write_text(
             f'[run]\noutput_dir = "{out.as_posix()}"\ncentralised_baseline = false\n'
-            "[federation]\nrounds = 1\n[privacy]\nnoise_multiplier = 1.0\n"
+            "[federation]\nrounds = 1\n[privacy]\nnoise_multiplier = 2.0\n"
         )
         return path
 

@@ -117,11 +117,11 @@ def test_a_failed_run_leaves_no_folder_and_a_rerun_never_replaces_a_run(
     def broken(*args: object, **kwargs: object) -> Path:
         raise RuntimeError("disk full while writing report.md")
 
-    monkeypatch.setattr(runner, "write_markdown", broken)
-    assert run_main([str(cfg), "--quiet"]) == 1
+    with monkeypatch.context() as patch:  # leaves the kit's working directory
+        patch.setattr(runner, "write_markdown", broken)
+        assert run_main([str(cfg), "--quiet"]) == 1
     assert "disk full" in pilots.capsys.readouterr().err
     assert not out.exists() and not tmp_path.joinpath("run.partial").exists()
-    monkeypatch.undo()
     # A stale .partial from a crashed process is cleared, never published.
     stale = tmp_path / "run.partial"
     stale.mkdir()
