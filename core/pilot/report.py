@@ -109,6 +109,7 @@ class PilotReport:
     ledger_dir: Path | None
     imputed_unheld: int
     provenance: Provenance
+    heads_by_round: tuple[tuple[int, tuple[tuple[str, int, str], ...]], ...]
 
     @property
     def plaintext_bytes(self) -> int:

@@ -225,9 +225,21 @@ def _provenance_section(report: PilotReport) -> list[str]:
                   f"with `fedshield audit {report.ledger_dir}/*.jsonl"
                   + (f" --heads {prov.heads_file}`)" if prov.heads_file else "`)"),
                   *(f"  - {problem}" for problem in prov.audit_problems)]  # fmt: skip
-        lines += ["- ledger heads recorded by the coordinator: the table in "
-                  "Privacy above; every round's are in `metrics.jsonl`"]  # fmt: skip
+        lines += ["- ledger heads recorded by the coordinator: the latest in "
+                  "the table under Privacy, every round's below and in "
+                  "`metrics.jsonl`", *_heads_by_round(report)]  # fmt: skip
     return lines
+
+
+def _heads_by_round(report: PilotReport) -> list[str]:
+    if not report.heads_by_round:
+        return []
+    lines = ["", "<details><summary>Ledger heads recorded each round (client: "
+             "seq, entry hash)</summary>", ""]  # fmt: skip
+    for r, heads in report.heads_by_round:
+        cells = ", ".join(f"{c}: {seq} `{h[:12]}…`" for c, seq, h in heads)
+        lines.append(f"- round {r}: {cells or 'none (no institution trained)'}")
+    return [*lines, "", "</details>"]
 
 
 def _limitations_section(report: PilotReport) -> list[str]:

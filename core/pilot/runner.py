@@ -209,8 +209,9 @@ def _run(
     model = prepare_dp_model(base) if plan.privacy is not None else base
     ledgers = ledger_dir(cfg)
     trainer = _trainer(cfg, plan, model, data, ledgers)
+    recorder = None
     if isinstance(trainer, DPTrainer):
-        reporter = HeadRecorder(
+        reporter = recorder = HeadRecorder(
             reporter if reporter is not None else ConsoleReporter(),
             trainer, heads_path(ledgers),
         )  # fmt: skip
@@ -251,6 +252,9 @@ def _run(
         epsilon_by_round=_epsilon_curves(data, trainer),
         ledger_dir=ledgers if plan.privacy is not None else None,
         imputed_unheld=data.imputed_unheld, provenance=provenance,
+        heads_by_round=() if recorder is None else tuple(
+            (r, tuple((c, h.seq, h.entry_hash) for c, h in sorted(heads.items())))
+            for r, heads in recorder.by_round),
     )  # fmt: skip
     write_markdown(report, folder, write_plots(report, folder))
     return report

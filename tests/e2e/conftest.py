@@ -82,7 +82,9 @@ class Pilots:
         for png in PNGS:
             assert f"]({png})" in report
         assert "| federated (DP-SGD + secure aggregation) |" in report
-        assert ("centralised, non-private" in report) is baseline
+        assert ("simulation-only reference: centralised, non-private" in report) is (
+            baseline
+        )
         assert "client-0.ledger.jsonl`" in report  # names the ledger files
         assert "## The simulation's own view" in report
         resolved = (out / "config.toml").read_text()
