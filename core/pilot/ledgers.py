@@ -105,8 +105,12 @@ class HeadRecorder(ConsoleReporter):
         self._inner = inner
         self._trainer = trainer
         self._path = path
-        #: (round, {client: head}) of every round reported, for report.md.
-        self.by_round: list[tuple[int, dict[str, dp.LedgerHead]]] = []
+        self._by_round: list[tuple[int, tuple[tuple[str, int, str], ...]]] = []
+
+    @property
+    def by_round(self) -> tuple[tuple[int, tuple[tuple[str, int, str], ...]], ...]:
+        """Per reported round: (round, ((client, seq, entry hash), …))."""
+        return tuple(self._by_round)
 
     def start(self, *, first_round: int, total_rounds: int) -> None:
         """Start the wrapped reporter."""
@@ -115,9 +119,9 @@ class HeadRecorder(ConsoleReporter):
     def round(self, record: RoundRecord) -> None:
         """Record the heads, then report the round."""
         write_heads(self._path, self._trainer.recorded_heads)
-        heads = record.details.get("ledger_heads", {})
-        self.by_round.append((record.round_index, {
-            c: dp.LedgerHead.from_json(h) for c, h in heads.items()}))  # fmt: skip
+        heads = sorted(record.details.get("ledger_heads", {}).items())
+        rows = tuple((c, h["seq"], h["entry_hash"]) for c, h in heads)
+        self._by_round.append((record.round_index, rows))
         self._inner.round(record)
 
     def message(self, text: str) -> None:

@@ -209,18 +209,13 @@ def _run(
     model = prepare_dp_model(base) if plan.privacy is not None else base
     ledgers = ledger_dir(cfg)
     trainer = _trainer(cfg, plan, model, data, ledgers)
-    recorder = None
-    if isinstance(trainer, DPTrainer):
-        reporter = recorder = HeadRecorder(
-            reporter if reporter is not None else ConsoleReporter(),
-            trainer, heads_path(ledgers),
-        )  # fmt: skip
+    recorder = _head_recorder(trainer, reporter, ledgers)
     observed = _Observed(_aggregator(cfg, plan), [], {})
     # What the coordinator logs is public: names, never a site's rows or labels.
     fed = Federation(
         model=model, clients=data.clients, trainer=trainer, aggregator=observed,
         config=plan.federation, test_data=data.test, run_dir=folder,
-        reporter=reporter,
+        reporter=reporter if recorder is None else recorder,
         run_info={"pilot": cfg.run.name, "institutions": list(data.names),
                   "ledger_dir": str(ledgers)},
     )  # fmt: skip
@@ -252,12 +247,20 @@ def _run(
         epsilon_by_round=_epsilon_curves(data, trainer),
         ledger_dir=ledgers if plan.privacy is not None else None,
         imputed_unheld=data.imputed_unheld, provenance=provenance,
-        heads_by_round=() if recorder is None else tuple(
-            (r, tuple((c, h.seq, h.entry_hash) for c, h in sorted(heads.items())))
-            for r, heads in recorder.by_round),
+        heads_by_round=() if recorder is None else recorder.by_round,
     )  # fmt: skip
     write_markdown(report, folder, write_plots(report, folder))
     return report
+
+
+def _head_recorder(
+    trainer: Trainer, reporter: ConsoleReporter | None, ledgers: Path
+) -> HeadRecorder | None:
+    """The coordinator's per-round record of the ledger heads (under DP)."""
+    if not isinstance(trainer, DPTrainer):
+        return None
+    inner = reporter if reporter is not None else ConsoleReporter()
+    return HeadRecorder(inner, trainer, heads_path(ledgers))
 
 
 def _institutions(
