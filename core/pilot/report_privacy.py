@@ -248,7 +248,8 @@ def _limitations_section(report: PilotReport) -> list[str]:
              "secure aggregation runs in memory; network failures and timing "
              "are not exercised beyond simulated dropouts.",
              "- ε bounds what can be learnt about one record. A person with k "
-             "records at an institution is protected at up to k·ε.",
+             "records at an institution is protected only at k·ε, with a larger "
+             "δ (group privacy).",
              "- ε is an upper bound from the accountant; it assumes the shipped "
              "code runs unmodified at each institution. An empirical audit can "
              "only give lower bounds.",

@@ -48,7 +48,7 @@ def test_the_report_is_checkable_by_a_data_protection_officer(pilots: Pilots) ->
         assert f"{client}: {head.seq} `{head.entry_hash[:12]}…`" in prov
         ledger = pilots.tmp_path / "ledgers" / "pilot" / f"{client}.ledger.jsonl"
         assert dp.read_ledger(ledger)[-1].entry_sha256 == head.entry_hash
-    assert "A person with k records" in _section(report, "Limitations")
+    assert "protected only at k·ε" in _section(report, "Limitations")
     # Per-site rows and labels only in the simulation's own view.
     before = report[: report.index("## The simulation's own view")]
     assert "training rows |" not in before and "benign:" not in before
