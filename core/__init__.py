@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from core.interfaces import ClientDataset as ClientDataset
     from core.interfaces import ClientDeclined as ClientDeclined
     from core.interfaces import ClientUpdate as ClientUpdate
+    from core.interfaces import ReportsRoundDetails as ReportsRoundDetails
     from core.interfaces import ReportsRoundMetrics as ReportsRoundMetrics
     from core.interfaces import RoundContext as RoundContext
     from core.interfaces import StateDict as StateDict
@@ -124,6 +125,7 @@ _EXPORTS: dict[str, str] = {
     "ClientDataset": "core.interfaces",
     "ClientDeclined": "core.interfaces",
     "ClientUpdate": "core.interfaces",
+    "ReportsRoundDetails": "core.interfaces",
     "ReportsRoundMetrics": "core.interfaces",
     "RoundContext": "core.interfaces",
     "StateDict": "core.interfaces",
@@ -186,6 +188,7 @@ __all__ = [
     "Partitioner",
     "PlainAggregator",
     "QuantitySkewPartitioner",
+    "ReportsRoundDetails",
     "ReportsRoundMetrics",
     "RoundAborted",
     "RoundContext",

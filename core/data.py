@@ -6,6 +6,10 @@ with scikit-learn (an optional extra, imported only when called), and
 its data inside the wheel. Features are standardised with statistics of the
 training rows only, so nothing about the test set leaks into training.
 
+`standardise` is for one party's own table. Across institutions,
+`impute_and_standardise_by_owner` never pools rows: each institution fills
+its missing values and scales its features with statistics of its own rows.
+
 >>> import numpy as np
 >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 >>> train, test = stratified_split(y, test_size=0.25, seed=0)
@@ -15,6 +19,7 @@ training rows only, so nothing about the test set leaks into training.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +27,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from core.interfaces import ClientDataset
 from core.partition import Partition
 
 __all__ = [
     "TabularSplit",
+    "impute_and_standardise_by_owner",
     "load_breast_cancer_split",
     "load_rdataset",
     "standardise",
@@ -92,6 +98,49 @@ def standardise(train: npt.ArrayLike, *others: npt.ArrayLike) -> tuple[FloatArra
     return tuple(
         (np.asarray(a, dtype=np.float64) - mean) / std for a in (train, *others)
     )
+
+
+def impute_and_standardise_by_owner(
+    x: npt.ArrayLike, owner: npt.ArrayLike, fit: npt.ArrayLike
+) -> tuple[FloatArray, dict[int, int]]:
+    """Each owner's rows imputed and standardised with that owner's statistics.
+
+    Row i belongs to `owner[i]` (an institution's index, or any other integer
+    for rows no institution holds, e.g. a held-out evaluation set). An owner
+    fills each NaN with the median of its own `fit` rows (its training rows)
+    and scales each column by their mean and standard deviation (a constant
+    column is centred, not scaled). An owner with no `fit` rows uses all of
+    its rows. No statistic ever combines two owners' rows, so one owner's
+    result does not depend on another's rows. Also returns, per owner, how
+    many values were imputed.
+    """
+    values = np.asarray(x, dtype=np.float64)
+    owners = np.asarray(owner)
+    basis = np.asarray(fit, dtype=bool)
+    if not (values.ndim == 2 and owners.shape == basis.shape == values.shape[:1]):
+        raise DataError(
+            f"x must be 2-D with one owner and one fit flag per row; found "
+            f"shapes {values.shape}, {owners.shape} and {basis.shape}"
+        )
+    out = np.empty_like(values)
+    imputed: dict[int, int] = {}
+    for o in np.unique(owners):
+        rows = owners == o
+        ref = rows & basis if (rows & basis).any() else rows
+        with warnings.catch_warnings():
+            # A column missing in every reference row has no median: it gets 0.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(values[ref], axis=0)
+        medians = np.where(np.isnan(medians), 0.0, medians)
+        missing = np.isnan(values[rows])
+        imputed[int(o)] = int(missing.sum())
+        filled = np.where(missing, medians, values[rows])
+        reference = np.where(np.isnan(values[ref]), medians, values[ref])
+        mean = reference.mean(axis=0)
+        std = reference.std(axis=0)
+        std[std == 0] = 1.0
+        out[rows] = (filled - mean) / std
+    return out, imputed
 
 
 def load_breast_cancer_split(*, test_size: float = 0.25, seed: int = 0) -> TabularSplit:

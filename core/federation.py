@@ -58,6 +58,7 @@ from core.interfaces import (
     RoundContext,
     Trainer,
     TrainTask,
+    round_details,
 )
 from core.params import ParamSpec
 from core.reporting import ConsoleReporter, MetricsLog, RoundRecord
@@ -228,6 +229,7 @@ class Federation:
             bytes_up=0 if result is None else result.bytes_up,
             bytes_down=0 if result is None else result.bytes_down,
             seconds=time.perf_counter() - started,
+            details=round_details(self._trainer),
         )
         self._round = r
         self._reporter.round(record)

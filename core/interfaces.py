@@ -51,12 +51,14 @@ __all__ = [
     "ClientDataset",
     "ClientDeclined",
     "ClientUpdate",
+    "ReportsRoundDetails",
     "ReportsRoundMetrics",
     "RoundContext",
     "StateDict",
     "TrainOutcome",
     "TrainTask",
     "Trainer",
+    "round_details",
 ]
 
 #: What `state_dict()` returns: tensors and plain Python values only.
@@ -291,3 +293,24 @@ class ReportsRoundMetrics(Protocol):
     def round_metrics(self) -> Mapping[str, float]:
         """Figures to add to the round's console line and ``metrics.jsonl``."""
         ...
+
+
+@runtime_checkable
+class ReportsRoundDetails(Protocol):
+    """Optional for a trainer: public per-round records that are not numbers.
+
+    The DP trainer reports the ledger head (sequence number and entry hash)
+    of each client that trained in the round here, so the coordinator's
+    ``metrics.jsonl`` records them every round. Values must be JSON-safe.
+    """
+
+    def round_details(self) -> Mapping[str, Any]:
+        """Top-level members to add to the round's ``metrics.jsonl`` line."""
+        ...
+
+
+def round_details(trainer: object) -> dict[str, Any]:
+    """`trainer`'s `ReportsRoundDetails.round_details`, or nothing."""
+    if isinstance(trainer, ReportsRoundDetails):
+        return dict(trainer.round_details())
+    return {}

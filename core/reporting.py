@@ -25,9 +25,26 @@ from typing import Any, TextIO
 
 import torch
 
-__all__ = ["ConsoleReporter", "MetricsLog", "RoundRecord", "format_round"]
+__all__ = [
+    "CLIP_WARNING_FRACTION",
+    "ConsoleReporter",
+    "MetricsLog",
+    "RoundRecord",
+    "format_round",
+]
 
 _TRAIN_KEYS = ("train_loss", "train_accuracy")
+
+#: The members of every round's JSON line; `RoundRecord.details` cannot replace them.
+_STANDARD = frozenset({
+    "type", "round", "rounds", "cohort", "aggregated", "skipped", "dropped",
+    "aborted", "eval_loss", "eval_accuracy", "metrics", "bytes_up", "bytes_down",
+    "seconds",
+})  # fmt: skip
+
+#: Above this share of clipped update coordinates (an aggregator's
+#: ``clipped_fraction``), a round line carries a warning: the mean is distorted.
+CLIP_WARNING_FRACTION = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,10 +64,14 @@ class RoundRecord:
     bytes_up: int = 0
     bytes_down: int = 0
     seconds: float = 0.0
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (non-finite floats become null)."""
+        """A JSON-safe dict (non-finite floats become null); `details` (a
+        trainer's JSON-safe records, e.g. ledger heads) add top-level members
+        and never replace the standard ones."""
         return {
+            **{k: v for k, v in self.details.items() if k not in _STANDARD},
             "type": "round",
             "round": self.round_index,
             "rounds": self.total_rounds,
@@ -102,6 +123,13 @@ def format_round(record: RoundRecord) -> str:
         if k not in _TRAIN_KEYS
     ]
     parts.extend(extras)
+    clipped = record.metrics.get("clipped_fraction", 0.0)
+    if clipped > CLIP_WARNING_FRACTION:
+        parts.append(
+            f"WARNING: {100 * clipped:.1f} % of update coordinates clipped "
+            f"(> {100 * CLIP_WARNING_FRACTION:g} %): the mean is distorted; "
+            "raise the clip"
+        )
     if record.aborted is not None:
         parts.append(f"ABORTED: {record.aborted}")
     parts.append(f"{record.seconds:.2f} s")

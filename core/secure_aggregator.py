@@ -22,11 +22,16 @@ A client whose example count exceeds the public ``max_weight`` is refused
 simulated (`core.config.DropoutSimulation`): a dropped client vanishes before
 a random protocol round; below the threshold the round aborts with
 `core.errors.RoundAborted` and the federation carries on.
+
+Each round reports how many coordinates the clip cut (``clipped_coordinates``,
+securely summed like the update) and their share (``clipped_fraction``); a
+share above 1 % is logged as a warning and flagged on the round line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -40,8 +45,11 @@ from core.checkpoint import refuse_foreign_state
 from core.config import DropoutSimulation
 from core.errors import ConfigError, InvalidUpdateError, RoundAborted
 from core.interfaces import AggregateResult, ClientUpdate, RoundContext, StateDict
+from core.reporting import CLIP_WARNING_FRACTION
 
 __all__ = ["SecureAggregator"]
+
+logger = logging.getLogger(__name__)
 
 # The rounds before which a simulated dropout may vanish (ADVERTISE_KEYS is
 # excluded: a client that never advertises simply is not in the cohort).
@@ -104,6 +112,9 @@ class SecureAggregator:
             for j, key in enumerate(keys)
         }
         metrics["clipped_coordinates"] = float(result.clipped)
+        metrics["clipped_fraction"] = _clipped_fraction(
+            context, result.clipped, len(result.survivors) * (dim + len(keys))
+        )
         survivors = result.survivors
         model_bytes = dim * updates[0].delta.element_size()
         delta = updates[0].delta
@@ -224,6 +235,19 @@ def _metric_names(context: RoundContext, updates: Sequence[ClientUpdate]) -> lis
             "names; secure aggregation needs one schema for all"
         )
     return keys
+
+
+def _clipped_fraction(context: RoundContext, clipped: int, coordinates: int) -> float:
+    """The share of the survivors' coordinates the clip cut; warned about
+    above `CLIP_WARNING_FRACTION`, since the secure mean is then distorted."""
+    fraction = clipped / coordinates if coordinates else 0.0
+    if fraction > CLIP_WARNING_FRACTION:
+        logger.warning(
+            "round %d: secure aggregation clipped %.1f %% of update coordinates "
+            "(> %g %%): the secure mean is distorted; raise the clip",
+            context.round_index, 100 * fraction, 100 * CLIP_WARNING_FRACTION,
+        )  # fmt: skip
+    return fraction
 
 
 def _model_hash(context: RoundContext) -> bytes:

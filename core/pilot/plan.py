@@ -2,7 +2,9 @@
 
 Some settings can only be fixed once the institutions exist: how many train
 per round, how many rounds each is expected to train in (its σ is calibrated
-for those), and the public bound on an institution's weight. `make_plan`
+for those), the public bound on an institution's weight, and (when the
+config leaves it unset under DP) the secure-aggregation clip, the bound of
+an update (`core.pilot.secagg_clip`). `make_plan`
 fixes them and asks the owning libraries to accept the result, so every
 problem is a `core.errors.ConfigError` naming the TOML key *before* any
 folder is created or any round runs.
@@ -21,6 +23,7 @@ import secagg
 from core.config import FederationConfig
 from core.errors import ConfigError
 from core.pilot.schema import LIBRARY_ERRORS, PilotConfig, named_error
+from core.pilot.secagg_clip import derived_clip
 
 __all__ = ["RunPlan", "expected_rounds", "make_plan", "max_weight_for"]
 
@@ -86,7 +89,11 @@ def _cohort(cfg: PilotConfig, names: Sequence[str], sizes: Sequence[int]) -> int
 
 
 def _secure_aggregation(
-    cfg: PilotConfig, sizes: Sequence[int], per_round: int, vector_length: int
+    cfg: PilotConfig,
+    sizes: Sequence[int],
+    per_round: int,
+    vector_length: int,
+    privacy: dp.DPConfig | None,
 ) -> secagg.SecAggSettings | None:
     section = cfg.secure_aggregation
     settings = section.settings
@@ -97,6 +104,12 @@ def _secure_aggregation(
             "federation.clients_per_round must be >= 2 with secure aggregation "
             "(a sum of one is that update); found 1"
         )
+    if section.clip_from_privacy and privacy is not None:
+        settings = _replace(
+            settings, "secure_aggregation",
+            {"clip": "secure_aggregation.clip (from the DP settings)"},
+            clip=derived_clip(privacy, cfg.training, sizes),
+        )  # fmt: skip
     if section.max_weight_from_data:
         settings = _replace(
             settings, "secure_aggregation",
@@ -141,7 +154,7 @@ def make_plan(
             planned_rounds=expected_rounds(cfg, len(sizes)),
         )  # fmt: skip
     # The metrics ride in the masked vector too: a few values beyond the model.
-    settings = _secure_aggregation(cfg, sizes, per_round, vector_length + 8)
+    settings = _secure_aggregation(cfg, sizes, per_round, vector_length + 8, privacy)
     return RunPlan(
         per_round=per_round,
         federation=federation,

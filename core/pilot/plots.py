@@ -62,7 +62,7 @@ def _plot_curve(
             [p[column] for p in cen],
             marker="s",
             linestyle="--",
-            label="centralised, non-private (pooled data)",
+            label="simulation-only reference: centralised, non-private",
         )
     if key == "accuracy":
         ax.axhline(
@@ -153,7 +153,7 @@ def _plot_labels(plt: Any, report: PilotReport, path: Path) -> None:
                 color="white" if share[r, c] < 0.5 else "black",
             )
     fig.colorbar(image, ax=ax, label="share of the institution's rows")
-    ax.set_title("label distribution per institution (training rows)")
+    ax.set_title("label distribution per institution (the simulation's own view)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

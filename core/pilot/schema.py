@@ -37,7 +37,7 @@ import enum
 import re
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 import dp
@@ -46,12 +46,14 @@ from core import _validate as v
 from core.config import DropoutSimulation, FederationConfig, LocalTrainingConfig
 from core.errors import ConfigError, FederationError
 from core.flower.engine import EngineSection, parse_engine
+from core.pilot.library_help import LIBRARY_HELP
 from core.pilot.sections import (
     DataSection,
     ModelSection,
     RunSection,
     SplitSection,
     check_bool,
+    check_str,
 )
 
 __all__ = [
@@ -97,14 +99,24 @@ class FederationSection:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrivacySection:
     """[privacy]: DP-SGD at every institution (`config` is None when off).
-    `optimizer` is ``training.optimizer`` in dp's own enum."""
+
+    The ledgers belong to the institutions, not to a run: they live in
+    `ledger_dir` (default ``ledgers/<run.name>``), outside every run folder,
+    and a rerun continues them.
+    `optimizer` is ``training.optimizer`` in dp's own enum.
+    """
 
     enabled: bool = field(default=True, metadata=_doc("DP-SGD at every institution"))
+    ledger_dir: str = field(
+        default="",
+        metadata=_doc('ledgers kept across runs; "" = ledgers/<run.name>'),
+    )
     config: dp.DPConfig | None
     optimizer: dp.LocalOptimizer = dp.LocalOptimizer.SGD
 
     def __post_init__(self) -> None:
         check_bool("privacy", "enabled", self.enabled)
+        check_str("privacy", "ledger_dir", self.ledger_dir)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,13 +124,15 @@ class SecureAggregationSection:
     """[secure_aggregation]: the secure sum every round (`settings` is None
     when off). Without ``max_weight`` in the file, `settings` holds the
     smallest weight bound until the runner derives the real one from the
-    data (`max_weight_from_data`)."""
+    data (`max_weight_from_data`); without ``clip``, the clip is derived from
+    the DP settings under DP (`clip_from_privacy`)."""
 
     enabled: bool = field(
         default=True, metadata=_doc("pairwise-mask secure aggregation of updates")
     )
     settings: secagg.SecAggSettings | None
     max_weight_from_data: bool
+    clip_from_privacy: bool
     simulation: DropoutSimulation
 
     def __post_init__(self) -> None:
@@ -163,42 +177,6 @@ PILOT_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 }
 T = TypeVar("T")
 
-_LIBRARY_HELP: Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]] = {
-    "federation": (("config",), {
-        "rounds": "FedAvg rounds",
-        "server_learning_rate": "server step: w += lr × (mean update)",
-        "server_momentum": "FedAvgM momentum (0 = plain FedAvg)",
-        "eval_every": "evaluate on the test rows every this many rounds",
-    }),
-    "training": ((), {
-        "local_epochs": "passes over an institution's rows per round",
-        "batch_size": "minibatch (under DP: the expected Poisson batch)",
-        "learning_rate": "local optimizer step size",
-        "optimizer": "sgd or adam",
-        "momentum": "sgd only, and 0 under DP",
-        "weight_decay": "L2 penalty (0 under DP)",
-    }),
-    "privacy": (("config",), {
-        "target_epsilon": "calibrate σ to reach this ε after the planned rounds",
-        "noise_multiplier": "or give σ instead of target_epsilon",
-        "delta": "δ; must be below 1 / (largest institution's rows)",
-        "max_grad_norm": "per-example gradient clipping norm",
-        "epsilon_budget": "an institution stops before exceeding it",
-        "accountant": "rdp or prv",
-        "grad_sample_mode": "per-example gradients: hooks or functorch",
-    }),
-    "secure_aggregation": (("settings",), {
-        "mode": "semi-honest, or hardened: signed identities and consistency",
-        "dropout_tolerance": "share of a cohort that may drop (sets t)",
-        "corrupt_fraction": "share assumed to collude with the coordinator",
-        "ring_bits": "ring Z_2^k; must hold the weighted sum of a cohort",
-        "value_bits": "quantisation of each update coordinate",
-        "clip": "update coordinates clipped to [-clip, clip]",
-        "max_weight": "largest weight (rows) of an institution; unset: the "
-        "largest institution's rows rounded up to a power of two",
-        "complete_below": "cohorts this small use the complete graph",
-    }),
-}  # fmt: skip
 
 _SECTIONS: dict[str, type[Any]] = {
     "run": RunSection,
@@ -219,7 +197,7 @@ def _keys(table: str) -> tuple[KeyDoc, ...]:
         for f in fields(_SECTIONS[table])
         if "help" in f.metadata
     )
-    path, library = _LIBRARY_HELP.get(table, ((), {}))
+    path, library = LIBRARY_HELP.get(table, ((), {}))
     lib = tuple(KeyDoc(k, h, (table, *path, k)) for k, h in library.items())
     extra = (
         (KeyDoc("dropout_rate", "simulate institutions dropping mid-protocol",
@@ -354,7 +332,7 @@ def _privacy(
         "planned_rounds": ("federation.rounds", fed.rounds),
     })  # fmt: skip
     optimizer = dp.LocalOptimizer(training.optimizer.value)
-    return PrivacySection(enabled=True, config=config, optimizer=optimizer)
+    return replace(section, config=config, optimizer=optimizer)
 
 
 def _secure_aggregation(
@@ -372,6 +350,7 @@ def _secure_aggregation(
     return build(SecureAggregationSection, "secure_aggregation", own, derived={
         "settings": ("secure_aggregation", settings),
         "max_weight_from_data": ("secure_aggregation.max_weight", from_data),
+        "clip_from_privacy": ("secure_aggregation.clip", "clip" not in lib),
         "simulation": ("secure_aggregation.dropout_rate", simulation),
     })  # fmt: skip
 

@@ -83,7 +83,7 @@ class RunSection:
     )
     output_dir: str = field(
         default="runs/pilot",
-        metadata=_doc("built as <output_dir>.partial, renamed when done"),
+        metadata=_doc("never replaced: if it exists, the run goes to <output_dir>-2"),
     )
     seed: int = field(
         default=0, metadata=_doc("seeds the split, the model, sampling and dropouts")

@@ -17,7 +17,7 @@ from core.pilot.commands import run_main
 ROOT = Path(__file__).resolve().parents[2]
 PNGS = ("accuracy.png", "loss.png", "epsilon.png", "label_distribution.png")
 # A given σ skips the per-institution calibration of a target ε: fast runs.
-FAST_DP = ["--unset", "privacy.target_epsilon", "--set", "privacy.noise_multiplier=1.0"]
+FAST_DP = ["--unset", "privacy.target_epsilon", "--set", "privacy.noise_multiplier=2.0"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Pilots:
         path = self.tmp_path / "tiny.toml"
         path.write_text(
             f'[run]\noutput_dir = "{out.as_posix()}"\ncentralised_baseline = false\n'
-            "[federation]\nrounds = 1\n[privacy]\nnoise_multiplier = 1.0\n"
+            "[federation]\nrounds = 1\n[privacy]\nnoise_multiplier = 2.0\n"
         )
         return path
 
@@ -70,20 +70,29 @@ class Pilots:
             assert (out / name).is_file(), name
         for png in PNGS:
             assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        ledgers = sorted((out / "ledgers").glob("*.jsonl"))
+        rounds = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+        assert rounds[0]["type"] == "header"
+        # The ledgers live outside the run folder, where the header says.
+        ledger_dir = Path(rounds[0]["ledger_dir"])
+        assert not (out / "ledgers").exists() and out not in ledger_dir.parents
+        ledgers = sorted(ledger_dir.glob("*.jsonl"))
         # One ledger per institution that trained (a sampled-out one has none).
         assert len(ledgers) == (institutions if trained is None else trained)
         assert all(dp.read_ledger(p) for p in ledgers)
         state = torch.load(out / "model.pt", weights_only=True)
         assert state and all(isinstance(t, torch.Tensor) for t in state.values())
-        rounds = [json.loads(line) for line in (out / "metrics.jsonl").open()]
-        assert rounds[0]["type"] == "header"
+        # Nothing per institution in the coordinator's log but names.
+        assert "label_counts" not in rounds[0]
+        assert all("train_loss" not in r.get("metrics", {}) for r in rounds[1:])
         report = (out / "report.md").read_text()
         for png in PNGS:
             assert f"]({png})" in report
         assert "| federated (DP-SGD + secure aggregation) |" in report
-        assert ("centralised, non-private" in report) is baseline
-        assert "`ledgers/client-0.ledger.jsonl`" in report  # names to ledger files
+        assert ("simulation-only reference: centralised, non-private" in report) is (
+            baseline
+        )
+        assert "client-0.ledger.jsonl`" in report  # names the ledger files
+        assert "## The simulation's own view" in report
         resolved = (out / "config.toml").read_text()
         assert "[secure_aggregation]" in resolved and "dropout_rate" in resolved
         return report
@@ -102,6 +111,10 @@ class Pilots:
 
 
 @pytest.fixture
-def pilots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Pilots:
-    """The end-to-end kit, writing into this test's tmp_path."""
+def pilots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Pilots:
+    """The end-to-end kit, writing into this test's tmp_path (also the working
+    directory, where a pilot keeps its ledgers by default)."""
+    monkeypatch.chdir(tmp_path)
     return Pilots(tmp_path, capsys)

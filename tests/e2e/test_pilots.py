@@ -91,7 +91,7 @@ def test_csv_source_with_site_column(pilots: Pilots) -> None:
         ('path = "data.csv"\nlabel = "nope"', "data.label: no column 'nope'"),
         ('path = "data.csv"\nlabel = "y"\nsite = "nope"', "data.site: no column"),
         ('path = "data.csv"\nlabel = "y"\nsite = "s"\n[split]\nmethod = "natural"',
-         "institution 'client tiny' has 7 training rows, fewer than "
+         "institution 'client tiny' has 6 training rows, fewer than "
          "training.batch_size = 32"),
     ],
     ids=["missing-file", "missing-label", "missing-site", "client-below-batch"],
@@ -105,7 +105,7 @@ def test_bad_data_is_one_line_exit_2_and_no_folder(
     assert message in pilots.refused(f'[data]\nsource = "csv"\n{body}')
 
 
-def test_a_failed_run_leaves_no_folder_and_a_rerun_replaces_a_run(
+def test_a_failed_run_leaves_no_folder_and_a_rerun_never_replaces_a_run(
     pilots: Pilots, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tmp_path = pilots.tmp_path
@@ -115,11 +115,11 @@ def test_a_failed_run_leaves_no_folder_and_a_rerun_replaces_a_run(
     def broken(*args: object, **kwargs: object) -> Path:
         raise RuntimeError("disk full while writing report.md")
 
-    monkeypatch.setattr(runner, "write_markdown", broken)
-    assert run_main([str(cfg), "--quiet"]) == 1
+    with monkeypatch.context() as patch:  # leaves the kit's working directory
+        patch.setattr(runner, "write_markdown", broken)
+        assert run_main([str(cfg), "--quiet"]) == 1
     assert "disk full" in pilots.capsys.readouterr().err
     assert not out.exists() and not tmp_path.joinpath("run.partial").exists()
-    monkeypatch.undo()
     # A stale .partial from a crashed process is cleared, never published.
     stale = tmp_path / "run.partial"
     stale.mkdir()
@@ -127,17 +127,45 @@ def test_a_failed_run_leaves_no_folder_and_a_rerun_replaces_a_run(
     assert run_main([str(cfg), "--quiet"]) == 0
     pilots.check_run_folder(out, institutions=5, baseline=False)
     assert not stale.exists()
-    # Rerunning into a previous run folder replaces it.
-    assert run_main([str(cfg), "--quiet"]) == 0
-    assert (out / "report.md").is_file()
+    first = (out / "report.md").read_bytes()
+    pilots.capsys.readouterr()
+    # Running again writes beside the earlier run, says so, and keeps it.
+    assert run_main([str(cfg)]) == 0
+    printed = pilots.capsys.readouterr().out
+    said = f"run.output_dir {out} already exists and is kept; this run writes to "
+    assert said + str(tmp_path / "run-2") in printed
+    assert f"report: {tmp_path / 'run-2' / 'report.md'}" in printed
+    assert (out / "report.md").read_bytes() == first
+    pilots.check_run_folder(tmp_path / "run-2", institutions=5, baseline=False)
 
 
-def test_refuses_to_overwrite_a_folder_that_is_not_a_run(pilots: Pilots) -> None:
+def test_a_folder_that_is_not_a_run_is_kept_and_the_run_goes_beside_it(
+    pilots: Pilots,
+) -> None:
     tmp_path = pilots.tmp_path
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    assert run_main([str(pilots.tiny(out))]) == 2
-    assert "is not a fedshield run folder" in pilots.capsys.readouterr().err
+    assert run_main([str(pilots.tiny(out)), "--quiet"]) == 0
     assert (out / "notes.txt").read_text() == "keep me"
-    assert not tmp_path.joinpath("precious.partial").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    pilots.check_run_folder(tmp_path / "precious-2", institutions=5, baseline=False)
+
+
+def test_a_clip_that_cuts_the_updates_is_warned_about(pilots: Pilots) -> None:
+    out = pilots.tmp_path / "run"
+    cfg = str(pilots.tiny(out))
+    steep = ["--set", "training.learning_rate=4", "--set", "training.local_epochs=3",
+             "--set", "privacy.noise_multiplier=2.0"]
+    assert run_main([cfg, *steep, "--set", "secure_aggregation.clip=1.0"]) == 0
+    printed = pilots.capsys.readouterr().out
+    assert "WARNING:" in printed and "% of update coordinates clipped" in printed
+    report = (out / "report.md").read_text()
+    assert "**Warning: the secure-aggregation clip distorted the model.**" in report
+    # Left unset, the clip is the updates' bound from the DP settings.
+    fresh = ["--set", 'privacy.ledger_dir="other-ledgers"']
+    assert run_main([cfg, *steep, *fresh]) == 0
+    assert "WARNING" not in pilots.capsys.readouterr().out
+    report = (pilots.tmp_path / "run-2" / "report.md").read_text()
+    assert "Warning: the secure-aggregation clip" not in report
+    assert "(derived from the DP settings" in report

@@ -58,7 +58,9 @@ def test_epsilon_accumulates_across_rounds_and_ledgers_are_written(
     history = [
         dp.StepRun(one.noise_multiplier, one.sample_rate, 3 * one.steps_per_round)
     ]
-    expected = dp.epsilon_for_history(history, 1e-3, dp.Accountant.RDP)
+    expected = dp.epsilon_for_history(
+        history, 1e-3, dp.Accountant.PLD, neighbouring=dp.Neighbouring.REPLACE_ONE
+    )
     assert eps[0] == pytest.approx(expected, rel=1e-6)
     for cid in range(3):
         entries = dp.read_ledger(ledger_path(tmp_path, cid))
@@ -115,7 +117,8 @@ def test_client_over_budget_declines_and_federation_stops(
             )
         ],
         1e-3,
-        dp.Accountant.RDP,
+        dp.Accountant.PLD,
+        neighbouring=dp.Neighbouring.REPLACE_ONE,
     )
     trainer = DPTrainer(
         model,

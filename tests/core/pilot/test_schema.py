@@ -59,7 +59,7 @@ def test_clip_ring_bits_and_target_epsilon_reach_their_library_in_one_hop() -> N
          "privacy.noise_multiplier: exactly one of noise_multiplier and "
          "target_epsilon must be set"),
         ({"privacy": {"accountant": "moments"}},
-         "privacy.accountant must be one of 'rdp', 'prv'; found 'moments'"),
+         "privacy.accountant must be one of 'rdp', 'prv', 'pld'; found 'moments'"),
         ({"federation": {"rounds": 0}}, "federation.rounds must be >= 1; found 0"),
         ({"federation": {"rounds": "ten"}},
          "federation.rounds must be an int; found 'ten'"),
@@ -161,13 +161,17 @@ def test_every_key_has_help_and_the_template_holds_the_defaults(
     "tables",
     [
         {},
-        {"privacy": {"noise_multiplier": 1.2, "accountant": "prv"}},
+        {"privacy": {"noise_multiplier": 1.2, "accountant": "prv",
+                     "neighbouring": "add_remove"}},
+        {"privacy": {"noise_multiplier": 1.0, "release_loss": True,
+                     "loss_bound": 4.0,
+                     "loss_noise_multiplier": 2.0}},
         {"privacy": {"enabled": False}, "secure_aggregation": {"enabled": False}},
         {"secure_aggregation": {"max_weight": 4096, "ring_bits": 48,
                                 "mode": "hardened", "dropout_rate": 0.25},
          "data": {"drop": ["a", "b"]}, "training": {"optimizer": "adam"}},
     ],
-    ids=["defaults", "sigma-given", "both-off", "everything-set"],
+    ids=["defaults", "sigma-given", "loss-released", "both-off", "everything-set"],
 )
 def test_the_resolved_toml_reads_back_to_the_same_config(
     tables: dict[str, dict[str, Any]], tmp_path: Path
