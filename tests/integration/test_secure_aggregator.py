@@ -183,7 +183,8 @@ def test_a_cohort_the_clients_refuse_aborts_the_round(
     settings = _settings(
         mode=secagg.SecurityMode.HARDENED, corrupt_fraction=0.4, dropout_tolerance=0.25
     )
-    with pytest.raises(RoundAborted, match="refused its config: no hardened threshold for a complete graph of 4"):
+    refused = "refused its config: no hardened threshold for a complete graph of 4"
+    with pytest.raises(RoundAborted, match=refused):
         SecureAggregator(settings).aggregate(make_context(updates), updates)
 
 
