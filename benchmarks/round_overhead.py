@@ -1,4 +1,4 @@
-"""Issue 7: what secure aggregation and DP each add to one plain FedAvg round.
+"""What secure aggregation and DP each add to one plain FedAvg round.
 
 One round, simulated in one process (clients run one after another, so a
 round's wall time is the sum of every party's work), four ways:

@@ -1,4 +1,4 @@
-"""Issue 7: how client time, server time and upload grow with n, d and dropouts.
+"""How client time, server time and upload grow with n, d and dropouts.
 
 One axis at a time around a base point, each point one whole secagg session
 driven message by message (every message through ``to_bytes``/``from_bytes``):

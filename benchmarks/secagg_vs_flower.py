@@ -1,4 +1,4 @@
-"""Issue 7: fedshield ``secagg`` against Flower's SecAgg+ on the same CPU.
+"""fedshield ``secagg`` against Flower's SecAgg+ on the same CPU.
 
 Same process, same inputs, interleaved runs (ours, Flower, ours, Flower ...),
 median of the repeats, CPU time (``time.process_time``) and wall time:

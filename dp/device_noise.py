@@ -26,6 +26,7 @@ import struct
 
 import torch
 
+from dp.errors import InvalidNoiseInputError
 from dp.noise import REKEY_BYTES, SecureRandom
 
 __all__ = ["DeviceGaussian", "chacha20_block_words"]
@@ -66,9 +67,9 @@ def chacha20_block_words(
     values in [0, 2³²), on ``device``.
     """
     if len(key) != 32:
-        raise ValueError(f"key must be 32 bytes; found {len(key)}")
+        raise InvalidNoiseInputError(f"key must be 32 bytes; found {len(key)}")
     if counter < 0 or n_blocks < 0 or counter + n_blocks > 1 << 32:
-        raise ValueError("the 32-bit ChaCha20 block counter would overflow")
+        raise InvalidNoiseInputError("the 32-bit ChaCha20 block counter would overflow")
     state = torch.zeros((16, n_blocks), dtype=torch.int64, device=device)
     for row, word in enumerate(_CONSTANTS + struct.unpack("<8I", key)):
         state[row].fill_(word)
@@ -131,7 +132,7 @@ class DeviceGaussian:
     ) -> torch.Tensor:
         """N(0, std²) noise of ``shape`` on ``device``: 4 draws summed, halved."""
         if not (math.isfinite(std) and std >= 0):
-            raise ValueError(f"std must be finite and >= 0; found {std!r}")
+            raise InvalidNoiseInputError(f"std must be finite and >= 0; found {std!r}")
         dev = torch.device(device)
         n = math.prod(shape)
         out = torch.empty(n, dtype=dtype, device=dev)

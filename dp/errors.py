@@ -65,6 +65,10 @@ class InvalidAuditInputError(PrivacyError, ValueError):
     """An audit was given counts, scores or settings it cannot be computed from."""
 
 
+class InvalidNoiseInputError(PrivacyError, ValueError):
+    """A noise generator was given a key, length, scale or buffer it cannot use."""
+
+
 class MissingDependencyError(PrivacyError, ImportError):
     """An optional package a requested feature needs is not installed."""
 

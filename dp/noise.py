@@ -60,6 +60,8 @@ from cryptography.hazmat.primitives.ciphers import (
     modes,
 )
 
+from dp.errors import InvalidNoiseInputError
+
 __all__ = [
     "REKEY_BYTES",
     "ChaCha20Random",
@@ -142,7 +144,7 @@ class SecureRandom:
         if keystream is None:
             keystream = default_keystream()
         if not isinstance(keystream, Keystream):
-            raise ValueError(
+            raise InvalidNoiseInputError(
                 "keystream must be a Keystream "
                 f"({', '.join(k.name for k in Keystream)}); found {keystream!r}"
             )
@@ -156,7 +158,9 @@ class SecureRandom:
     ) -> _R:
         """A generator with a caller-chosen key.  Never use outside tests."""
         if len(key) != _KEY_BYTES:
-            raise ValueError(f"key must be {_KEY_BYTES} bytes; found {len(key)}")
+            raise InvalidNoiseInputError(
+                f"key must be {_KEY_BYTES} bytes; found {len(key)}"
+            )
         warnings.warn(
             f"{cls.__name__} with a fixed key is deterministic: test use only",
             RuntimeWarning,
@@ -188,7 +192,7 @@ class SecureRandom:
     def random_bytes(self, n: int) -> bytes:
         """``n`` keystream bytes."""
         if n < 0:
-            raise ValueError(f"n must be >= 0; found {n}")
+            raise InvalidNoiseInputError(f"n must be >= 0; found {n}")
         self._reserve(n)
         return self._stream.update(bytes(n))
 
@@ -251,7 +255,7 @@ class SecureRandom:
     def standard_normal(self, n: int) -> npt.NDArray[np.float64]:
         """``n`` i.i.d. N(0, 1) samples by the polar method (see the module doc)."""
         if n < 0:
-            raise ValueError(f"n must be >= 0; found {n}")
+            raise InvalidNoiseInputError(f"n must be >= 0; found {n}")
         out = np.empty(n, dtype=np.float64)
         self._normals_into(out)
         return out
@@ -264,9 +268,9 @@ class SecureRandom:
         :meth:`gaussian_noise` of the same size.
         """
         if not (math.isfinite(std) and std >= 0):
-            raise ValueError(f"std must be finite and >= 0; found {std!r}")
+            raise InvalidNoiseInputError(f"std must be finite and >= 0; found {std!r}")
         if not out.flags.c_contiguous:
-            raise ValueError("out must be a C-contiguous array")
+            raise InvalidNoiseInputError("out must be a C-contiguous array")
         flat = out.reshape(-1)
         n = flat.size
         scale = 0.5 * std
@@ -290,7 +294,7 @@ class SecureRandom:
     def bernoulli(self, n: int, p: float) -> npt.NDArray[np.bool_]:
         """``n`` independent draws that are True with probability ``p``."""
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1]; found {p!r}")
+            raise InvalidNoiseInputError(f"p must be in [0, 1]; found {p!r}")
         mask: npt.NDArray[np.bool_] = self.uniform(n) < p
         return mask
 

@@ -12,6 +12,7 @@ id, every length is exact.  Every failure raises
 
 from __future__ import annotations
 
+import abc
 import enum
 import itertools
 import struct
@@ -111,20 +112,23 @@ class Reader:
             raise InvalidMessage("message has trailing bytes")
 
 
-class Codec(Generic[T]):
+class Codec(abc.ABC, Generic[T]):
     """How one field is checked, written and read; ``width`` is its least
     encoded size (it bounds list counts before any item is read)."""
 
     width: int = 0
 
+    @abc.abstractmethod
     def check(self, value: object, what: str) -> None:
-        raise NotImplementedError
+        """Each field type defines it."""
 
+    @abc.abstractmethod
     def encode(self, value: T) -> bytes:
-        raise NotImplementedError
+        """Each field type defines it."""
 
+    @abc.abstractmethod
     def decode(self, r: Reader) -> T:
-        raise NotImplementedError
+        """Each field type defines it."""
 
 
 class Int(Codec[int]):

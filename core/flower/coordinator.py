@@ -36,6 +36,7 @@ import secagg
 from core.aggregation import ServerOptimizer
 from core.checkpoint import save_checkpoint
 from core.evaluation import evaluate
+from core.flower.errors import DeploymentConfigError
 from core.flower.protocol import LedgerHead, Stage, StageReply, StageRequest
 from core.flower.roster import Roster
 from core.flower.settings import AppSettings, model_hash, session_context
@@ -88,7 +89,7 @@ class Coordinator:
         out_dir: str | Path | None = None,
     ) -> None:
         if settings.secagg.mode is secagg.SecurityMode.HARDENED and roster is None:
-            raise ValueError("hardened mode needs the consortium roster")
+            raise DeploymentConfigError("hardened mode needs the consortium roster")
         self.settings = settings
         self.run_id = run_id
         self._transport = transport

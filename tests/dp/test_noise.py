@@ -18,6 +18,7 @@ import torch
 from scipy import stats
 from torch.utils.data import TensorDataset
 
+import dp
 from dp.engine import CSPRNGDPOptimizer, PoissonBatchSampler
 from dp.noise import ChaCha20Random, SecureRandom
 from tests.dp import kit
@@ -129,7 +130,7 @@ def test_fixed_key_is_reproducible_and_warns_and_fresh_keys_differ() -> None:
     ],
 )
 def test_bad_arguments(call: Callable[[ChaCha20Random], Any], error: str) -> None:
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(dp.InvalidNoiseInputError, match=error):
         call(ChaCha20Random())
 
 

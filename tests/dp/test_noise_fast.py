@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from scipy import stats
 from torch import nn
 
+import dp
 import dp.device_noise as device_noise
 import dp.local_training as local_training
 import dp.noise as noise_mod
@@ -153,7 +154,7 @@ def test_noise_into_float32_is_the_float64_stream_rounded_once() -> None:
     ],
 )
 def test_bad_arguments(call: object, error: str) -> None:
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(dp.InvalidNoiseInputError, match=error):
         call()  # type: ignore[operator]
 
 
@@ -174,10 +175,10 @@ def test_torch_chacha20_equals_pyca_bit_for_bit(counter: int, blocks: int) -> No
 
 
 def test_torch_chacha20_refuses_bad_inputs() -> None:
-    with pytest.raises(ValueError, match="key must be 32 bytes; found 31"):
+    with pytest.raises(dp.InvalidNoiseInputError, match="key must be 32 bytes"):
         chacha20_block_words(bytes(31), 0, 1, "cpu")
     with pytest.raises(
-        ValueError, match="32-bit ChaCha20 block counter would overflow"
+        dp.InvalidNoiseInputError, match="32-bit ChaCha20 block counter would overflow"
     ):
         chacha20_block_words(bytes(32), 2**32 - 1, 2, "cpu")
 
