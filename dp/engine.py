@@ -114,14 +114,13 @@ def _add_noise(opt: DPOptimizer, noise: _Noise) -> None:
         _mark_as_processed(p.summed_grad)
 
 
-class CSPRNGDPOptimizer(DPOptimizer):  # type: ignore[misc]
-    """``DPOptimizer`` whose Gaussian noise comes from a CSPRNG.
+class _CSPRNGNoise:
+    """What both CSPRNG optimizers share: Opacus's optimizer built with a sum
+    loss and no torch generator, N(0, (σ·C)²) from the CSPRNG, and division
+    by the public ``normaliser`` (the configured batch size)."""
 
-    Clipping and accumulation of per-sample gradients are Opacus's.
-    ``add_noise`` adds N(0, (σ·C)²) per coordinate (see :class:`_Noise`);
-    ``scale_grad`` divides by the public ``normaliser`` (the configured batch
-    size), whatever ``loss_reduction`` the module uses.
-    """
+    params: Any
+    accumulated_iterations: Any
 
     def __init__(
         self,
@@ -132,7 +131,8 @@ class CSPRNGDPOptimizer(DPOptimizer):  # type: ignore[misc]
         normaliser: float,
         rng: SecureRandom,
     ) -> None:
-        super().__init__(
+        # The next class in the MRO is the Opacus optimizer the subclass names.
+        super().__init__(  # type: ignore[call-arg]
             optimizer,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
@@ -151,40 +151,32 @@ class CSPRNGDPOptimizer(DPOptimizer):  # type: ignore[misc]
         for p in self.params:
             p.grad /= self._normaliser * self.accumulated_iterations
 
+
+class CSPRNGDPOptimizer(_CSPRNGNoise, DPOptimizer):  # type: ignore[misc]
+    """``DPOptimizer`` whose Gaussian noise comes from a CSPRNG.
+
+    Clipping and accumulation of per-sample gradients are Opacus's.
+    ``add_noise`` adds N(0, (σ·C)²) per coordinate (see :class:`_Noise`);
+    ``scale_grad`` divides by the public ``normaliser`` (the configured batch
+    size), whatever ``loss_reduction`` the module uses.
+    """
+
     def prepare_empty_step(self) -> None:
         """Stand in for the backward pass of an empty batch: no per-sample gradients."""
         for p in self.params:
             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
 
 
-class CSPRNGDPOptimizerFastGradientClipping(DPOptimizerFastGradientClipping):  # type: ignore[misc]
+class CSPRNGDPOptimizerFastGradientClipping(
+    _CSPRNGNoise,
+    DPOptimizerFastGradientClipping,  # type: ignore[misc]
+):
     """Fast gradient clipping's optimizer with CSPRNG noise and the public normaliser.
 
     ``p.grad`` already holds the sum of clipped per-example gradients (the
     second backward pass of the clipped loss); this adds N(0, (σ·C)²) and
     divides by the public ``normaliser``, exactly as :class:`CSPRNGDPOptimizer`.
     """
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        *,
-        noise_multiplier: float,
-        max_grad_norm: float,
-        normaliser: float,
-        rng: SecureRandom,
-    ) -> None:
-        super().__init__(
-            optimizer,
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            expected_batch_size=normaliser,
-            loss_reduction="sum",
-            generator=None,
-            secure_mode=False,
-        )
-        self.noise = _Noise(rng)
-        self._normaliser = float(normaliser)
 
     def accumulate(self) -> None:
         for p in self.params:
@@ -194,13 +186,6 @@ class CSPRNGDPOptimizerFastGradientClipping(DPOptimizerFastGradientClipping):  #
                 # Opacus deep-copies here; add_noise replaces p.grad with a new
                 # tensor, so the clipped sum can be taken over without a copy.
                 p.summed_grad = p.grad.detach()
-
-    def add_noise(self) -> None:
-        _add_noise(self, self.noise)
-
-    def scale_grad(self) -> None:
-        for p in self.params:
-            p.grad /= self._normaliser * self.accumulated_iterations
 
     def prepare_empty_step(self) -> None:
         """Stand in for the backward passes of an empty batch: a zero clipped sum."""
