@@ -38,8 +38,14 @@ if TYPE_CHECKING:
     )
     from dp.calibration import calibrate_noise_multiplier
     from dp.client import PrivateClient, PrivateRoundResult
-    from dp.config import Accountant, DPConfig, GradSampleMode, Neighbouring
-    from dp.engine import LocalOptimizer, make_private_compatible
+    from dp.config import (
+        Accountant,
+        DPConfig,
+        GradSampleMode,
+        LocalOptimizer,
+        Neighbouring,
+    )
+    from dp.engine import make_private_compatible
     from dp.errors import (
         AccountingError,
         BudgetExceeded,
@@ -109,9 +115,9 @@ _HOME: dict[str, str] = {
     "PrivateClient": "dp.client",
     "PrivateRoundResult": "dp.client",
     **dict.fromkeys(
-        ("Accountant", "DPConfig", "GradSampleMode", "Neighbouring"), "dp.config"
+        ("Accountant", "DPConfig", "GradSampleMode", "LocalOptimizer", "Neighbouring"),
+        "dp.config",
     ),
-    "LocalOptimizer": "dp.engine",
     "make_private_compatible": "dp.engine",
     "PrivacyLedger": "dp.ledger",
     "LedgerEntry": "dp.ledger_format",

@@ -31,9 +31,17 @@ __all__ = [
     "Accountant",
     "DPConfig",
     "GradSampleMode",
+    "LocalOptimizer",
     "Neighbouring",
     "check_accountant_supports",
 ]
+
+
+class LocalOptimizer(enum.Enum):
+    """The optimizer DP-SGD's noisy gradient is fed to."""
+
+    SGD = "sgd"
+    ADAM = "adam"
 
 
 class Neighbouring(enum.Enum):

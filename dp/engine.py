@@ -28,7 +28,6 @@ q = 1/ceil(n/B) is.
 
 from __future__ import annotations
 
-import enum
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +39,9 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from torch.utils.data import DataLoader
 
 from dp.compat import check_private_compatible, make_private_compatible
-from dp.config import Accountant
+
+# Re-exported: callers name the optimizer here, next to the engine using it.
+from dp.config import Accountant, LocalOptimizer
 from dp.device_noise import DeviceGaussian
 from dp.errors import PrivacyError
 from dp.noise import SecureRandom
@@ -62,13 +63,6 @@ __all__ = [
 #: Per-example loss: ``loss_fn(outputs, targets)`` returns one loss per example
 #: (e.g. ``nn.CrossEntropyLoss(reduction="none")``).
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class LocalOptimizer(enum.Enum):
-    """The optimizer DP-SGD's noisy gradient is fed to."""
-
-    SGD = "sgd"
-    ADAM = "adam"
 
 
 class _Noise:

@@ -33,33 +33,82 @@ each round's :class:`SecAggConfig` and :class:`ClientPolicy`.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from secagg import errors
-from secagg.client import ClientPhase, SecAggClient
-from secagg.config import (
-    COMPLETE_GRAPH_BELOW,
-    GraphKind,
-    Round,
-    SecAggConfig,
-    SecurityMode,
-)
 from secagg.errors import *  # noqa: F403 (the whole error family is public)
-from secagg.identity import Consortium, make_consortium
-from secagg.local import (
-    Identities,
-    SessionResult,
-    run_quantized_session,
-    run_session,
-)
-from secagg.participation import (
-    FileParticipationLog,
-    MemoryParticipationLog,
-    ParticipationLog,
-)
-from secagg.policy import ClientPolicy
-from secagg.quantize import QuantizedInput, quantize_input
-from secagg.ring import MAX_RING_BITS, RingBackend
-from secagg.server import SecAggAggregate, SecAggServer
-from secagg.settings import SecAggSettings
+
+if TYPE_CHECKING:
+    from secagg.client import ClientPhase, SecAggClient
+    from secagg.config import (
+        COMPLETE_GRAPH_BELOW,
+        GraphKind,
+        Round,
+        SecAggConfig,
+        SecurityMode,
+    )
+    from secagg.identity import Consortium, make_consortium
+    from secagg.limits import MAX_RING_BITS
+    from secagg.local import (
+        Identities,
+        SessionResult,
+        run_quantized_session,
+        run_session,
+    )
+    from secagg.participation import (
+        FileParticipationLog,
+        MemoryParticipationLog,
+        ParticipationLog,
+    )
+    from secagg.policy import ClientPolicy
+    from secagg.quantize import QuantizedInput, quantize_input
+    from secagg.ring import RingBackend
+    from secagg.server import SecAggAggregate, SecAggServer
+    from secagg.settings import SecAggSettings
+
+#: Public name -> the module that defines it.  Names load on first use, so
+#: reading a configuration (``SecAggSettings``) does not pay for torch.
+_HOME: dict[str, str] = {
+    "ClientPhase": "secagg.client",
+    "SecAggClient": "secagg.client",
+    **dict.fromkeys(
+        ("COMPLETE_GRAPH_BELOW", "GraphKind", "Round", "SecAggConfig", "SecurityMode"),
+        "secagg.config",
+    ),
+    "Consortium": "secagg.identity",
+    "make_consortium": "secagg.identity",
+    **dict.fromkeys(
+        ("Identities", "SessionResult", "run_quantized_session", "run_session"),
+        "secagg.local",
+    ),
+    **dict.fromkeys(
+        ("FileParticipationLog", "MemoryParticipationLog", "ParticipationLog"),
+        "secagg.participation",
+    ),
+    "ClientPolicy": "secagg.policy",
+    "QuantizedInput": "secagg.quantize",
+    "quantize_input": "secagg.quantize",
+    "MAX_RING_BITS": "secagg.limits",
+    "RingBackend": "secagg.ring",
+    "SecAggAggregate": "secagg.server",
+    "SecAggServer": "secagg.server",
+    "SecAggSettings": "secagg.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'secagg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "COMPLETE_GRAPH_BELOW",

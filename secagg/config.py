@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from secagg import graph as graph_params
-from secagg import ring, threat
+from secagg import limits, threat
 from secagg.errors import ConfigError, ProtocolError
 
 __all__ = [
@@ -158,10 +158,10 @@ class SecAggConfig:
             raise ConfigError(
                 f"vector_length must be in [1, 2^32 - 3], got {self.vector_length}"
             )
-        if not ring.MIN_RING_BITS <= self.ring_bits <= ring.MAX_RING_BITS:
+        if not limits.MIN_RING_BITS <= self.ring_bits <= limits.MAX_RING_BITS:
             raise ConfigError(
-                f"ring_bits must be in [{ring.MIN_RING_BITS}, "
-                f"{ring.MAX_RING_BITS}], got {self.ring_bits}"
+                f"ring_bits must be in [{limits.MIN_RING_BITS}, "
+                f"{limits.MAX_RING_BITS}], got {self.ring_bits}"
             )
         if not 2 <= self.value_bits <= self.ring_bits:
             raise ConfigError(
@@ -210,7 +210,7 @@ class SecAggConfig:
                 f"bit budget exceeded: value_bits ({self.value_bits}) + bits of "
                 f"max_weight ({weight_bits}) + ceil(log2 num_clients) "
                 f"({cohort_bits}) + 1 = {need} > ring_bits ({self.ring_bits}); "
-                f"raise ring_bits (at most {ring.MAX_RING_BITS}) or lower "
+                f"raise ring_bits (at most {limits.MAX_RING_BITS}) or lower "
                 "value_bits, max_weight or num_clients"
             )
         # The secure sum of clipped-coordinate counts shares the ring too.

@@ -31,6 +31,7 @@ import numpy.typing as npt
 import torch
 
 from secagg.errors import InvalidInput
+from secagg.limits import MAX_RING_BITS, MIN_RING_BITS
 
 __all__ = [
     "MAX_RING_BITS",
@@ -46,11 +47,6 @@ __all__ = [
     "wire_width",
 ]
 
-#: Narrowest ring the protocol accepts.
-MIN_RING_BITS = 8
-#: Widest ring Z_2^k: an int64 lane holds the sum or difference of two
-#: reduced values without overflow, and uint64 containers hold every residue.
-MAX_RING_BITS = 62
 
 #: A ring vector of the ``NUMPY`` back end: a 1-D uint32/uint64 container.
 RingArray = npt.NDArray[np.unsignedinteger[Any]]

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from secagg import ring
+from secagg import limits
 from secagg.config import COMPLETE_GRAPH_BELOW, SecAggConfig, SecurityMode
 from secagg.errors import ConfigError, PolicyViolation
 from secagg.graph import MAX_BAD_FRACTION
@@ -81,7 +81,7 @@ class SecAggSettings:
             raise ConfigError(f"clip must be a number, got {clip!r}")
         if not (math.isfinite(clip) and clip > 0):
             raise ConfigError(f"clip must be finite and > 0, got {clip}")
-        _int("ring_bits", self.ring_bits, ring.MIN_RING_BITS, ring.MAX_RING_BITS)
+        _int("ring_bits", self.ring_bits, limits.MIN_RING_BITS, limits.MAX_RING_BITS)
         _int("value_bits", self.value_bits, 2, self.ring_bits)
         _int("max_weight", self.max_weight, 1)
         need = self.value_bits + self.max_weight.bit_length() + 1

@@ -96,3 +96,27 @@ def test_help_answers_without_importing_torch_or_the_libraries(
     heavy = sorted(m for m in loaded if m.split(".")[0] in _HEAVY)
     assert not heavy, f"{argv} imported {heavy[:5]}"
     assert "usage: fedshield" in done.stdout or "fedshield " in done.stdout
+
+
+def test_dry_run_validates_without_importing_torch_or_opacus() -> None:
+    # Validation builds dp.DPConfig and secagg.SecAggSettings, and neither may
+    # need torch, numpy or Opacus for it (they load only to train).
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['fedshield', 'run', 'examples/hospital_pilot.toml', "
+        "'--dry-run']\n"
+        "try:\n"
+        "    runpy.run_module('core.pilot.cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "valid; resolved" in done.stdout
+    loaded = set(done.stderr.split())
+    heavy = sorted(m for m in loaded if m.split(".")[0] in {"torch", "opacus"})
+    assert not heavy, f"--dry-run imported {heavy[:5]}"
