@@ -202,6 +202,10 @@ class NodeAgent:
                 self.data.num_examples,
                 settings.dp,
                 ledger_file(self.config.ledger_dir, self.config.institution),
+                # One institution per process, idle between stages and rounds:
+                # its next round's CSPRNG noise is drawn then, off the round's
+                # critical path (bounded per client by dp).
+                prefetch_noise=True,
             )
         self._run = run_id
 
