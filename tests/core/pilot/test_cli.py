@@ -68,16 +68,9 @@ def test_no_command_or_an_unknown_one_is_a_usage_error(
     assert capsys.readouterr().out.startswith("fedshield ")
 
 
-_HEAVY = ("torch", "opacus", "numpy", "dp", "secagg")
-
-
-@pytest.mark.parametrize(
-    "argv", [["--help"], ["run", "--help"], ["init", "--help"], ["--version"]]
-)
-def test_help_answers_without_importing_torch_or_the_libraries(
-    argv: list[str],
-) -> None:
-    # `python -m core.pilot.cli ...` as a user runs it, then what was loaded.
+def _run_cli_and_list_modules(argv: list[str]) -> tuple[str, set[str]]:
+    """Run `python -m core.pilot.cli ARGV` as a user would: its output, and
+    every module it had loaded when it finished."""
     code = (
         "import runpy, sys\n"
         f"sys.argv = ['fedshield', *{argv!r}]\n"
@@ -92,31 +85,30 @@ def test_help_answers_without_importing_torch_or_the_libraries(
         timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    loaded = set(done.stderr.split())
+    return done.stdout, set(done.stderr.split())
+
+
+_HEAVY = ("torch", "opacus", "numpy", "dp", "secagg")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["init", "--help"], ["--version"]]
+)
+def test_help_answers_without_importing_torch_or_the_libraries(
+    argv: list[str],
+) -> None:
+    stdout, loaded = _run_cli_and_list_modules(argv)
     heavy = sorted(m for m in loaded if m.split(".")[0] in _HEAVY)
     assert not heavy, f"{argv} imported {heavy[:5]}"
-    assert "usage: fedshield" in done.stdout or "fedshield " in done.stdout
+    assert "usage: fedshield" in stdout or "fedshield " in stdout
 
 
 def test_dry_run_validates_without_importing_torch_or_opacus() -> None:
     # Validation builds dp.DPConfig and secagg.SecAggSettings, and neither may
-    # need torch, numpy or Opacus for it (they load only to train).
-    code = (
-        "import runpy, sys\n"
-        "sys.argv = ['fedshield', 'run', 'examples/hospital_pilot.toml', "
-        "'--dry-run']\n"
-        "try:\n"
-        "    runpy.run_module('core.pilot.cli', run_name='__main__')\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code in (0, None), exc.code\n"
-        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    # need torch or Opacus for it (they load only to train).
+    stdout, loaded = _run_cli_and_list_modules(
+        ["run", "examples/hospital_pilot.toml", "--dry-run"]
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "valid; resolved" in done.stdout
-    loaded = set(done.stderr.split())
+    assert "valid; resolved" in stdout
     heavy = sorted(m for m in loaded if m.split(".")[0] in {"torch", "opacus"})
     assert not heavy, f"--dry-run imported {heavy[:5]}"
