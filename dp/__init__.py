@@ -27,6 +27,8 @@ import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dp import errors as _errors
+
 if TYPE_CHECKING:
     from dp.accounting import (
         Mechanism,
@@ -75,28 +77,8 @@ if TYPE_CHECKING:
 
     LedgerCorrupted = LedgerCorruptedError
 
-_ERRORS = (
-    "AccountingError",
-    "BudgetExceeded",
-    "BudgetExceededError",
-    "BudgetTooSmallError",
-    "DPConfigError",
-    "InvalidAuditInputError",
-    "InvalidDeltaError",
-    "InvalidLedgerEntryError",
-    "InvalidLedgerHeadError",
-    "InvalidNoiseMultiplierError",
-    "LedgerCorruptedError",
-    "LedgerError",
-    "LedgerMismatchError",
-    "LedgerNotFoundError",
-    "LedgerRollbackError",
-    "InvalidNoiseInputError",
-    "MissingDependencyError",
-    "PrivacyError",
-    "UnsupportedAccountantError",
-    "UnsupportedModelError",
-)
+# dp.errors holds only exception classes: cheap to load with the package.
+_ERRORS = tuple(_errors.__all__)
 #: Public name -> the module that defines it.
 _HOME: dict[str, str] = {
     **dict.fromkeys(_ERRORS, "dp.errors"),

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidDeltaError",
     "InvalidLedgerEntryError",
     "InvalidLedgerHeadError",
+    "InvalidNoiseInputError",
     "InvalidNoiseMultiplierError",
     "LedgerCorruptedError",
     "LedgerError",
