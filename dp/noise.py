@@ -76,6 +76,8 @@ REKEY_BYTES = 1 << 30
 
 _KEY_BYTES = 32
 _TWO_POW_MINUS_53 = 2.0**-53
+_TWO_POW_106 = 2.0**106
+_TWO_POW_MINUS_106 = 2.0**-106
 #: 64-bit words of keystream encrypted per cipher call (4 MiB).
 _BLOCK_WORDS = 1 << 19
 #: Read-only plaintext shared by every generator: the keystream is E(0).
@@ -124,6 +126,21 @@ def _encryptor(keystream: Keystream, key: bytes) -> CipherContext:
     return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
 
 
+class _PolarScratch:
+    """Buffers for one polar chunk of up to ``pairs`` pairs, reused across calls."""
+
+    __slots__ = ("factor", "kept_s", "mask", "s", "tmp", "words", "xy")
+
+    def __init__(self, pairs: int) -> None:
+        self.words = np.empty(2 * pairs, dtype="<u8")
+        self.xy = np.empty(2 * pairs, dtype=np.float64)
+        self.s = np.empty(pairs, dtype=np.float64)
+        self.tmp = np.empty(pairs, dtype=np.float64)
+        self.mask = np.empty(pairs, dtype=np.bool_)
+        self.kept_s = np.empty(pairs, dtype=np.float64)
+        self.factor = np.empty(pairs, dtype=np.float64)
+
+
 _R = TypeVar("_R", bound="SecureRandom")
 
 
@@ -135,7 +152,7 @@ class SecureRandom:
     :meth:`insecure_from_key_for_testing`, which warns.
     """
 
-    __slots__ = ("_bytes_under_key", "_stream", "keystream")
+    __slots__ = ("_bytes_under_key", "_scratch", "_stream", "keystream")
 
     def __init__(self, keystream: Keystream | None = None) -> None:
         self._init(os.urandom(_KEY_BYTES), keystream)
@@ -151,6 +168,7 @@ class SecureRandom:
         self.keystream = keystream
         self._stream = _encryptor(keystream, key)
         self._bytes_under_key = 0
+        self._scratch: _PolarScratch | None = None
 
     @classmethod
     def insecure_from_key_for_testing(
@@ -196,15 +214,20 @@ class SecureRandom:
         self._reserve(n)
         return self._stream.update(bytes(n))
 
-    def _words(self, n: int) -> npt.NDArray[np.uint64]:
-        """``n`` keystream words, encrypted block by block straight into place."""
-        words = np.empty(n, dtype="<u8")
+    def _words_into(self, words: npt.NDArray[np.uint64]) -> None:
+        """Fill the contiguous ``words`` with keystream, encrypted in place."""
         raw = words.data.cast("B")
+        total = 8 * words.size
         zeros = memoryview(_ZEROS)
-        for start in range(0, 8 * n, 8 * _BLOCK_WORDS):
-            nbytes = min(8 * _BLOCK_WORDS, 8 * n - start)
+        for start in range(0, total, 8 * _BLOCK_WORDS):
+            nbytes = min(8 * _BLOCK_WORDS, total - start)
             self._reserve(nbytes)
             self._stream.update_into(zeros[:nbytes], raw[start : start + nbytes])
+
+    def _words(self, n: int) -> npt.NDArray[np.uint64]:
+        """``n`` keystream words."""
+        words = np.empty(n, dtype="<u8")
+        self._words_into(words)
         return words
 
     def uniform(self, n: int) -> npt.NDArray[np.float64]:
@@ -216,35 +239,62 @@ class SecureRandom:
         u *= _TWO_POW_MINUS_53
         return u
 
+    def _scratch_for(self) -> _PolarScratch:
+        # Reused across chunks and calls: fresh temporaries of this size are
+        # served by mmap, and their page faults cost more than the arithmetic.
+        if self._scratch is None:
+            self._scratch = _PolarScratch(_CHUNK_PAIRS)
+        return self._scratch
+
     def _polar_chunk(self, dest: npt.NDArray[np.float64], pairs: int) -> int:
-        """Try ``pairs`` polar pairs; write up to ``dest.size`` normals; count them."""
-        w = self._words(2 * pairs).view(np.int64)
+        """Try ``pairs`` polar pairs; write up to ``dest.size`` values; count them.
+
+        The values are 2⁵³ · N(0, 1): the polar method run on the integers
+        X = 2⁵³x and Y = 2⁵³y.  Scaling by a power of two commutes with every
+        float64 rounding here (nothing overflows or goes subnormal), so each
+        value is bit for bit 2⁵³ times the textbook x·√(−2 ln s / s), and
+        callers fold the 2⁻⁵³ into a multiplication they make anyway.
+        """
+        sc = self._scratch_for()
+        w = sc.words[: 2 * pairs]
+        self._words_into(w)
+        wi = w.view(np.int64)
         # Arithmetic shift keeps the sign: odd integers in (−2⁵³, 2⁵³), exact
-        # in float64, so x and y are never 0 and s > 0 always.
-        np.right_shift(w, 10, out=w)
-        np.bitwise_or(w, 1, out=w)
-        xy = w.astype(np.float64)
-        xy *= _TWO_POW_MINUS_53
+        # in float64, so X and Y are never 0 and S > 0 always.
+        np.right_shift(wi, 10, out=wi)
+        np.bitwise_or(wi, 1, out=wi)
+        xy = sc.xy[: 2 * pairs]
+        np.copyto(xy, wi, casting="unsafe")
         x, y = xy[:pairs], xy[pairs:]
-        s = x * x
-        s += y * y
+        big_s, tmp = sc.s[:pairs], sc.tmp[:pairs]
+        np.multiply(x, x, out=big_s)
+        np.multiply(y, y, out=tmp)
+        big_s += tmp
+        np.less(big_s, _TWO_POW_106, out=sc.mask[:pairs])
         # Compact once by index: np.take is several times faster than
         # boolean-mask indexing of three arrays.
-        kept = np.flatnonzero(s < 1.0)
-        s = s.take(kept)
-        factor = np.log(s)
+        kept = np.flatnonzero(sc.mask[:pairs])
+        k = kept.size
+        s = np.take(big_s, kept, out=sc.kept_s[:k])
+        s *= _TWO_POW_MINUS_106  # exact: s = x² + y² < 1
+        factor = sc.factor[:k]
+        np.log(s, out=factor)
         factor *= -2.0
         factor /= s
         np.sqrt(factor, out=factor)
-        take = min(2 * kept.size, dest.size)
-        first = min(kept.size, take)
+        take = min(2 * k, dest.size)
+        first = min(k, take)
         rest = take - first
-        np.multiply(x.take(kept[:first]), factor[:first], out=dest[:first])
-        np.multiply(y.take(kept[:rest]), factor[:rest], out=dest[first:take])
+        gathered = sc.tmp[:first]
+        np.take(x, kept[:first], out=gathered)
+        np.multiply(gathered, factor[:first], out=dest[:first])
+        gathered = sc.tmp[:rest]
+        np.take(y, kept[:rest], out=gathered)
+        np.multiply(gathered, factor[:rest], out=dest[first:take])
         return take
 
-    def _normals_into(self, dest: npt.NDArray[np.float64]) -> None:
-        """Fill the contiguous float64 array ``dest`` with i.i.d. N(0, 1)."""
+    def _scaled_normals_into(self, dest: npt.NDArray[np.float64]) -> None:
+        """Fill the contiguous float64 ``dest`` with i.i.d. 2⁵³ · N(0, 1)."""
         n = dest.size
         filled = 0
         while filled < n:
@@ -257,7 +307,8 @@ class SecureRandom:
         if n < 0:
             raise InvalidNoiseInputError(f"n must be >= 0; found {n}")
         out = np.empty(n, dtype=np.float64)
-        self._normals_into(out)
+        self._scaled_normals_into(out)
+        out *= _TWO_POW_MINUS_53
         return out
 
     def gaussian_noise_into(self, std: float, out: npt.NDArray[np.floating]) -> None:
@@ -273,15 +324,19 @@ class SecureRandom:
             raise InvalidNoiseInputError("out must be a C-contiguous array")
         flat = out.reshape(-1)
         n = flat.size
-        scale = 0.5 * std
+        # 2⁻⁵³ undoes the scaled normals' factor; exact, as is the halving.
+        scale = 0.5 * std * _TWO_POW_MINUS_53
         buf = np.empty(4 * min(n, _CHUNK_OUT), dtype=np.float64)
         for start in range(0, n, _CHUNK_OUT):
             m = min(_CHUNK_OUT, n - start)
-            four = buf[: 4 * m]
-            self._normals_into(four)
-            acc = np.add.reduce(four.reshape(4, m), axis=0)
-            acc *= scale
-            flat[start : start + m] = acc
+            four = buf[: 4 * m].reshape(4, m)
+            self._scaled_normals_into(buf[: 4 * m])
+            acc = four[0]
+            acc += four[1]
+            acc += four[2]
+            acc += four[3]
+            # Multiplied in float64 and rounded once to out's dtype.
+            np.multiply(acc, scale, out=flat[start : start + m], casting="same_kind")
 
     def gaussian_noise(
         self, std: float, shape: tuple[int, ...]
