@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         steps_per_round,
     )
     from dp.calibration import calibrate_noise_multiplier
-    from dp.client import PrivateClient, PrivateRoundResult
+    from dp.client import PrivateClient
     from dp.config import (
         Accountant,
         DPConfig,
@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from dp.ledger_format import LedgerEntry, read_ledger
     from dp.ledger_heads import LedgerHead, read_recorded_heads
     from dp.noise import ChaCha20Random, Keystream, SecureRandom
+    from dp.round_result import PrivateRoundResult
 
     LedgerCorrupted = LedgerCorruptedError
 
@@ -95,7 +96,7 @@ _HOME: dict[str, str] = {
     ),
     "calibrate_noise_multiplier": "dp.calibration",
     "PrivateClient": "dp.client",
-    "PrivateRoundResult": "dp.client",
+    "PrivateRoundResult": "dp.round_result",
     **dict.fromkeys(
         ("Accountant", "DPConfig", "GradSampleMode", "LocalOptimizer", "Neighbouring"),
         "dp.config",

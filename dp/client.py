@@ -31,7 +31,8 @@ later round; only a model of another architecture rebuilds them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -66,38 +67,11 @@ from dp.ledger_format import LedgerEntry
 from dp.ledger_heads import LedgerHead
 from dp.local_training import DPSGDSettings, LocalDPTrainer
 from dp.noise import SecureRandom
+from dp.round_result import PrivateRoundResult
 
 __all__ = ["PrivateClient", "PrivateRoundResult"]
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PrivateRoundResult:
-    """One finished private round.  Its ledger entries are already durable.
-
-    Everything here is covered by the client's ε or public under its
-    accounting: ``state_dict`` holds the trained weights (clipped, noised
-    DP-SGD; detached copies, keys as in the model passed in; the model passed
-    in is left unchanged), the rest are accounted values and the ledger's
-    records of them.  ``noised_loss`` is the DP-released mean clipped training
-    loss when ``DPConfig.release_loss`` is on (charged as ``loss_entry``), else
-    None: no un-noised metric is returned.  ``num_examples`` is the count the
-    caller passed in, public under replace-one accounting.
-    """
-
-    client_id: str
-    round_idx: int
-    state_dict: dict[str, torch.Tensor]
-    num_examples: int
-    steps: int
-    noise_multiplier: float
-    sample_rate: float
-    epsilon_before: float
-    epsilon_after: float
-    epsilon_budget: float
-    ledger_entry: LedgerEntry
-    loss_entry: LedgerEntry | None
-    noised_loss: float | None
-    ledger_head: LedgerHead
+_log = logging.getLogger(__name__)
 
 
 class PrivateClient:
@@ -107,9 +81,15 @@ class PrivateClient:
     coordinator already calibrated with :func:`calibrate_noise_multiplier`);
     by default it is ``config.noise_multiplier`` or calibrated here, once, for
     the whole planned schedule.  ``rng`` defaults to a fresh OS-keyed
-    :class:`~dp.noise.SecureRandom`.  With ``prefetch_noise=True`` the client
-    draws its next round's noise on a background thread as soon as a round
-    ends (CPU float32 models, up to 256 MiB), so that round only adds it.
+    :class:`~dp.noise.SecureRandom`.
+
+    Noise never waits on the critical path where it can be helped (CPU
+    float32 models): each round's noise is drawn on a background thread a
+    few steps ahead of the optimizer, and with ``prefetch_noise`` (the
+    default) the whole of the next round's noise, and its ε projection, are
+    prepared on a background thread as soon as a round ends, while the client
+    waits for the server, if that round fits the budget and the process-wide
+    prefetch memory (:data:`~dp.noise_prefetch.PREFETCH_MAX_BYTES`).
     """
 
     def __init__(
@@ -121,7 +101,7 @@ class PrivateClient:
         *,
         noise_multiplier: float | None = None,
         rng: SecureRandom | None = None,
-        prefetch_noise: bool = False,
+        prefetch_noise: bool = True,
     ) -> None:
         check_identity(client_id, num_examples)
         if not isinstance(prefetch_noise, bool):
@@ -154,6 +134,7 @@ class PrivateClient:
             ),
         )
         self._projection: tuple[int, float] | None = None
+        self._ahead: threading.Thread | None = None
 
     @property
     def client_id(self) -> str:
@@ -204,6 +185,7 @@ class PrivateClient:
         :class:`~dp.errors.LedgerRollbackError` naming this client, the head
         found and the head expected; call it before :meth:`train_round`.
         """
+        self._settle()
         check_ledger_not_behind(self._ledger, expected, self._client_id)
 
     def epsilon_spent(self) -> float:
@@ -212,6 +194,10 @@ class PrivateClient:
 
     def projected_epsilon(self) -> float:
         """ε this client would have spent after one more round."""
+        self._settle()
+        return self._projected()
+
+    def _projected(self) -> float:
         key = len(self._ledger.entries)
         if self._projection is None or self._projection[0] != key:
             eps = epsilon_of(self._config, [*self._ledger.history, *self._runs])
@@ -223,8 +209,27 @@ class PrivateClient:
         return max(0.0, self._config.epsilon_budget - self.epsilon_spent())
 
     def wait_for_prefetched_noise(self) -> None:
-        """Block until the next round's noise drawn ahead (if any) is ready."""
+        """Block until the next round's projection and noise drawn ahead are ready."""
+        self._settle()
         self._trainer.wait_for_prefetched_noise()
+
+    def _settle(self) -> None:
+        """Wait for the background preparation of the next round, if any."""
+        if self._ahead is not None:
+            self._ahead.join()
+            self._ahead = None
+
+    def _prepare_next_round(self) -> None:
+        """Project the next round's ε and, if it fits the budget, draw its noise.
+
+        Runs on a background thread after a round; a failure here only means
+        the next round does the work itself (and reports any error there).
+        """
+        try:
+            if self._projected() <= self._config.epsilon_budget:
+                self._trainer.start_prefetch(self._config.local_epochs)
+        except Exception:  # redone, and raised if it recurs, in the next round
+            _log.debug("preparing the next round failed", exc_info=True)
 
     def can_train(self) -> bool:
         """Whether one more round fits in the budget."""
@@ -326,6 +331,7 @@ class PrivateClient:
         would exceed the budget; :class:`DPConfigError` for bad arguments;
         :class:`UnsupportedModelError` for a model Opacus cannot privatise.
         """
+        self._settle()
         entries = self._ledger.entries
         check_round_args(round_idx, lr, entries[-1].round if entries else 0)
         check_dataset_size(dataset, self._n)
@@ -344,6 +350,11 @@ class PrivateClient:
         loss_entry, noised_loss = self._release_loss(
             round_idx, projected, (model, outcome.state_dict), dataset, loss
         )
+        if self._trainer.prefetch_noise:
+            self._ahead = threading.Thread(
+                target=self._prepare_next_round, name="dp-next-round", daemon=True
+            )
+            self._ahead.start()
         return PrivateRoundResult(
             client_id=self._client_id,
             round_idx=round_idx,

@@ -38,7 +38,7 @@ from dp.engine import (
     LossFn,
 )
 from dp.errors import PrivacyError, UnsupportedModelError
-from dp.noise_prefetch import PREFETCH_MAX_BYTES, PrefetchedNoise
+from dp.noise_prefetch import PrefetchedNoise, reserve_prefetch
 from dp.sampling import poisson_loader
 
 __all__ = ["DPSGDSettings", "LocalDPTrainer", "LocalTrainingOutcome"]
@@ -46,6 +46,9 @@ __all__ = ["DPSGDSettings", "LocalDPTrainer", "LocalTrainingOutcome"]
 _log = logging.getLogger(__name__)
 
 DPOpt = CSPRNGDPOptimizer | CSPRNGDPOptimizerFastGradientClipping
+
+#: Steps of noise the in-round drawing thread may hold ahead of the optimizer.
+_LOOKAHEAD_STEPS = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +131,11 @@ class LocalDPTrainer:
         self.builds = 0
 
     @property
+    def prefetch_noise(self) -> bool:
+        """Whether the next round's noise is drawn ahead between rounds."""
+        return self._settings.prefetch_noise
+
+    @property
     def grad_sample_mode(self) -> GradSampleMode | None:
         """The per-sample method in use (``None`` before the first round)."""
         return None if self._wrapped is None else self._wrapped.mode
@@ -183,25 +191,51 @@ class LocalDPTrainer:
     def _claim_prefetched(self, w: _Wrapped, epochs: int) -> PrefetchedNoise | None:
         """The noise drawn ahead for this round, if it fits it exactly."""
         pre, self._prefetched = self._prefetched, None
+        if pre is None:
+            return None
         std, shapes, steps = self._noise_plan(w, epochs)
-        if pre is not None and pre.fits(std=std, shapes=shapes, steps=steps):
+        if pre.fits(std=std, shapes=shapes, steps=steps):
             return pre
-        return None  # a mismatch discards it: noise is never reused
+        pre.cancel()  # a mismatch discards it: noise is never reused
+        return None
 
-    def _start_prefetch(self, w: _Wrapped, epochs: int) -> None:
-        """Draw the next round's noise on a background thread, if allowed."""
+    def _in_round_noise(self, w: _Wrapped, epochs: int) -> PrefetchedNoise | None:
+        """This round's noise, drawn on a background thread a few steps ahead."""
+        if not _noise_drawn_ahead(w):
+            return None
         std, shapes, steps = self._noise_plan(w, epochs)
-        params = list(w.optimizer.params)
-        if not self._settings.prefetch_noise or not all(
-            p.device.type == "cpu" and p.dtype == torch.float32 for p in params
-        ):
-            return
-        if PrefetchedNoise.nbytes(shapes, steps) > PREFETCH_MAX_BYTES:
-            _log.info("next round's noise exceeds the prefetch cap; drawn inline")
-            return
-        self._prefetched = PrefetchedNoise(
-            self._engine.rng.spawn(), std=std, shapes=shapes, steps=steps
+        return PrefetchedNoise(
+            self._engine.rng.spawn(),
+            std=std,
+            shapes=shapes,
+            steps=steps,
+            lookahead=_LOOKAHEAD_STEPS * len(shapes),
         )
+
+    def start_prefetch(self, epochs: int) -> bool:
+        """Draw the next round's noise on a background thread, if allowed and it fits.
+
+        Allowed with ``prefetch_noise`` for a wrapped CPU float32 model; it
+        fits while the process-wide prefetch budget has room.
+        """
+        w = self._wrapped
+        if not self._settings.prefetch_noise or w is None or not _noise_drawn_ahead(w):
+            return False
+        std, shapes, steps = self._noise_plan(w, epochs)
+        nbytes = PrefetchedNoise.nbytes(shapes, steps)
+        if not reserve_prefetch(nbytes):
+            _log.info("next round's noise exceeds the prefetch budget; drawn in round")
+            return False
+        if self._prefetched is not None:
+            self._prefetched.cancel()
+        self._prefetched = PrefetchedNoise(
+            self._engine.rng.spawn(),
+            std=std,
+            shapes=shapes,
+            steps=steps,
+            reserved=nbytes,
+        )
+        return True
 
     def wait_for_prefetched_noise(self) -> None:
         """Block until the noise drawn ahead for the next round (if any) is ready."""
@@ -250,7 +284,8 @@ class LocalDPTrainer:
             steps=self._settings.steps_per_epoch,
             rng=self._engine.rng,
         )
-        w.optimizer.noise.prefetched = self._claim_prefetched(w, epochs)
+        noise = self._claim_prefetched(w, epochs) or self._in_round_noise(w, epochs)
+        w.optimizer.noise.prefetched = noise
         try:
             with warnings.catch_warnings():
                 # Opacus's hooks fire on outputs when inputs need no grad; harmless.
@@ -267,13 +302,26 @@ class LocalDPTrainer:
         finally:
             w.optimizer.zero_grad(set_to_none=True)
             w.optimizer.noise.prefetched = None  # used up or discarded, never reused
-        self._start_prefetch(w, epochs)
+            if noise is not None:
+                noise.cancel()
         state = {k: v.detach().clone() for k, v in w.local.state_dict().items()}
         return LocalTrainingOutcome(
             state_dict=state,
             steps=steps,
             examples_seen=seen,
         )
+
+
+def _noise_drawn_ahead(w: _Wrapped) -> bool:
+    """Whether ``w``'s noise is host float32, hence drawn off the critical path.
+
+    Noise for parameters on an accelerator is drawn there, step by step.
+    """
+    noise = w.optimizer.noise
+    return all(
+        not noise.on_device(p.device) and p.dtype == torch.float32
+        for p in w.optimizer.params
+    )
 
 
 def _losses(

@@ -58,11 +58,23 @@ def test_a_reused_round_equals_a_freshly_built_one(
     tmp_path: Path, opt: LocalOptimizer
 ) -> None:
     reused_rng, fresh_rng = fixed_rng(6), fixed_rng(6)
+    # Drawing round 2's noise between rounds would take it from the stream
+    # before round 2's batches; the clients compared here draw it in round.
     reused = PrivateClient(
-        "c", N_EXAMPLES, config(), tmp_path / "r.jsonl", rng=reused_rng
+        "c",
+        N_EXAMPLES,
+        config(),
+        tmp_path / "r.jsonl",
+        rng=reused_rng,
+        prefetch_noise=False,
     )
     fresh = PrivateClient(
-        "c", N_EXAMPLES, config(), tmp_path / "f.jsonl", rng=fresh_rng
+        "c",
+        N_EXAMPLES,
+        config(),
+        tmp_path / "f.jsonl",
+        rng=fresh_rng,
+        prefetch_noise=False,
     )
     m = model()
     first = reused.train_round(m, dataset(), round_idx=0, lr=0.05, optimizer=opt)

@@ -197,10 +197,12 @@ def test_dp_step_draws_noise_and_batches_only_from_the_csprng(
     torch_state = torch.random.get_rng_state()
     numpy_state = np.random.get_state()[1].copy()  # type: ignore[index]
     res = client.train_round(model, data, round_idx=0, lr=0.5)
+    client.wait_for_prefetched_noise()
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], numpy_state)  # type: ignore[index]
-    # One draw per parameter tensor (weight, bias) per step, at std σ·C.
-    assert calls == [1.0 * 1.0] * (2 * res.steps)
+    # One draw per parameter tensor (weight, bias) per step, at std σ·C, for
+    # this round and for the next one, drawn ahead once this one ended.
+    assert calls == [1.0 * 1.0] * (2 * res.steps * 2)
 
 
 def test_noise_reaches_the_update(tmp_path: Path, data: TensorDataset) -> None:

@@ -9,7 +9,10 @@ the same samples must reject a σ off by a factor 2/3 or 3/2.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,8 @@ from torch import nn
 
 import dp
 import dp.device_noise as device_noise
-import dp.local_training as local_training
 import dp.noise as noise_mod
+import dp.noise_prefetch as noise_prefetch
 from dp import DPConfigError, PrivacyError, PrivateClient
 from dp.device_noise import DeviceGaussian, chacha20_block_words
 from dp.engine import _Noise
@@ -137,6 +140,34 @@ def test_noise_into_float32_is_the_float64_stream_rounded_once() -> None:
     narrow = np.empty((3, 40_001), dtype=np.float32)
     _fixed(Keystream.AES256_CTR).gaussian_noise_into(2.5, narrow)
     assert np.array_equal(narrow, wide.astype(np.float32))
+
+
+#: SHA-256 of a fixed-key draw sequence, pinned from the first polar sampler;
+#: every later speed-up must reproduce it bit for bit.
+PINNED_SAMPLER_SHA256 = {
+    Keystream.AES256_CTR: (
+        "26becd3c4eeb60aa6c3b8436047e9d32881b5fc2fe459fe5cd60f694f2c13615"
+    ),
+    Keystream.CHACHA20: (
+        "342174872ff495d542b1561096fad8a4111188b73967255515df9faa5f4d858f"
+    ),
+}
+
+
+@pytest.mark.parametrize("keystream", list(Keystream))
+def test_the_sampler_reproduces_its_pinned_output(keystream: Keystream) -> None:
+    rng = _fixed(keystream)
+    parts = [
+        rng.standard_normal(n).tobytes() for n in (0, 1, 2, 3, 7, 1000, 33000, 100001)
+    ]
+    f32 = np.empty(70001, dtype=np.float32)
+    rng.gaussian_noise_into(0.7, f32)
+    f64 = np.empty((3, 5000), dtype=np.float64)
+    rng.gaussian_noise_into(1.3, f64)
+    parts += [f32.tobytes(), f64.tobytes()]
+    parts += [rng.gaussian_noise(2.0, (17,)).tobytes(), rng.uniform(99).tobytes()]
+    digest = hashlib.sha256(b"".join(parts)).hexdigest()
+    assert digest == PINNED_SAMPLER_SHA256[keystream]
 
 
 @pytest.mark.parametrize(
@@ -343,39 +374,97 @@ def test_a_failed_prefetch_is_reported_not_lost(
         pre.take((4,), 1.0)
 
 
-def test_a_prefetching_client_adds_noise_drawn_off_the_critical_path(
+def test_prefetched_noise_stays_within_its_lookahead() -> None:
+    pre = PrefetchedNoise(
+        SecureRandom(), std=1.0, shapes=[(64,)], steps=10, lookahead=2
+    )
+    deadline = time.monotonic() + 10
+    while pre._done < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # ample time to run past the bound, were there none
+    assert pre._done == 2
+    pre.take((64,), 1.0)
+    while pre._done < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert pre._done == 3 and pre.remaining == 9
+    pre.cancel()
+    pre.wait()  # the drawing thread ends on cancel, not at the round's end
+
+
+def test_cancelled_noise_is_never_handed_out() -> None:
+    pre = PrefetchedNoise(SecureRandom(), std=1.0, shapes=[(8,)], steps=3)
+    pre.wait()
+    pre.cancel()
+    assert not pre.fits(std=1.0, shapes=[(8,)], steps=3)
+    with pytest.raises(PrivacyError, match=r"^prefetched noise was cancelled$"):
+        pre.take((8,), 1.0)
+
+
+def test_lookahead_must_be_positive() -> None:
+    with pytest.raises(
+        PrivacyError, match=r"^lookahead must be >= 1 or None; found 0$"
+    ):
+        PrefetchedNoise(SecureRandom(), std=1.0, shapes=[(8,)], steps=1, lookahead=0)
+
+
+def test_a_round_draws_its_noise_off_the_main_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _thread_spy(monkeypatch)
+    c = PrivateClient(
+        "i", N_EXAMPLES, config(), tmp_path / "i.jsonl", rng=fixed_rng(3),
+        prefetch_noise=False,
+    )  # fmt: skip
+    res = c.train_round(model(), dataset(), round_idx=0, lr=0.1)
+    assert threads == ["dp-noise-prefetch"] * (4 * res.steps)
+    assert c._trainer._prefetched is None  # nothing drawn for a next round
+
+
+def test_a_client_draws_its_next_round_while_it_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads = _thread_spy(monkeypatch)
     ahead = PrivateClient(
-        "p", N_EXAMPLES, config(), tmp_path / "p.jsonl", rng=fixed_rng(3),
-        prefetch_noise=True,
-    )  # fmt: skip
-    inline = PrivateClient(
-        "i", N_EXAMPLES, config(), tmp_path / "i.jsonl", rng=fixed_rng(3)
+        "p", N_EXAMPLES, config(), tmp_path / "p.jsonl", rng=fixed_rng(3)
     )
+    in_round = PrivateClient(
+        "i", N_EXAMPLES, config(), tmp_path / "i.jsonl", rng=fixed_rng(3),
+        prefetch_noise=False,
+    )  # fmt: skip
     m = model()
     first = ahead.train_round(m, dataset(), round_idx=0, lr=0.1)
-    same = inline.train_round(m, dataset(), round_idx=0, lr=0.1)
-    # Round 0 has nothing drawn ahead: inline, hence identical to the plain client.
+    same = in_round.train_round(m, dataset(), round_idx=0, lr=0.1)
+    # Round 0 has nothing drawn ahead: the same stream as the other client.
     assert all(torch.equal(first.state_dict[k], v) for k, v in same.state_dict.items())
-    draws = 4 * ahead.steps_per_round
     ahead.wait_for_prefetched_noise()
-    assert threads.count("dp-noise-prefetch") == draws
+    drawn = ahead._trainer._prefetched
+    assert drawn is not None and drawn.remaining == 4 * ahead.steps_per_round
+    assert ahead._projection is not None  # the next round's ε, projected ahead
     del threads[:]
     second = ahead.train_round(m, dataset(), round_idx=1, lr=0.1)
-    assert "MainThread" not in threads  # round 1 only added noise drawn ahead
+    assert drawn.remaining == 0  # round 1 consumed exactly what was drawn ahead
+    assert threads.count("MainThread") == 0
     assert any(
         not torch.equal(v, m.state_dict()[k]) for k, v in second.state_dict.items()
     )
+    ahead.wait_for_prefetched_noise()
+
+
+def test_no_noise_is_drawn_for_a_round_past_the_budget(tmp_path: Path) -> None:
+    probe = PrivateClient("b", N_EXAMPLES, config(), tmp_path / "probe.jsonl")
+    one_round = probe.projected_epsilon()
+    cfg = config(epsilon_budget=one_round * 1.001, planned_rounds=1)
+    c = PrivateClient("b", N_EXAMPLES, cfg, tmp_path / "b.jsonl")
+    c.train_round(model(), dataset(), round_idx=0, lr=0.1)
+    c.wait_for_prefetched_noise()
+    assert not c.can_train() and c._trainer._prefetched is None
 
 
 def test_prefetched_noise_is_never_reused_after_a_failed_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    c = PrivateClient(
-        "f", N_EXAMPLES, config(), tmp_path / "f.jsonl", prefetch_noise=True
-    )
+    c = PrivateClient("f", N_EXAMPLES, config(), tmp_path / "f.jsonl")
     m = model()
     c.train_round(m, dataset(), round_idx=0, lr=0.1)
     c.wait_for_prefetched_noise()
@@ -385,21 +474,46 @@ def test_prefetched_noise_is_never_reused_after_a_failed_round(
         c.train_round(m, dataset(), round_idx=1, lr=0.1, loss_fn=nn.CrossEntropyLoss())
     assert c._trainer._prefetched is None  # claimed by the failed round, discarded
     assert c._trainer._wrapped is None  # and its half-done step's wrap with it
-    threads = _thread_spy(monkeypatch)
-    c.train_round(m, dataset(), round_idx=2, lr=0.1)
-    assert threads[: 4 * c.steps_per_round] == ["MainThread"] * 4 * c.steps_per_round
-    assert c._trainer._prefetched is not drawn_ahead
+    assert drawn_ahead._cancelled and all(a is None for a in drawn_ahead._arrays)
+    served: list[PrefetchedNoise] = []
+    real = PrefetchedNoise.take
+
+    def spy(self: PrefetchedNoise, shape: tuple[int, ...], std: float) -> Any:
+        served.append(self)
+        return real(self, shape, std)
+
+    monkeypatch.setattr(PrefetchedNoise, "take", spy)
+    res = c.train_round(m, dataset(), round_idx=2, lr=0.1)
+    assert len(served) == 4 * res.steps and drawn_ahead not in served
 
 
-def test_prefetch_respects_its_memory_cap(
+def test_next_round_noise_shares_one_budget_per_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_training, "PREFETCH_MAX_BYTES", 100)
-    c = PrivateClient(
-        "m", N_EXAMPLES, config(), tmp_path / "m.jsonl", prefetch_noise=True
-    )
-    c.train_round(model(), dataset(), round_idx=0, lr=0.1)
-    assert c._trainer._prefetched is None
+    a = PrivateClient("a", N_EXAMPLES, config(), tmp_path / "a.jsonl")
+    b = PrivateClient("b", N_EXAMPLES, config(), tmp_path / "b.jsonl")
+    m = model()
+    shapes = [tuple(p.shape) for p in m.parameters()]
+    one_round = PrefetchedNoise.nbytes(shapes, a.steps_per_round)
+    gc.collect()  # rounds other tests drew ahead and dropped give theirs back
+    base = noise_prefetch._reserved
+    monkeypatch.setattr(noise_prefetch, "PREFETCH_MAX_BYTES", base + one_round)
+    for c in (a, b):
+        c.train_round(m, dataset(), round_idx=0, lr=0.1)
+        c.wait_for_prefetched_noise()
+    assert a._trainer._prefetched is not None and b._trainer._prefetched is None
+    assert noise_prefetch._reserved == base + one_round
+    a.train_round(m, dataset(), round_idx=1, lr=0.1)  # consumes, then reserves again
+    a.wait_for_prefetched_noise()
+    assert noise_prefetch._reserved == base + one_round
+    a._trainer._prefetched.cancel()  # type: ignore[union-attr]
+    assert noise_prefetch._reserved == base
+    b.train_round(m, dataset(), round_idx=1, lr=0.1)
+    b.wait_for_prefetched_noise()
+    assert b._trainer._prefetched is not None  # the budget a gave back
+    del b, c  # the loop variable held b too
+    gc.collect()
+    assert noise_prefetch._reserved == base  # a dropped client's round is freed
 
 
 def test_prefetch_flag_must_be_a_bool(tmp_path: Path) -> None:
