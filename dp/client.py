@@ -219,7 +219,7 @@ class PrivateClient:
             self._ahead.join()
             self._ahead = None
 
-    def _prepare_next_round(self) -> None:
+    def _prepare_next_round(self, rng: SecureRandom) -> None:
         """Project the next round's ε and, if it fits the budget, draw its noise.
 
         Runs on a background thread after a round; a failure here only means
@@ -227,7 +227,7 @@ class PrivateClient:
         """
         try:
             if self._projected() <= self._config.epsilon_budget:
-                self._trainer.start_prefetch(self._config.local_epochs)
+                self._trainer.start_prefetch(self._config.local_epochs, rng)
         except Exception:  # redone, and raised if it recurs, in the next round
             _log.debug("preparing the next round failed", exc_info=True)
 
@@ -351,8 +351,12 @@ class PrivateClient:
             round_idx, projected, (model, outcome.state_dict), dataset, loss
         )
         if self._trainer.prefetch_noise:
+            # Spawned here, so the thread never touches this client's generator.
             self._ahead = threading.Thread(
-                target=self._prepare_next_round, name="dp-next-round", daemon=True
+                target=self._prepare_next_round,
+                args=(self._engine.rng.spawn(),),
+                name="dp-next-round",
+                daemon=True,
             )
             self._ahead.start()
         return PrivateRoundResult(

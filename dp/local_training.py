@@ -38,6 +38,7 @@ from dp.engine import (
     LossFn,
 )
 from dp.errors import PrivacyError, UnsupportedModelError
+from dp.noise import SecureRandom
 from dp.noise_prefetch import PrefetchedNoise, reserve_prefetch
 from dp.sampling import poisson_loader
 
@@ -212,11 +213,12 @@ class LocalDPTrainer:
             lookahead=_LOOKAHEAD_STEPS * len(shapes),
         )
 
-    def start_prefetch(self, epochs: int) -> bool:
-        """Draw the next round's noise on a background thread, if allowed and it fits.
+    def start_prefetch(self, epochs: int, rng: SecureRandom) -> bool:
+        """Draw the next round's noise from ``rng`` on a background thread.
 
-        Allowed with ``prefetch_noise`` for a wrapped CPU float32 model; it
-        fits while the process-wide prefetch budget has room.
+        Only with ``prefetch_noise``, for a wrapped CPU float32 model, and
+        while the process-wide prefetch budget has room; says whether it did.
+        ``rng`` must be the engine generator's :meth:`~SecureRandom.spawn`.
         """
         w = self._wrapped
         if not self._settings.prefetch_noise or w is None or not _noise_drawn_ahead(w):
@@ -229,7 +231,7 @@ class LocalDPTrainer:
         if self._prefetched is not None:
             self._prefetched.cancel()
         self._prefetched = PrefetchedNoise(
-            self._engine.rng.spawn(),
+            rng,
             std=std,
             shapes=shapes,
             steps=steps,

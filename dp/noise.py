@@ -47,6 +47,7 @@ import functools
 import math
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import TypeVar
@@ -148,11 +149,13 @@ class SecureRandom:
     """Cryptographically secure uniforms, Gaussians and Bernoulli draws.
 
     Build with ``SecureRandom()`` (key from ``os.urandom``, cipher from
-    :func:`default_keystream`).  Tests that need reproducible output use
+    :func:`default_keystream`).  Threads may share one: each draw holds its
+    lock, so draws run one at a time; to draw in parallel, :meth:`spawn` one
+    generator per thread.  Tests that need reproducible output use
     :meth:`insecure_from_key_for_testing`, which warns.
     """
 
-    __slots__ = ("_bytes_under_key", "_scratch", "_stream", "keystream")
+    __slots__ = ("_bytes_under_key", "_lock", "_scratch", "_stream", "keystream")
 
     def __init__(self, keystream: Keystream | None = None) -> None:
         self._init(os.urandom(_KEY_BYTES), keystream)
@@ -169,6 +172,9 @@ class SecureRandom:
         self._stream = _encryptor(keystream, key)
         self._bytes_under_key = 0
         self._scratch: _PolarScratch | None = None
+        # One draw at a time: the cipher state and the scratch buffers are
+        # shared by every call, and interleaved draws would corrupt both.
+        self._lock = threading.Lock()
 
     @classmethod
     def insecure_from_key_for_testing(
@@ -211,8 +217,9 @@ class SecureRandom:
         """``n`` keystream bytes."""
         if n < 0:
             raise InvalidNoiseInputError(f"n must be >= 0; found {n}")
-        self._reserve(n)
-        return self._stream.update(bytes(n))
+        with self._lock:
+            self._reserve(n)
+            return self._stream.update(bytes(n))
 
     def _words_into(self, words: npt.NDArray[np.uint64]) -> None:
         """Fill the contiguous ``words`` with keystream, encrypted in place."""
@@ -232,7 +239,8 @@ class SecureRandom:
 
     def uniform(self, n: int) -> npt.NDArray[np.float64]:
         """``n`` i.i.d. uniforms on the open interval (0, 1), 53 random bits each."""
-        words = self._words(n)
+        with self._lock:
+            words = self._words(n)
         np.right_shift(words, np.uint64(11), out=words)
         u = words.astype(np.float64)
         u += 0.5
@@ -307,7 +315,8 @@ class SecureRandom:
         if n < 0:
             raise InvalidNoiseInputError(f"n must be >= 0; found {n}")
         out = np.empty(n, dtype=np.float64)
-        self._scaled_normals_into(out)
+        with self._lock:
+            self._scaled_normals_into(out)
         out *= _TWO_POW_MINUS_53
         return out
 
@@ -327,6 +336,16 @@ class SecureRandom:
         # 2⁻⁵³ undoes the scaled normals' factor; exact, as is the halving.
         scale = 0.5 * std * _TWO_POW_MINUS_53
         buf = np.empty(4 * min(n, _CHUNK_OUT), dtype=np.float64)
+        with self._lock:
+            self._noise_chunks(scale, flat, buf)
+
+    def _noise_chunks(
+        self,
+        scale: float,
+        flat: npt.NDArray[np.floating],
+        buf: npt.NDArray[np.float64],
+    ) -> None:
+        n = flat.size
         for start in range(0, n, _CHUNK_OUT):
             m = min(_CHUNK_OUT, n - start)
             four = buf[: 4 * m].reshape(4, m)

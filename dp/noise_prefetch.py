@@ -121,6 +121,8 @@ class PrefetchedNoise:
                 arr = np.empty(shape, dtype=np.float32)
                 rng.gaussian_noise_into(self.std, arr)
                 with self._cond:
+                    if self._cancelled:  # drawn too late: dropped, never stored
+                        return
                     self._arrays[i] = arr
                     self._done = i + 1
                     self._cond.notify_all()

@@ -142,6 +142,33 @@ def test_noise_into_float32_is_the_float64_stream_rounded_once() -> None:
     assert np.array_equal(narrow, wide.astype(np.float32))
 
 
+def test_threads_sharing_a_generator_draw_whole_arrays_in_turn() -> None:
+    # Each call holds the generator's lock, so concurrent calls consume the
+    # stream call by call: together they draw exactly the arrays of a
+    # sequential run, in some order.  Interleaved chunks would differ.
+    shared, twin = _fixed(Keystream.AES256_CTR), _fixed(Keystream.AES256_CTR)
+    calls, size = 12, 40_000
+    drawn: list[bytes] = []
+
+    def draw() -> None:
+        for _ in range(calls):
+            out = np.empty(size, dtype=np.float32)
+            shared.gaussian_noise_into(1.0, out)
+            drawn.append(out.tobytes())
+
+    workers = [threading.Thread(target=draw) for _ in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    expected = []
+    for _ in range(2 * calls):
+        out = np.empty(size, dtype=np.float32)
+        twin.gaussian_noise_into(1.0, out)
+        expected.append(out.tobytes())
+    assert sorted(drawn) == sorted(expected)
+
+
 #: SHA-256 of a fixed-key draw sequence, pinned from the first polar sampler;
 #: every later speed-up must reproduce it bit for bit.
 PINNED_SAMPLER_SHA256 = {
