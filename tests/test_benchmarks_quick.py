@@ -91,11 +91,12 @@ def test_dp_overhead_quick_times_every_contender(tmp_path: Path) -> None:
     for res in payload["results"]:
         assert set(res["summaries"]) == {
             "plain", "opacus_hooks", "opacus_ghost", "private_round",
-            "private_round_prefetch", "of_which_noise", "of_which_accounting",
+            "private_round_in_round", "of_which_noise", "of_which_accounting",
             "ref_torch_noise",
         }  # fmt: skip
         assert all(s["cpu_s"] > 0 for s in res["summaries"].values())
         assert res["private_grad_sample_mode"] == "ghost"
     assert payload["targets"]
     assert all(isinstance(t["met"], bool) for t in payload["targets"])
-    assert "private_round_prefetch / Opacus ghost" in proc.stdout
+    assert "private_round_in_round / Opacus ghost" in proc.stdout
+    assert "all threads" in proc.stdout
