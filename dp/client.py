@@ -219,6 +219,18 @@ class PrivateClient:
             self._ahead.join()
             self._ahead = None
 
+    def _start_next_round(self) -> None:
+        """With ``prefetch_noise``, prepare the next round on a background thread."""
+        if self._trainer.prefetch_noise:
+            # Spawned here, so the thread never touches this client's generator.
+            self._ahead = threading.Thread(
+                target=self._prepare_next_round,
+                args=(self._engine.rng.spawn(),),
+                name="dp-next-round",
+                daemon=True,
+            )
+            self._ahead.start()
+
     def _prepare_next_round(self, rng: SecureRandom) -> None:
         """Project the next round's ε and, if it fits the budget, draw its noise.
 
@@ -350,15 +362,7 @@ class PrivateClient:
         loss_entry, noised_loss = self._release_loss(
             round_idx, projected, (model, outcome.state_dict), dataset, loss
         )
-        if self._trainer.prefetch_noise:
-            # Spawned here, so the thread never touches this client's generator.
-            self._ahead = threading.Thread(
-                target=self._prepare_next_round,
-                args=(self._engine.rng.spawn(),),
-                name="dp-next-round",
-                daemon=True,
-            )
-            self._ahead.start()
+        self._start_next_round()
         return PrivateRoundResult(
             client_id=self._client_id,
             round_idx=round_idx,
