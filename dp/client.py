@@ -83,13 +83,16 @@ class PrivateClient:
     the whole planned schedule.  ``rng`` defaults to a fresh OS-keyed
     :class:`~dp.noise.SecureRandom`.
 
-    Noise never waits on the critical path where it can be helped (CPU
-    float32 models): each round's noise is drawn on a background thread a
-    few steps ahead of the optimizer, and with ``prefetch_noise`` (the
-    default) the whole of the next round's noise, and its ε projection, are
-    prepared on a background thread as soon as a round ends, while the client
-    waits for the server, if that round fits the budget and the process-wide
-    prefetch memory (:data:`~dp.noise_prefetch.PREFETCH_MAX_BYTES`).
+    For a CPU float32 model of at least
+    :data:`~dp.local_training.DRAW_AHEAD_MIN_PARAMS` parameters the noise
+    is kept off the critical path: each round's noise is drawn on a
+    background thread a few steps ahead of the optimizer, and with
+    ``prefetch_noise`` (the default) the whole of the next round's noise, and
+    its ε projection, are prepared on a background thread as soon as a round
+    ends, while the client waits for the server, if that round fits the
+    budget and the process-wide prefetch memory
+    (:data:`~dp.noise_prefetch.PREFETCH_MAX_BYTES`).  A smaller model's
+    noise is drawn inline: there the threads cost more than they save.
     """
 
     def __init__(

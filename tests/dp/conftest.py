@@ -9,7 +9,14 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import dp
+import dp.local_training
 from tests.dp import kit
+
+
+@pytest.fixture
+def draw_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Draw noise on background threads for every model, however small."""
+    monkeypatch.setattr(dp.local_training, "DRAW_AHEAD_MIN_PARAMS", 0)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from scipy import stats
 from torch.utils.data import TensorDataset
 
 import dp
+import dp.local_training
 from dp.engine import CSPRNGDPOptimizer, PoissonBatchSampler
 from dp.noise import ChaCha20Random, SecureRandom
 from tests.dp import kit
@@ -171,9 +172,15 @@ def test_optimizer_noise_is_the_csprng_stream() -> None:
     assert torch.equal(before, torch.get_rng_state())
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["inline", "drawn-ahead"])
 def test_dp_step_draws_noise_and_batches_only_from_the_csprng(
-    ledger_path: Path, data: TensorDataset, monkeypatch: pytest.MonkeyPatch
+    ledger_path: Path,
+    data: TensorDataset,
+    monkeypatch: pytest.MonkeyPatch,
+    ahead: bool,
 ) -> None:
+    if ahead:
+        monkeypatch.setattr(dp.local_training, "DRAW_AHEAD_MIN_PARAMS", 0)
     client = kit.client(ledger_path)
     model = kit.model()
 
@@ -201,8 +208,8 @@ def test_dp_step_draws_noise_and_batches_only_from_the_csprng(
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], numpy_state)  # type: ignore[index]
     # One draw per parameter tensor (weight, bias) per step, at std σ·C, for
-    # this round and for the next one, drawn ahead once this one ended.
-    assert calls == [1.0 * 1.0] * (2 * res.steps * 2)
+    # this round and, drawn ahead once this one ended, for the next one.
+    assert calls == [1.0 * 1.0] * (2 * res.steps * (2 if ahead else 1))
 
 
 def test_noise_reaches_the_update(tmp_path: Path, data: TensorDataset) -> None:

@@ -435,6 +435,17 @@ def test_lookahead_must_be_positive() -> None:
         PrefetchedNoise(SecureRandom(), std=1.0, shapes=[(8,)], steps=1, lookahead=0)
 
 
+def test_a_small_model_draws_its_noise_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = _thread_spy(monkeypatch)
+    c = PrivateClient("s", N_EXAMPLES, config(), tmp_path / "s.jsonl")
+    res = c.train_round(model(), dataset(), round_idx=0, lr=0.1)
+    assert threads == ["MainThread"] * (4 * res.steps)
+    assert c._ahead is None and c._trainer._prefetched is None
+
+
+@pytest.mark.usefixtures("draw_ahead")
 def test_a_round_draws_its_noise_off_the_main_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -448,6 +459,7 @@ def test_a_round_draws_its_noise_off_the_main_thread(
     assert c._trainer._prefetched is None  # nothing drawn for a next round
 
 
+@pytest.mark.usefixtures("draw_ahead")
 def test_a_client_draws_its_next_round_while_it_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,6 +490,7 @@ def test_a_client_draws_its_next_round_while_it_waits(
     ahead.wait_for_prefetched_noise()
 
 
+@pytest.mark.usefixtures("draw_ahead")
 def test_no_noise_is_drawn_for_a_round_past_the_budget(tmp_path: Path) -> None:
     probe = PrivateClient("b", N_EXAMPLES, config(), tmp_path / "probe.jsonl")
     one_round = probe.projected_epsilon()
@@ -488,6 +501,7 @@ def test_no_noise_is_drawn_for_a_round_past_the_budget(tmp_path: Path) -> None:
     assert not c.can_train() and c._trainer._prefetched is None
 
 
+@pytest.mark.usefixtures("draw_ahead")
 def test_prefetched_noise_is_never_reused_after_a_failed_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -514,6 +528,7 @@ def test_prefetched_noise_is_never_reused_after_a_failed_round(
     assert len(served) == 4 * res.steps and drawn_ahead not in served
 
 
+@pytest.mark.usefixtures("draw_ahead")
 def test_next_round_noise_shares_one_budget_per_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
