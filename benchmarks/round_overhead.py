@@ -205,6 +205,13 @@ def train_all(
         if not isinstance(outcome, ClientUpdate):
             raise RuntimeError(f"client {data.client_id} declined: {outcome}")
         deltas.append(outcome.delta)
+    # A DP client prepares its next round (noise, ε projection) on a
+    # background thread.  In one process that work is this round's too, and
+    # it must not spill into the timing of the variant measured next.
+    w["training"].start()
+    for client in getattr(trainer, "clients", {}).values():
+        client.wait_for_prefetched_noise()
+    w["training"].stop()
     return deltas
 
 
