@@ -56,9 +56,9 @@ DPOpt = CSPRNGDPOptimizer | CSPRNGDPOptimizerFastGradientClipping
 #: Steps of noise the in-round drawing thread may hold ahead of the optimizer.
 _LOOKAHEAD_STEPS = 2
 #: Smallest model (parameters) whose noise is drawn on a background thread.
-#: Below it a step's noise takes about a millisecond or less to draw, less
-#: than handing it between threads and the GIL contention those threads add
-#: (the hospital pilot's rounds ran about 20 % slower with them).
+#: Below it a step's noise takes under 2 ms to draw, too little to repay
+#: handing it between threads and the GIL contention those threads add (the
+#: hospital pilot's rounds ran about 15 % slower with them).
 DRAW_AHEAD_MIN_PARAMS = 1 << 16
 
 
@@ -228,8 +228,9 @@ class LocalDPTrainer:
     def start_prefetch(self, epochs: int, rng: SecureRandom) -> bool:
         """Draw the next round's noise from ``rng`` on a background thread.
 
-        Only with ``prefetch_noise``, for a wrapped CPU float32 model, and
-        while the process-wide prefetch budget has room; says whether it did.
+        Only where :attr:`prefetch_noise` holds (a wrapped CPU float32 model
+        of at least :data:`DRAW_AHEAD_MIN_PARAMS` parameters) and while the
+        process-wide prefetch budget has room; says whether it did.
         ``rng`` must be the engine generator's :meth:`~SecureRandom.spawn`.
         """
         w = self._wrapped
